@@ -1,0 +1,43 @@
+//! Map keys.
+
+use crate::addr::AddrWords;
+
+/// Key of the VIP map.
+///
+/// Three kinds of entries share the map (the agent writes all of them):
+/// - `(addr, port, proto)`: a VIP. `port == 0` is an "all ports" VIP, looked up when the exact
+///   port misses (only if `LbConfig::flags` has `CONFIG_F_ANY_PORT_VIPS`).
+/// - `(addr, 0, proto)` with `VIP_F_FRAG_ONLY`: the VIP that receives fragments of `proto` sent to
+///   `addr` when that address has no all-ports VIP (fragments carry no port to look up).
+/// - `(addr, 0, 0)`: the address entry, present for every VIP address. It carries
+///   `VIP_F_ICMP_ECHO` when echo requests to the address are answered, and tells the program that
+///   a malformed packet to this address is VIP traffic (dropped and counted, not passed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// See [`crate::addr`].
+    pub addr: AddrWords,
+    /// Destination port in network byte order; 0 for all-ports, fragment and address entries.
+    pub port: u16,
+    /// IP protocol (TCP/UDP), or 0 for the address entry.
+    pub proto: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+/// Key of the flow table: the packet's 5-tuple as it arrived (client -> VIP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: AddrWords,
+    pub dst: AddrWords,
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);

@@ -1,0 +1,33 @@
+//! Sizes shared by the program and the agent.
+
+/// Slots in one VIP's Maglev lookup table. Prime, as the paper requires, and the size the paper
+/// evaluates; a VIP's ring occupies `RING_SIZE` consecutive entries of the ring map.
+pub const RING_SIZE: u32 = 65_537;
+
+/// Default capacity of the VIP index space (ring map = `max_vips * RING_SIZE` u32 entries,
+/// 128 MiB at 512). The agent may resize the maps at load time.
+pub const DEFAULT_MAX_VIPS: u32 = 512;
+
+/// Default number of backend entries. Backend ids index the backend map; id 0 is reserved for
+/// "no backend" so a zeroed ring slot is a counted drop, never a forward.
+pub const DEFAULT_MAX_BACKENDS: u32 = 65_536;
+
+/// Default flow-table (LRU) capacity.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+
+/// IPv6 extension headers the parser walks before giving up on a packet.
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// Bits in the VIP address pre-filter (`ADDR_FILTER_WORDS` u64 words).
+pub const ADDR_FILTER_BITS: u32 = 65_536;
+/// Words of the address pre-filter map.
+pub const ADDR_FILTER_WORDS: u32 = ADDR_FILTER_BITS / 64;
+
+/// Bytes of the offending packet quoted in ICMP frag-needed / packet-too-big replies (from its IP
+/// header on). Always available: such a packet is larger than the egress MTU minus the
+/// encapsulation overhead, and the agent refuses MTUs below 576 (IPv4) / 1280 (IPv6).
+pub const ICMP_QUOTE_LEN: usize = 128;
+
+/// Version of the map layout below. Bumped on any change to a key, value or map definition; the
+/// agent refuses to adopt pinned maps of another version.
+pub const MAP_LAYOUT_VERSION: u32 = 1;

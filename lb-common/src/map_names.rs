@@ -1,0 +1,31 @@
+//! Names of the program's maps (also their pin file names). BPF object names hold 15 bytes.
+
+/// `HashMap<VipKey, VipMeta>`: every VIP, plus address and fragment entries (see `VipKey`).
+pub const VIPS: &str = "XLB_VIPS";
+/// `Array<u32>` of `max_vips * RING_SIZE` backend ids: VIP `index`'s Maglev table.
+pub const RING: &str = "XLB_RING";
+/// `Array<Backend>` indexed by backend id.
+pub const BACKENDS: &str = "XLB_BACKENDS";
+/// `LruHashMap<FlowKey, FlowEntry>`: the chosen backend of each recent flow.
+pub const FLOWS: &str = "XLB_FLOWS";
+/// `Array<LbConfig>` with one entry.
+pub const CONFIG: &str = "XLB_CONFIG";
+/// `PerCpuArray<GlobalStats>` with one entry: counters by reason.
+pub const STATS: &str = "XLB_STATS";
+/// `PerCpuArray<TrafficStats>` indexed by VIP index.
+pub const VIP_STATS: &str = "XLB_VIP_STATS";
+/// `PerCpuArray<TrafficStats>` indexed by backend id.
+pub const BACKEND_STATS: &str = "XLB_BE_STATS";
+/// `Array<u64>` of `ADDR_FILTER_WORDS` words: bit set for every VIP address (pre-filter).
+pub const ADDR_FILTER: &str = "XLB_ADDR_FILT";
+/// `PerCpuArray<IcmpBucket>` with one entry: the token bucket limiting generated ICMP errors.
+pub const ICMP_BUCKET: &str = "XLB_ICMP_RL";
+/// `Array<DecapConfig>` with one entry: configuration of the backend-side decap program.
+pub const DECAP_CONFIG: &str = "XLB_DECAP_CFG";
+/// `PerCpuArray<GlobalStats>` of the decap program.
+pub const DECAP_STATS: &str = "XLB_DECAP_STAT";
+
+/// Name of the load-balancer XDP program in the object.
+pub const PROG_LB: &str = "xlb";
+/// Name of the backend-side decapsulation XDP program.
+pub const PROG_DECAP: &str = "xlb_decap";

@@ -1,0 +1,159 @@
+//! Global counters by reason.
+
+/// Index into `GlobalStats::counters`. Every packet the program sees bumps exactly one of the
+/// verdict counters (`Pass*`, `Tx`, `Icmp*`, `Drop*`); the `Flow*` and `Fragment` counters add
+/// detail on forwarded packets.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not VIP traffic: passed to the kernel untouched.
+    Pass = 0,
+    /// The agent has not written a configuration yet: passed.
+    PassNotReady = 1,
+    /// Too short or malformed before its destination could be read: passed (the kernel drops it).
+    PassMalformed = 2,
+    /// VIP without a backend, configured to pass (`VIP_F_NO_BACKEND_PASS`).
+    PassNoBackend = 3,
+    /// Forwarded to a backend (XDP_TX).
+    Tx = 4,
+    /// Backend taken from the flow table.
+    FlowHit = 5,
+    /// No flow-table entry: backend taken from the ring and remembered.
+    FlowMiss = 6,
+    /// Flow-table entry pointed at a backend that is gone or down: re-hashed.
+    FlowRehash = 7,
+    /// TCP SYN: ring choice taken regardless of the flow table.
+    FlowSyn = 8,
+    /// The flow table refused an insert (the packet was still forwarded).
+    FlowInsertFailed = 9,
+    /// Fragment of a VIP datagram, hashed on addresses only.
+    Fragment = 10,
+    /// ICMP echo request to a VIP answered.
+    IcmpEchoReply = 11,
+    /// ICMP frag-needed / packet-too-big about a VIP flow, forwarded to its backend.
+    IcmpErrorForwarded = 12,
+    /// Packet too big to encapsulate: ICMP frag-needed / packet-too-big sent back.
+    IcmpTooBigSent = 13,
+    /// Packet for a VIP address cut short inside its L4 or ICMP header.
+    DropTruncated = 14,
+    /// Invalid IPv4 header length / total length or IPv6 payload length.
+    DropBadHeader = 15,
+    /// More IPv6 extension headers than the parser walks.
+    DropTooManyExtHeaders = 16,
+    /// The VIP has no backend (empty ring slot).
+    DropNoBackend = 17,
+    /// A ring slot names a backend entry that is empty or belongs to another VIP.
+    DropBadBackend = 18,
+    /// Unknown mode, or an address family combination the mode cannot carry.
+    DropUnsupported = 19,
+    /// `bpf_xdp_adjust_head`/`adjust_tail` failed.
+    DropAdjustFailed = 20,
+    /// Too big to encapsulate, and the ICMP error budget is spent.
+    DropTooBigRateLimited = 21,
+    /// Fragment of a VIP address with no VIP for its protocol, or other unroutable VIP traffic.
+    DropNoVip = 22,
+}
+
+/// Slots in `GlobalStats` (room to add counters without a layout change).
+pub const COUNTER_SLOTS: usize = 32;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 23] = [
+        Counter::Pass,
+        Counter::PassNotReady,
+        Counter::PassMalformed,
+        Counter::PassNoBackend,
+        Counter::Tx,
+        Counter::FlowHit,
+        Counter::FlowMiss,
+        Counter::FlowRehash,
+        Counter::FlowSyn,
+        Counter::FlowInsertFailed,
+        Counter::Fragment,
+        Counter::IcmpEchoReply,
+        Counter::IcmpErrorForwarded,
+        Counter::IcmpTooBigSent,
+        Counter::DropTruncated,
+        Counter::DropBadHeader,
+        Counter::DropTooManyExtHeaders,
+        Counter::DropNoBackend,
+        Counter::DropBadBackend,
+        Counter::DropUnsupported,
+        Counter::DropAdjustFailed,
+        Counter::DropTooBigRateLimited,
+        Counter::DropNoVip,
+    ];
+
+    /// Stable snake_case name (metrics labels, CLI, JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Pass => "pass",
+            Counter::PassNotReady => "pass_not_ready",
+            Counter::PassMalformed => "pass_malformed",
+            Counter::PassNoBackend => "pass_no_backend",
+            Counter::Tx => "tx",
+            Counter::FlowHit => "flow_hit",
+            Counter::FlowMiss => "flow_miss",
+            Counter::FlowRehash => "flow_rehash",
+            Counter::FlowSyn => "flow_syn",
+            Counter::FlowInsertFailed => "flow_insert_failed",
+            Counter::Fragment => "fragment",
+            Counter::IcmpEchoReply => "icmp_echo_reply",
+            Counter::IcmpErrorForwarded => "icmp_error_forwarded",
+            Counter::IcmpTooBigSent => "icmp_too_big_sent",
+            Counter::DropTruncated => "drop_truncated",
+            Counter::DropBadHeader => "drop_bad_header",
+            Counter::DropTooManyExtHeaders => "drop_too_many_ext_headers",
+            Counter::DropNoBackend => "drop_no_backend",
+            Counter::DropBadBackend => "drop_bad_backend",
+            Counter::DropUnsupported => "drop_unsupported",
+            Counter::DropAdjustFailed => "drop_adjust_failed",
+            Counter::DropTooBigRateLimited => "drop_too_big_rate_limited",
+            Counter::DropNoVip => "drop_no_vip",
+        }
+    }
+
+    /// Whether this counter is a drop verdict.
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= (Counter::DropTruncated as u32)
+    }
+}
+const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS);
+
+/// The single entry of a per-CPU stats map (`STATS`, `DECAP_STATS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalStats {
+    pub counters: [u64; COUNTER_SLOTS],
+}
+const _: () = assert!(core::mem::size_of::<GlobalStats>() == 8 * COUNTER_SLOTS);
+
+impl Default for GlobalStats {
+    fn default() -> Self {
+        Self {
+            counters: [0; COUNTER_SLOTS],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_index_order_and_names_are_unique() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        for a in Counter::ALL {
+            for b in Counter::ALL {
+                if a != b {
+                    assert_ne!(a.name(), b.name());
+                }
+            }
+        }
+        assert!(Counter::DropNoVip.is_drop());
+        assert!(!Counter::IcmpTooBigSent.is_drop());
+    }
+}

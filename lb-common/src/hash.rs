@@ -15,7 +15,10 @@ const C2: u32 = 0x1b87_3593;
 #[inline(always)]
 const fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -148,7 +151,13 @@ mod tests {
         for i in 0..n {
             let src = u32::from_ne_bytes([198, 51, (i >> 8) as u8, i as u8]);
             let sport = (1024 + (i % 50_000)) as u16;
-            let h = flow_hash_v4(42, src, 0x0a00_0001, ports_word(sport.to_be(), 80u16.to_be()), 6);
+            let h = flow_hash_v4(
+                42,
+                src,
+                0x0a00_0001,
+                ports_word(sport.to_be(), 80u16.to_be()),
+                6,
+            );
             count[(ring_slot(h) as usize * BUCKETS) / RING_SIZE as usize] += 1;
         }
         let mean = n as f64 / BUCKETS as f64;

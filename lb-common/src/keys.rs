@@ -24,7 +24,7 @@ pub struct VipKey {
     /// `FAMILY_V4` or `FAMILY_V6`.
     pub family: u8,
 }
-const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+const _: () = assert!(size_of::<VipKey>() == 20);
 
 /// Key of the flow table: the packet's 5-tuple as it arrived (client -> VIP).
 #[repr(C)]
@@ -40,4 +40,4 @@ pub struct FlowKey {
     pub family: u8,
     pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<FlowKey>() == 40);

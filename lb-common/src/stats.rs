@@ -50,8 +50,6 @@ pub enum Counter {
     DropAdjustFailed = 20,
     /// Too big to encapsulate, and the ICMP error budget is spent.
     DropTooBigRateLimited = 21,
-    /// Fragment of a VIP address with no VIP for its protocol, or other unroutable VIP traffic.
-    DropNoVip = 22,
 }
 
 /// Slots in `GlobalStats` (room to add counters without a layout change).
@@ -59,7 +57,7 @@ pub const COUNTER_SLOTS: usize = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 22] = [
         Counter::Pass,
         Counter::PassNotReady,
         Counter::PassMalformed,
@@ -82,7 +80,6 @@ impl Counter {
         Counter::DropUnsupported,
         Counter::DropAdjustFailed,
         Counter::DropTooBigRateLimited,
-        Counter::DropNoVip,
     ];
 
     /// Stable snake_case name (metrics labels, CLI, JSON).
@@ -110,7 +107,6 @@ impl Counter {
             Counter::DropUnsupported => "drop_unsupported",
             Counter::DropAdjustFailed => "drop_adjust_failed",
             Counter::DropTooBigRateLimited => "drop_too_big_rate_limited",
-            Counter::DropNoVip => "drop_no_vip",
         }
     }
 
@@ -127,7 +123,7 @@ const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS);
 pub struct GlobalStats {
     pub counters: [u64; COUNTER_SLOTS],
 }
-const _: () = assert!(core::mem::size_of::<GlobalStats>() == 8 * COUNTER_SLOTS);
+const _: () = assert!(size_of::<GlobalStats>() == 8 * COUNTER_SLOTS);
 
 impl Default for GlobalStats {
     fn default() -> Self {
@@ -153,7 +149,7 @@ mod tests {
                 }
             }
         }
-        assert!(Counter::DropNoVip.is_drop());
+        assert!(Counter::DropTooBigRateLimited.is_drop());
         assert!(!Counter::IcmpTooBigSent.is_drop());
     }
 }

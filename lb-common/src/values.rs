@@ -30,7 +30,7 @@ pub struct VipMeta {
     pub mode: u8,
     pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<VipMeta>() == 12);
+const _: () = assert!(size_of::<VipMeta>() == 12);
 
 /// Backend entry states (`Backend::state`).
 pub const BACKEND_EMPTY: u8 = 0;
@@ -59,7 +59,7 @@ pub struct Backend {
     pub vip_index: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Backend>() == 32);
+const _: () = assert!(size_of::<Backend>() == 32);
 
 impl Backend {
     /// Whether a flow already pinned to this backend may keep using it.
@@ -76,7 +76,7 @@ pub struct FlowEntry {
     pub backend_id: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
+const _: () = assert!(size_of::<FlowEntry>() == 8);
 
 /// Set once the agent has written a complete configuration; until then every packet passes.
 pub const CONFIG_F_READY: u16 = 1 << 0;
@@ -108,7 +108,7 @@ pub struct LbConfig {
     pub icmp_burst: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 48);
+const _: () = assert!(size_of::<LbConfig>() == 48);
 
 /// Per-CPU token bucket of generated ICMP errors.
 #[repr(C)]
@@ -119,7 +119,7 @@ pub struct IcmpBucket {
     /// `bpf_ktime_get_ns` of the last refill.
     pub last_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<IcmpBucket>() == 16);
+const _: () = assert!(size_of::<IcmpBucket>() == 16);
 
 /// Per-VIP and per-backend counters (per CPU; readers sum the CPUs).
 #[repr(C)]
@@ -134,7 +134,7 @@ pub struct TrafficStats {
     /// Packets to this VIP that were dropped (VIP entries only).
     pub drops: u64,
 }
-const _: () = assert!(core::mem::size_of::<TrafficStats>() == 32);
+const _: () = assert!(size_of::<TrafficStats>() == 32);
 
 /// The single entry of the decap program's config map (backend hosts).
 #[repr(C)]
@@ -148,4 +148,4 @@ pub struct DecapConfig {
     /// `CONFIG_F_READY` once written.
     pub flags: u16,
 }
-const _: () = assert!(core::mem::size_of::<DecapConfig>() == 24);
+const _: () = assert!(size_of::<DecapConfig>() == 24);

@@ -12,6 +12,9 @@ pub const DEFAULT_MAX_VIPS: u32 = 512;
 /// "no backend" so a zeroed ring slot is a counted drop, never a forward.
 pub const DEFAULT_MAX_BACKENDS: u32 = 65_536;
 
+/// Default capacity of the VIP map: each VIP may add an address entry and a fragment alias.
+pub const DEFAULT_VIP_MAP_ENTRIES: u32 = 4 * DEFAULT_MAX_VIPS;
+
 /// Default flow-table (LRU) capacity.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 

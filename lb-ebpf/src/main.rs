@@ -1,11 +1,150 @@
+//! xlb's XDP programs. The load balancer reads top to bottom:
+//! parse -> classify (VIP?) -> choose (flow table, then Maglev ring) -> rewrite/encapsulate ->
+//! account -> verdict. The exact behaviour is specified in docs/datapath.md.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod csum;
+mod hdr;
+mod icmp;
+mod lookup;
+mod maps;
+mod parse;
+mod rewrite;
+mod stats;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use lb_common::{
+    FlowKey, LbConfig, VipMeta,
+    addr::{AddrWords, FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    hash::{flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
+    stats::Counter,
+    values::{CONFIG_F_READY, VIP_F_SRC_AFFINITY},
+};
+
+use crate::{
+    hdr::{ETH_P_IP, ETH_P_IPV6, TCP_FLAG_ACK, TCP_FLAG_SYN},
+    lookup::FlowUse,
+    maps::CONFIG,
+    parse::{L2, Packet},
+    stats::Verdict,
+};
 
 #[xdp]
-pub fn xlb(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn xlb(ctx: XdpContext) -> u32 {
+    let verdict = process(&ctx);
+    stats::count(verdict.counter);
+    verdict.action
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Verdict {
+    let cfg = match CONFIG.get(0) {
+        Some(c) if c.flags & CONFIG_F_READY != 0 => *c,
+        _ => return Verdict::pass(Counter::PassNotReady),
+    };
+    let Some(l2) = parse::ethernet(ctx) else {
+        return Verdict::pass(Counter::PassMalformed);
+    };
+    if l2.proto != ETH_P_IP && l2.proto != ETH_P_IPV6 {
+        return Verdict::pass(Counter::Pass);
+    }
+    let Some(mut pkt) = parse::ip_fixed(ctx, &l2) else {
+        return Verdict::pass(Counter::PassMalformed);
+    };
+    if !lookup::maybe_vip_address(&pkt.dst) {
+        return Verdict::pass(Counter::Pass);
+    }
+    if let Err(reason) = parse::ip_rest(ctx, &mut pkt) {
+        return malformed(&pkt, reason);
+    }
+    if pkt.frag {
+        return fragment(ctx, &cfg, &l2, &pkt);
+    }
+    let icmp = if pkt.family == FAMILY_V4 {
+        PROTO_ICMP
+    } else {
+        PROTO_ICMPV6
+    };
+    match pkt.proto {
+        PROTO_TCP | PROTO_UDP => tcp_udp(ctx, &cfg, &l2, &pkt),
+        p if p == icmp => icmp::handle(ctx, &cfg, &l2, &pkt),
+        _ => Verdict::pass(Counter::Pass),
+    }
+}
+
+/// A packet that failed a check after its destination was known: VIP traffic is dropped with
+/// `reason`, anything else is the kernel's business.
+#[inline(always)]
+pub(crate) fn malformed(pkt: &Packet, reason: Counter) -> Verdict {
+    match lookup::address_entry(pkt.family, &pkt.dst) {
+        Some(_) if reason.is_drop() => Verdict::drop(reason),
+        _ => Verdict::pass(Counter::Pass),
+    }
+}
+
+/// The flow hash of docs/datapath.md §4, shared by data packets and relayed ICMP errors.
+#[inline(always)]
+pub(crate) fn flow_hash(
+    cfg: &LbConfig,
+    vip: &VipMeta,
+    family: u8,
+    src: &AddrWords,
+    dst: &AddrWords,
+    ports: u32,
+    proto: u8,
+) -> u32 {
+    let seed = cfg.hash_seed;
+    match (vip.flags & VIP_F_SRC_AFFINITY != 0, family == FAMILY_V4) {
+        (true, true) => src_hash_v4(seed, src[0]),
+        (true, false) => src_hash_v6(seed, src),
+        (false, true) => flow_hash_v4(seed, src[0], dst[0], ports, proto),
+        (false, false) => flow_hash_v6(seed, src, dst, ports, proto),
+    }
+}
+
+#[inline(always)]
+fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
+    let l4 = match parse::l4(ctx, pkt) {
+        Ok(l4) => l4,
+        Err(reason) => return malformed(pkt, reason),
+    };
+    let Some(vip) = lookup::vip(cfg, pkt.family, &pkt.dst, l4.dport, pkt.proto) else {
+        return Verdict::pass(Counter::Pass);
+    };
+    let ports = ports_word(l4.sport, l4.dport);
+    let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
+    let key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: l4.sport,
+        dport: l4.dport,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    let syn =
+        pkt.proto == PROTO_TCP && l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+    let flow_use = if syn { FlowUse::Syn } else { FlowUse::Sticky };
+    match lookup::choose(&vip, &key, hash, flow_use) {
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true),
+        Err(v) => v,
+    }
+}
+
+/// Fragments carry no ports past the first one, so every fragment of a VIP datagram is hashed
+/// on addresses and protocol alone and takes the ring's choice (docs/datapath.md §3).
+#[inline(always)]
+fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
+    let Some(vip) = lookup::fragment_vip(pkt.family, &pkt.dst, pkt.proto) else {
+        return Verdict::pass(Counter::Pass);
+    };
+    let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, 0, pkt.proto);
+    let key = FlowKey::default();
+    match lookup::choose(&vip, &key, hash, FlowUse::None) {
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true),
+        Err(v) => v,
+    }
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,61 @@
+//! Every map of the load-balancer program. Sizes here are defaults: the agent resizes the
+//! VIP-, backend- and flow-sized maps at load time. Layouts: `lb_common`.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
+    limits::{
+        ADDR_FILTER_WORDS, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
+        DEFAULT_VIP_MAP_ENTRIES, RING_SIZE,
+    },
+    stats::GlobalStats,
+    values::{Backend, IcmpBucket},
+};
+
+/// VIPs, all-ports VIPs, fragment aliases and address entries.
+#[map(name = "XLB_VIPS")]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_VIP_MAP_ENTRIES, 0);
+
+/// Maglev tables, `RING_SIZE` backend ids per VIP index.
+#[map(name = "XLB_RING")]
+pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * RING_SIZE, 0);
+
+/// Backends by id (id 0 never used).
+#[map(name = "XLB_BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// 5-tuple -> backend. Per-CPU LRU lists: inserts take no global lock, and RSS keeps a flow on
+/// one CPU so its entry stays on that CPU's list.
+#[map(name = "XLB_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Global configuration (one entry).
+#[map(name = "XLB_CONFIG")]
+pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+
+/// Counters by reason (one per-CPU entry).
+#[map(name = "XLB_STATS")]
+pub static STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-VIP traffic, by VIP index.
+#[map(name = "XLB_VIP_STATS")]
+pub static VIP_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// Per-backend traffic, by backend id.
+#[map(name = "XLB_BE_STATS")]
+pub static BACKEND_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// One bit per hashed VIP address: lets non-VIP traffic pass without a hash-map lookup.
+#[map(name = "XLB_ADDR_FILT")]
+pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
+
+/// Token bucket for generated ICMP errors (one per-CPU entry).
+#[map(name = "XLB_ICMP_RL")]
+pub static ICMP_BUCKET: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,325 @@
+//! Header parsing: the only code that turns frame offsets into pointers. Every access is checked
+//! against `data_end` here, so the rest of the program handles plain values.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    addr::{AddrWords, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    limits::MAX_IPV6_EXT_HEADERS,
+    stats::Counter,
+};
+
+use crate::hdr::*;
+
+/// Bounds-checked pointer to a `T` at `off` bytes into the frame.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}
+
+/// Copy of the `T` at `off`, if the frame holds it.
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
+    // SAFETY: `ptr_at` checked the bounds; headers are `packed(2)` and frames start 2-aligned.
+    ptr_at::<T>(ctx, off).map(|p| unsafe { p.read() })
+}
+
+/// Overwrites the `T` at `off`; `false` if the frame is too short.
+#[inline(always)]
+pub fn write<T>(ctx: &XdpContext, off: usize, value: T) -> bool {
+    match ptr_at::<T>(ctx, off) {
+        // SAFETY: as in `read`.
+        Some(p) => {
+            unsafe { p.write(value) };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether the frame extends at least `end` bytes. A pointer comparison: the verifier forbids
+/// arithmetic on `data_end`, so lengths are never derived from it on the fast path.
+#[inline(always)]
+pub fn holds(ctx: &XdpContext, end: usize) -> bool {
+    ctx.data() + end <= ctx.data_end()
+}
+
+/// Length of the frame, for the helpers that take a length delta. `black_box` keeps the
+/// subtraction a `pkt_end - pkt` pair (allowed to privileged loaders); without it LLVM folds it
+/// into neighbouring arithmetic as `scalar - pkt_end`, which the verifier rejects.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    core::hint::black_box(ctx.data_end() - ctx.data())
+}
+
+/// The link layer of a frame.
+#[derive(Clone, Copy)]
+pub struct L2 {
+    /// 14, or 18 with an 802.1Q tag.
+    pub len: usize,
+    /// EtherType after the tag, host order.
+    pub proto: u16,
+    pub src: [u8; 6],
+    pub dst: [u8; 6],
+    /// Network-order TCI of the tag, if `len == 18`.
+    pub vlan_tci: u16,
+}
+
+/// Ethernet and at most one 802.1Q tag; `None` if the frame is shorter than that.
+#[inline(always)]
+pub fn ethernet(ctx: &XdpContext) -> Option<L2> {
+    let eth: EthHdr = read(ctx, 0)?;
+    let mut l2 = L2 {
+        len: ETH_LEN,
+        proto: u16::from_be(eth.proto),
+        src: eth.src,
+        dst: eth.dst,
+        vlan_tci: 0,
+    };
+    if l2.proto == ETH_P_8021Q {
+        let vlan: VlanHdr = read(ctx, ETH_LEN)?;
+        l2.len = ETH_LEN + VLAN_LEN;
+        l2.proto = u16::from_be(vlan.proto);
+        l2.vlan_tci = vlan.tci;
+    }
+    Some(l2)
+}
+
+/// An IP packet as far as the program cares.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    pub family: u8,
+    pub src: AddrWords,
+    pub dst: AddrWords,
+    /// Offset of the IP header in the frame (= L2 length).
+    pub l3_off: usize,
+    /// IP packet length (IPv4 total length, 40 + IPv6 payload length).
+    pub l3_len: usize,
+    /// Upper-layer protocol, after any IPv6 extension headers.
+    pub proto: u8,
+    /// Offset of the upper-layer header.
+    pub l4_off: usize,
+    /// Fragment of a larger datagram (first or not).
+    pub frag: bool,
+    /// TOS / traffic class.
+    pub tos: u8,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// IPv4 identification (network order) and DF flag; 0 / false for IPv6.
+    pub ip_id: u16,
+    pub df: bool,
+    /// Raw `vtc_flow` / IHL-version byte for the checks in `finish_*`.
+    raw_len_field: u16,
+    raw_first: u32,
+}
+
+/// The fixed IP header: enough to know source and destination. `None` if the frame is too short.
+#[inline(always)]
+pub fn ip_fixed(ctx: &XdpContext, l2: &L2) -> Option<Packet> {
+    if l2.proto == ETH_P_IP {
+        let ip: Ipv4Hdr = read(ctx, l2.len)?;
+        let frag_off = u16::from_be(ip.frag_off);
+        Some(Packet {
+            family: FAMILY_V4,
+            src: [ip.src, 0, 0, 0],
+            dst: [ip.dst, 0, 0, 0],
+            l3_off: l2.len,
+            l3_len: 0,
+            proto: ip.proto,
+            l4_off: 0,
+            frag: frag_off & (IPV4_MF | IPV4_OFFSET_MASK) != 0,
+            tos: ip.tos,
+            ttl: ip.ttl,
+            ip_id: ip.id,
+            df: frag_off & IPV4_DF != 0,
+            raw_len_field: u16::from_be(ip.tot_len),
+            raw_first: ip.ver_ihl as u32,
+        })
+    } else {
+        let ip: Ipv6Hdr = read(ctx, l2.len)?;
+        let vtc = u32::from_be(ip.vtc_flow);
+        Some(Packet {
+            family: FAMILY_V6,
+            src: ip.src,
+            dst: ip.dst,
+            l3_off: l2.len,
+            l3_len: 0,
+            proto: ip.next_hdr,
+            l4_off: 0,
+            frag: false,
+            tos: (vtc >> 20) as u8,
+            ttl: ip.hop_limit,
+            ip_id: 0,
+            df: false,
+            raw_len_field: u16::from_be(ip.payload_len),
+            raw_first: vtc,
+        })
+    }
+}
+
+/// Validates the rest of the IP header and finds the upper-layer header. The error is the drop
+/// reason should the packet turn out to be VIP traffic.
+#[inline(always)]
+pub fn ip_rest(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Counter> {
+    if pkt.family == FAMILY_V4 {
+        let ihl = (pkt.raw_first & 0x0f) as usize * 4;
+        let total = pkt.raw_len_field as usize;
+        if pkt.raw_first >> 4 != 4
+            || ihl < IPV4_LEN
+            || total < ihl
+            || !holds(ctx, pkt.l3_off + total)
+        {
+            return Err(Counter::DropBadHeader);
+        }
+        pkt.l3_len = total;
+        pkt.l4_off = pkt.l3_off + ihl;
+        Ok(())
+    } else {
+        let total = pkt.raw_len_field as usize + IPV6_LEN;
+        if pkt.raw_first >> 28 != 6 || pkt.raw_len_field == 0 || !holds(ctx, pkt.l3_off + total) {
+            return Err(Counter::DropBadHeader);
+        }
+        pkt.l3_len = total;
+        ipv6_ext_headers(ctx, pkt)
+    }
+}
+
+#[inline(always)]
+fn is_ipv6_ext(nh: u8) -> bool {
+    matches!(
+        nh,
+        IPV6_NH_HOP | IPV6_NH_ROUTING | IPV6_NH_DEST | IPV6_NH_AH | IPV6_NH_FRAGMENT
+    )
+}
+
+/// Walks up to `MAX_IPV6_EXT_HEADERS` extension headers. A fragment header ends the walk: what
+/// follows it belongs to the fragmentable part, present only in the first fragment.
+#[inline(always)]
+fn ipv6_ext_headers(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Counter> {
+    let end = pkt.l3_off + pkt.l3_len;
+    let mut off = pkt.l3_off + IPV6_LEN;
+    let mut nh = pkt.proto;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if !is_ipv6_ext(nh) {
+            break;
+        }
+        if nh == IPV6_NH_FRAGMENT {
+            let f: Ipv6FragHdr = read(ctx, off).ok_or(Counter::DropTruncated)?;
+            nh = f.next_hdr;
+            off += IPV6_FRAG_LEN;
+            pkt.frag = true;
+            break;
+        }
+        let e: Ipv6ExtHdr = read(ctx, off).ok_or(Counter::DropTruncated)?;
+        let len = if nh == IPV6_NH_AH {
+            (e.len as usize + 2) * 4
+        } else {
+            (e.len as usize + 1) * 8
+        };
+        nh = e.next_hdr;
+        off += len;
+        if off > end {
+            return Err(Counter::DropTruncated);
+        }
+    }
+    if !pkt.frag && is_ipv6_ext(nh) {
+        return Err(Counter::DropTooManyExtHeaders);
+    }
+    if off > end {
+        return Err(Counter::DropTruncated);
+    }
+    pkt.proto = nh;
+    pkt.l4_off = off;
+    Ok(())
+}
+
+/// Ports and TCP flags of a TCP/UDP packet.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    /// Network order.
+    pub sport: u16,
+    /// Network order.
+    pub dport: u16,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+/// TCP needs its 20-byte header and UDP its 8 bytes inside the IP packet.
+#[inline(always)]
+pub fn l4(ctx: &XdpContext, pkt: &Packet) -> Result<L4, Counter> {
+    let end = pkt.l3_off + pkt.l3_len;
+    if pkt.proto == PROTO_TCP {
+        if pkt.l4_off + TCP_LEN > end {
+            return Err(Counter::DropTruncated);
+        }
+        let t: TcpHdr = read(ctx, pkt.l4_off).ok_or(Counter::DropTruncated)?;
+        Ok(L4 {
+            sport: t.sport,
+            dport: t.dport,
+            tcp_flags: t.flags,
+        })
+    } else if pkt.proto == PROTO_UDP {
+        if pkt.l4_off + UDP_LEN > end {
+            return Err(Counter::DropTruncated);
+        }
+        let u: UdpHdr = read(ctx, pkt.l4_off).ok_or(Counter::DropTruncated)?;
+        Ok(L4 {
+            sport: u.sport,
+            dport: u.dport,
+            tcp_flags: 0,
+        })
+    } else {
+        Err(Counter::Pass)
+    }
+}
+
+/// The ICMP header of an ICMP / ICMPv6 packet.
+#[inline(always)]
+pub fn icmp(ctx: &XdpContext, pkt: &Packet) -> Result<IcmpHdr, Counter> {
+    if pkt.l4_off + ICMP_LEN > pkt.l3_off + pkt.l3_len {
+        return Err(Counter::DropTruncated);
+    }
+    read(ctx, pkt.l4_off).ok_or(Counter::DropTruncated)
+}
+
+/// The flow an ICMP error is about, read from the packet it quotes (sent by the VIP toward the
+/// client). Returned as (client, vip, client port, vip port, proto), all ports network order.
+pub struct Quoted {
+    pub client: AddrWords,
+    pub vip: AddrWords,
+    pub client_port: u16,
+    pub vip_port: u16,
+    pub proto: u8,
+}
+
+/// Parses the quoted IP header (IPv4 with IHL, or the fixed IPv6 header) and its ports.
+#[inline(always)]
+pub fn icmp_quote(ctx: &XdpContext, pkt: &Packet) -> Option<Quoted> {
+    let off = pkt.l4_off + ICMP_LEN;
+    let (client, vip, proto, ports_off) = if pkt.family == FAMILY_V4 {
+        let ip: Ipv4Hdr = read(ctx, off)?;
+        let ihl = (ip.ver_ihl & 0x0f) as usize * 4;
+        if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN {
+            return None;
+        }
+        ([ip.dst, 0, 0, 0], [ip.src, 0, 0, 0], ip.proto, off + ihl)
+    } else {
+        let ip: Ipv6Hdr = read(ctx, off)?;
+        (ip.dst, ip.src, ip.next_hdr, off + IPV6_LEN)
+    };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let ports: Ports = read(ctx, ports_off)?;
+    Some(Quoted {
+        client,
+        vip,
+        client_port: ports.dport,
+        vip_port: ports.sport,
+        proto,
+    })
+}

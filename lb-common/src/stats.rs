@@ -153,3 +153,49 @@ mod tests {
         assert!(!Counter::IcmpTooBigSent.is_drop());
     }
 }
+
+/// Counters of the backend-side decap program (`DECAP_STATS`, same `GlobalStats` layout).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapCounter {
+    /// Not tunnelled traffic: passed untouched.
+    Pass = 0,
+    /// No configuration written yet: passed untouched.
+    PassNotReady = 1,
+    /// Tunnelled, but not from a configured LB source address: passed untouched.
+    PassNotFromLb = 2,
+    /// Tunnelled from an LB, but the outer packet is a fragment: passed untouched.
+    PassOuterFragment = 3,
+    /// IPIP / IP6IP6 / IPv4-in-IPv6 stripped and passed to the stack.
+    DecapIpip = 4,
+    /// GUE stripped and passed to the stack.
+    DecapGue = 5,
+    /// `bpf_xdp_adjust_head` failed.
+    DropAdjustFailed = 6,
+}
+
+impl DecapCounter {
+    /// Every counter, in index order.
+    pub const ALL: [DecapCounter; 7] = [
+        DecapCounter::Pass,
+        DecapCounter::PassNotReady,
+        DecapCounter::PassNotFromLb,
+        DecapCounter::PassOuterFragment,
+        DecapCounter::DecapIpip,
+        DecapCounter::DecapGue,
+        DecapCounter::DropAdjustFailed,
+    ];
+
+    /// Stable snake_case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DecapCounter::Pass => "pass",
+            DecapCounter::PassNotReady => "pass_not_ready",
+            DecapCounter::PassNotFromLb => "pass_not_from_lb",
+            DecapCounter::PassOuterFragment => "pass_outer_fragment",
+            DecapCounter::DecapIpip => "decap_ipip",
+            DecapCounter::DecapGue => "decap_gue",
+            DecapCounter::DropAdjustFailed => "drop_adjust_failed",
+        }
+    }
+}

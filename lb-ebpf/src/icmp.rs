@@ -24,8 +24,9 @@ use crate::{
     stats::{self, Verdict},
 };
 
-/// ICMP / ICMPv6 to a possible VIP address (docs/datapath.md §3, ICMP).
-#[inline(always)]
+/// ICMP / ICMPv6 to a possible VIP address (docs/datapath.md §3, ICMP). Out of line: a BPF
+/// subprogram keeps the TCP/UDP fast path short.
+#[inline(never)]
 pub fn handle(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let hdr = match parse::icmp(ctx, pkt) {
         Ok(h) => h,
@@ -48,7 +49,7 @@ pub fn handle(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdic
             Some(entry) if entry.flags & VIP_F_ICMP_ECHO != 0 => {
                 let bytes = (pkt.l3_off + pkt.l3_len) as u64;
                 let v = echo_reply(ctx, l2, pkt, &hdr);
-                if v.action == aya_ebpf::bindings::xdp_action::XDP_TX {
+                if v.is_tx() {
                     stats::answered(entry.index, bytes);
                 }
                 v
@@ -94,7 +95,7 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
         Err(v) => return v,
     };
     let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, false);
-    if v.action == aya_ebpf::bindings::xdp_action::XDP_TX {
+    if v.is_tx() {
         stats::count(Counter::IcmpErrorForwarded);
     }
     v
@@ -179,8 +180,8 @@ fn take_token(cfg: &LbConfig) -> bool {
 }
 
 /// Answers a packet too big to encapsulate with frag-needed / packet-too-big, quoting its first
-/// `ICMP_QUOTE_LEN` bytes (docs/datapath.md §5, "Too big").
-#[inline(always)]
+/// `ICMP_QUOTE_LEN` bytes (docs/datapath.md §5, "Too big"). Out of line (slow path).
+#[inline(never)]
 pub fn too_big(
     ctx: &XdpContext,
     cfg: &LbConfig,

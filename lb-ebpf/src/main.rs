@@ -5,6 +5,7 @@
 #![no_main]
 
 mod csum;
+mod decap;
 mod hdr;
 mod icmp;
 mod lookup;
@@ -33,14 +34,20 @@ use crate::{
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let verdict = process(&ctx);
-    stats::count(verdict.counter);
-    verdict.action
+    verdict.count();
+    verdict.action()
+}
+
+/// Backend hosts: strips xlb's encapsulation (see `decap`).
+#[xdp]
+pub fn xlb_decap(ctx: XdpContext) -> u32 {
+    decap::decap(&ctx)
 }
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Verdict {
     let cfg = match CONFIG.get(0) {
-        Some(c) if c.flags & CONFIG_F_READY != 0 => *c,
+        Some(c) if c.flags & CONFIG_F_READY != 0 => c,
         _ => return Verdict::pass(Counter::PassNotReady),
     };
     let Some(l2) = parse::ethernet(ctx) else {
@@ -58,18 +65,20 @@ fn process(ctx: &XdpContext) -> Verdict {
     if let Err(reason) = parse::ip_rest(ctx, &mut pkt) {
         return malformed(&pkt, reason);
     }
-    if pkt.frag {
-        return fragment(ctx, &cfg, &l2, &pkt);
-    }
     let icmp = if pkt.family == FAMILY_V4 {
         PROTO_ICMP
     } else {
         PROTO_ICMPV6
     };
-    match pkt.proto {
-        PROTO_TCP | PROTO_UDP => tcp_udp(ctx, &cfg, &l2, &pkt),
-        p if p == icmp => icmp::handle(ctx, &cfg, &l2, &pkt),
-        _ => Verdict::pass(Counter::Pass),
+    let verdict = match pkt.proto {
+        _ if pkt.frag => fragment(ctx, cfg, &l2, &pkt),
+        PROTO_TCP | PROTO_UDP => tcp_udp(ctx, cfg, &l2, &pkt),
+        p if p == icmp => return icmp::handle(ctx, cfg, &l2, &pkt),
+        _ => return Verdict::pass(Counter::Pass),
+    };
+    match verdict.too_big_overhead() {
+        Some(overhead) => icmp::too_big(ctx, cfg, &l2, &pkt, overhead),
+        None => verdict,
     }
 }
 
@@ -103,7 +112,9 @@ pub(crate) fn flow_hash(
     }
 }
 
-#[inline(always)]
+/// A subprogram, like the slow paths: LLVM spills generously on BPF, and separate frames keep
+/// every call chain under the verifier's 512-byte stack.
+#[inline(never)]
 fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let l4 = match parse::l4(ctx, pkt) {
         Ok(l4) => l4,
@@ -134,7 +145,8 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
 
 /// Fragments carry no ports past the first one, so every fragment of a VIP datagram is hashed
 /// on addresses and protocol alone and takes the ring's choice (docs/datapath.md §3).
-#[inline(always)]
+/// Out of line (slow path).
+#[inline(never)]
 fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let Some(vip) = lookup::fragment_vip(pkt.family, &pkt.dst, pkt.proto) else {
         return Verdict::pass(Counter::Pass);

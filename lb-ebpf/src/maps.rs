@@ -13,7 +13,7 @@ use lb_common::{
         DEFAULT_VIP_MAP_ENTRIES, RING_SIZE,
     },
     stats::GlobalStats,
-    values::{Backend, IcmpBucket},
+    values::{Backend, DecapConfig, IcmpBucket},
 };
 
 /// VIPs, all-ports VIPs, fragment aliases and address entries.
@@ -59,3 +59,11 @@ pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 
 /// Token bucket for generated ICMP errors (one per-CPU entry).
 #[map(name = "XLB_ICMP_RL")]
 pub static ICMP_BUCKET: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// Configuration of the backend-side decap program (one entry).
+#[map(name = "XLB_DECAP_CFG")]
+pub static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+
+/// Counters of the decap program by `DecapCounter` (one per-CPU entry).
+#[map(name = "XLB_DECAP_STAT")]
+pub static DECAP_STATS: PerCpuArray<GlobalStats> = PerCpuArray::with_max_entries(1, 0);

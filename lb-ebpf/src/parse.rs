@@ -72,19 +72,26 @@ pub struct L2 {
 /// Ethernet and at most one 802.1Q tag; `None` if the frame is shorter than that.
 #[inline(always)]
 pub fn ethernet(ctx: &XdpContext) -> Option<L2> {
-    let eth: EthHdr = read(ctx, 0)?;
-    let mut l2 = L2 {
-        len: ETH_LEN,
-        proto: u16::from_be(eth.proto),
-        src: eth.src,
-        dst: eth.dst,
-        vlan_tci: 0,
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY (all field reads below): `ptr_at` checked the bounds; fields are read by value, so
+    // no reference to a packed field is formed. Reading fields, not whole headers, keeps
+    // header-sized copies off the 512-byte BPF stack.
+    let mut l2 = unsafe {
+        L2 {
+            len: ETH_LEN,
+            proto: u16::from_be((*eth).proto),
+            src: (*eth).src,
+            dst: (*eth).dst,
+            vlan_tci: 0,
+        }
     };
     if l2.proto == ETH_P_8021Q {
-        let vlan: VlanHdr = read(ctx, ETH_LEN)?;
+        let vlan = ptr_at::<VlanHdr>(ctx, ETH_LEN)?;
         l2.len = ETH_LEN + VLAN_LEN;
-        l2.proto = u16::from_be(vlan.proto);
-        l2.vlan_tci = vlan.tci;
+        unsafe {
+            l2.proto = u16::from_be((*vlan).proto);
+            l2.vlan_tci = (*vlan).tci;
+        }
     }
     Some(l2)
 }
@@ -120,44 +127,49 @@ pub struct Packet {
 /// The fixed IP header: enough to know source and destination. `None` if the frame is too short.
 #[inline(always)]
 pub fn ip_fixed(ctx: &XdpContext, l2: &L2) -> Option<Packet> {
+    // SAFETY (field reads): bounds checked by `ptr_at`; by-value reads of packed fields.
     if l2.proto == ETH_P_IP {
-        let ip: Ipv4Hdr = read(ctx, l2.len)?;
-        let frag_off = u16::from_be(ip.frag_off);
-        Some(Packet {
-            family: FAMILY_V4,
-            src: [ip.src, 0, 0, 0],
-            dst: [ip.dst, 0, 0, 0],
-            l3_off: l2.len,
-            l3_len: 0,
-            proto: ip.proto,
-            l4_off: 0,
-            frag: frag_off & (IPV4_MF | IPV4_OFFSET_MASK) != 0,
-            tos: ip.tos,
-            ttl: ip.ttl,
-            ip_id: ip.id,
-            df: frag_off & IPV4_DF != 0,
-            raw_len_field: u16::from_be(ip.tot_len),
-            raw_first: ip.ver_ihl as u32,
-        })
+        let ip = ptr_at::<Ipv4Hdr>(ctx, l2.len)?;
+        let frag_off = u16::from_be(unsafe { (*ip).frag_off });
+        unsafe {
+            Some(Packet {
+                family: FAMILY_V4,
+                src: [(*ip).src, 0, 0, 0],
+                dst: [(*ip).dst, 0, 0, 0],
+                l3_off: l2.len,
+                l3_len: 0,
+                proto: (*ip).proto,
+                l4_off: 0,
+                frag: frag_off & (IPV4_MF | IPV4_OFFSET_MASK) != 0,
+                tos: (*ip).tos,
+                ttl: (*ip).ttl,
+                ip_id: (*ip).id,
+                df: frag_off & IPV4_DF != 0,
+                raw_len_field: u16::from_be((*ip).tot_len),
+                raw_first: (*ip).ver_ihl as u32,
+            })
+        }
     } else {
-        let ip: Ipv6Hdr = read(ctx, l2.len)?;
-        let vtc = u32::from_be(ip.vtc_flow);
-        Some(Packet {
-            family: FAMILY_V6,
-            src: ip.src,
-            dst: ip.dst,
-            l3_off: l2.len,
-            l3_len: 0,
-            proto: ip.next_hdr,
-            l4_off: 0,
-            frag: false,
-            tos: (vtc >> 20) as u8,
-            ttl: ip.hop_limit,
-            ip_id: 0,
-            df: false,
-            raw_len_field: u16::from_be(ip.payload_len),
-            raw_first: vtc,
-        })
+        let ip = ptr_at::<Ipv6Hdr>(ctx, l2.len)?;
+        let vtc = u32::from_be(unsafe { (*ip).vtc_flow });
+        unsafe {
+            Some(Packet {
+                family: FAMILY_V6,
+                src: (*ip).src,
+                dst: (*ip).dst,
+                l3_off: l2.len,
+                l3_len: 0,
+                proto: (*ip).next_hdr,
+                l4_off: 0,
+                frag: false,
+                tos: (vtc >> 20) as u8,
+                ttl: (*ip).hop_limit,
+                ip_id: 0,
+                df: false,
+                raw_len_field: u16::from_be((*ip).payload_len),
+                raw_first: vtc,
+            })
+        }
     }
 }
 

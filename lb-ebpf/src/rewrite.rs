@@ -14,7 +14,6 @@ use lb_common::{
 use crate::{
     csum,
     hdr::*,
-    icmp,
     lookup::Choice,
     parse::{self, L2, Packet},
     stats::{self, Verdict},
@@ -125,7 +124,7 @@ pub fn forward(
         && cfg.mtu != 0
         && pkt.l3_len + encap.overhead > cfg.mtu as usize
     {
-        return stats::vip_drop(vip.index, icmp::too_big(ctx, cfg, l2, pkt, encap.overhead));
+        return stats::vip_drop(vip.index, Verdict::too_big(encap.overhead));
     }
     let bytes = (pkt.l3_off + pkt.l3_len) as u64;
     if !trim_padding(ctx, pkt) {

@@ -5,42 +5,73 @@ use lb_common::stats::{COUNTER_SLOTS, Counter};
 
 use crate::maps::{BACKEND_STATS, STATS, VIP_STATS};
 
-/// What to do with the packet and which verdict counter says why.
+/// What to do with the packet and which verdict counter says why: the XDP action in the low
+/// 32 bits, the counter index in the high 32. One register wide, so subprograms return it in R0
+/// (a struct would take a hidden pointer argument, and BPF calls allow only five).
 #[derive(Clone, Copy)]
-pub struct Verdict {
-    pub action: u32,
-    pub counter: Counter,
-}
+#[repr(transparent)]
+pub struct Verdict(u64);
+
+/// Pseudo-action of `Verdict::too_big` (no XDP action has this value).
+const ACTION_TOO_BIG: u32 = 0xffff;
 
 impl Verdict {
     #[inline(always)]
+    const fn new(action: u32, counter: Counter) -> Self {
+        Self(action as u64 | ((counter as u64) << 32))
+    }
+    #[inline(always)]
     pub const fn pass(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_PASS,
-            counter,
-        }
+        Self::new(xdp_action::XDP_PASS, counter)
     }
     #[inline(always)]
     pub const fn drop(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_DROP,
-            counter,
-        }
+        Self::new(xdp_action::XDP_DROP, counter)
     }
     #[inline(always)]
     pub const fn tx(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_TX,
-            counter,
+        Self::new(xdp_action::XDP_TX, counter)
+    }
+    /// Not a final verdict: the packet is too big to encapsulate with `overhead` bytes, and the
+    /// caller at the top of the program answers it (`icmp::too_big`). Raised deep in the fast
+    /// path but answered from the shallowest frame, so no call chain exceeds the BPF stack.
+    #[inline(always)]
+    pub const fn too_big(overhead: usize) -> Self {
+        Self(ACTION_TOO_BIG as u64 | ((overhead as u64) << 32))
+    }
+    #[inline(always)]
+    pub const fn too_big_overhead(self) -> Option<usize> {
+        if self.action() == ACTION_TOO_BIG {
+            Some((self.0 >> 32) as usize)
+        } else {
+            None
         }
+    }
+    #[inline(always)]
+    pub const fn action(self) -> u32 {
+        self.0 as u32
+    }
+    #[inline(always)]
+    pub const fn is_tx(self) -> bool {
+        self.action() == xdp_action::XDP_TX
+    }
+    /// Bumps this verdict's counter.
+    #[inline(always)]
+    pub fn count(self) {
+        count_index((self.0 >> 32) as usize);
     }
 }
 
 #[inline(always)]
 pub fn count(counter: Counter) {
+    count_index(counter as usize);
+}
+
+#[inline(always)]
+fn count_index(i: usize) {
     if let Some(s) = STATS.get_ptr_mut(0) {
-        // Masked so the verifier sees the index in bounds whatever the enum value.
-        let i = (counter as usize) & (COUNTER_SLOTS - 1);
+        // Masked so the verifier sees the index in bounds.
+        let i = i & (COUNTER_SLOTS - 1);
         // SAFETY: per-CPU entry, no concurrent writer on this CPU.
         unsafe { (*s).counters[i] += 1 };
     }

@@ -1,1 +1,3 @@
 //! xlb agent and CLI.
+
+pub mod maglev;

@@ -1,3 +1,4 @@
 //! xlb agent and CLI.
 
 pub mod maglev;
+pub mod model;

@@ -13,7 +13,7 @@ use crate::addr::AddrWords;
 ///   `VIP_F_ICMP_ECHO` when echo requests to the address are answered, and tells the program that
 ///   a malformed packet to this address is VIP traffic (dropped and counted, not passed).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VipKey {
     /// See [`crate::addr`].
     pub addr: AddrWords,
@@ -28,7 +28,7 @@ const _: () = assert!(size_of::<VipKey>() == 20);
 
 /// Key of the flow table: the packet's 5-tuple as it arrived (client -> VIP).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowKey {
     pub src: AddrWords,
     pub dst: AddrWords,

@@ -2,7 +2,7 @@
 //! VIP-, backend- and flow-sized maps at load time. Layouts: `lb_common`.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -20,9 +20,10 @@ use lb_common::{
 #[map(name = "XLB_VIPS")]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_VIP_MAP_ENTRIES, 0);
 
-/// Maglev tables, `RING_SIZE` backend ids per VIP index.
+/// Maglev tables, `RING_SIZE` backend ids per VIP index. Mmapable: the agent reads and rewrites
+/// whole tables through a memory mapping instead of one syscall per slot.
 #[map(name = "XLB_RING")]
-pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * RING_SIZE, 0);
+pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * RING_SIZE, BPF_F_MMAPABLE);
 
 /// Backends by id (id 0 never used).
 #[map(name = "XLB_BACKENDS")]

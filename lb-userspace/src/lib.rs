@@ -1,4 +1,6 @@
 //! xlb agent and CLI.
 
 pub mod maglev;
+pub mod maps;
 pub mod model;
+pub mod reconcile;

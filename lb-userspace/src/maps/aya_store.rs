@@ -1,0 +1,312 @@
+//! [`MapStore`] over the real BPF maps: those of a freshly loaded program, or the ones pinned
+//! under bpffs by a running (or departed) agent.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+};
+use lb_common::{
+    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, limits::RING_SIZE,
+    map_names, stats::GlobalStats,
+};
+
+use super::{MapError, MapStore, Result, sum_global, sum_traffic};
+
+/// The ring map, memory-mapped (`BPF_F_MMAPABLE`): reading or rewriting a 65537-slot table is
+/// a memory copy instead of 65537 syscalls, which is what makes adopting hundreds of VIPs on
+/// restart, and rebuilding a ring after a health change, fast.
+struct RingMmap {
+    _map: MapData,
+    ptr: *mut u32,
+    len_bytes: usize,
+    entries: u32,
+}
+
+// SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`.
+unsafe impl Send for RingMmap {}
+unsafe impl Sync for RingMmap {}
+
+impl RingMmap {
+    fn new(map: MapData) -> Result<Self> {
+        let entries = map
+            .info()
+            .map_err(|e| MapError::new(map_names::RING, "info", e))?
+            .max_entries();
+        let page = 4096usize;
+        let len_bytes = (entries as usize * 4).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: mapping a BPF array map fd created with BPF_F_MMAPABLE; length is the map's
+        // value area rounded up to pages, as the kernel requires.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MapError::new(
+                map_names::RING,
+                "mmap",
+                format!(
+                    "{} (the ring map must be created with BPF_F_MMAPABLE)",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok(Self {
+            _map: map,
+            ptr: ptr.cast(),
+            len_bytes,
+            entries,
+        })
+    }
+
+    fn vip_range(&self, vip_index: u32) -> Result<std::ops::Range<usize>> {
+        let start = vip_index as usize * RING_SIZE as usize;
+        let end = start + RING_SIZE as usize;
+        if end > self.entries as usize {
+            return Err(MapError::new(
+                map_names::RING,
+                "access",
+                format!(
+                    "VIP index {vip_index} beyond the ring map's {} entries",
+                    self.entries
+                ),
+            ));
+        }
+        Ok(start..end)
+    }
+
+    fn read(&self, vip_index: u32) -> Result<Vec<u32>> {
+        let r = self.vip_range(vip_index)?;
+        // Volatile: the kernel side may be reading concurrently; each slot is one aligned u32.
+        Ok(r.map(|i| unsafe { self.ptr.add(i).read_volatile() })
+            .collect())
+    }
+
+    fn write(&mut self, vip_index: u32, slots: &[(u32, u32)]) -> Result<()> {
+        let r = self.vip_range(vip_index)?;
+        for &(slot, id) in slots {
+            if slot >= RING_SIZE {
+                return Err(MapError::new(
+                    map_names::RING,
+                    "update",
+                    format!("slot {slot}"),
+                ));
+            }
+            // SAFETY: in range (checked above); aligned u32 stores are atomic, so the program
+            // sees either the old or the new id in a slot, never a torn value.
+            unsafe { self.ptr.add(r.start + slot as usize).write_volatile(id) };
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RingMmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+pub struct AyaStore {
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    ring: RingMmap,
+    backends: Array<MapData, Backend>,
+    flows: HashMap<MapData, FlowKey, FlowEntry>,
+    config: Array<MapData, LbConfig>,
+    stats: PerCpuArray<MapData, GlobalStats>,
+    vip_stats: PerCpuArray<MapData, TrafficStats>,
+    backend_stats: PerCpuArray<MapData, TrafficStats>,
+    filter: Array<MapData, u64>,
+    nr_cpus: usize,
+}
+
+fn conv<T>(name: &'static str, r: std::result::Result<T, aya::maps::MapError>) -> Result<T> {
+    r.map_err(|e| MapError::new(name, "open", e))
+}
+
+impl AyaStore {
+    /// Takes the maps out of a loaded program (pin them first if they must outlive it).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| MapError::new(name, "open", "not in the object"))
+        };
+        Self::from_maps(&mut take)
+    }
+
+    /// Opens the maps pinned in `dir` (see `loader`).
+    pub fn from_pin_dir(dir: &Path) -> Result<Self> {
+        let mut open = |name: &'static str| {
+            let data = MapData::from_pin(dir.join(name)).map_err(|e| {
+                MapError::new(
+                    name,
+                    "open",
+                    format!("{e}: is the agent's pin directory {} right?", dir.display()),
+                )
+            })?;
+            Map::from_map_data(data).map_err(|e| MapError::new(name, "open", e))
+        };
+        Self::from_maps(&mut open)
+    }
+
+    fn from_maps(get: &mut dyn FnMut(&'static str) -> Result<Map>) -> Result<Self> {
+        use map_names::*;
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| MapError::new("stats", "nr_cpus", format!("{what}: {e}")))?;
+        let ring = match get(RING)? {
+            Map::Array(data) => RingMmap::new(data)?,
+            _ => return Err(MapError::new(RING, "open", "not an array map")),
+        };
+        Ok(Self {
+            vips: conv(VIPS, HashMap::try_from(get(VIPS)?))?,
+            ring,
+            backends: conv(BACKENDS, Array::try_from(get(BACKENDS)?))?,
+            flows: conv(FLOWS, HashMap::try_from(get(FLOWS)?))?,
+            config: conv(CONFIG, Array::try_from(get(CONFIG)?))?,
+            stats: conv(STATS, PerCpuArray::try_from(get(STATS)?))?,
+            vip_stats: conv(VIP_STATS, PerCpuArray::try_from(get(VIP_STATS)?))?,
+            backend_stats: conv(BACKEND_STATS, PerCpuArray::try_from(get(BACKEND_STATS)?))?,
+            filter: conv(ADDR_FILTER, Array::try_from(get(ADDR_FILTER)?))?,
+            nr_cpus,
+        })
+    }
+
+    fn zeros<T: aya::Pod + Default>(&self, name: &'static str) -> Result<PerCpuValues<T>> {
+        PerCpuValues::try_from(vec![T::default(); self.nr_cpus])
+            .map_err(|e| MapError::new(name, "update", e))
+    }
+}
+
+fn op<T>(
+    map: &'static str,
+    what: &'static str,
+    r: std::result::Result<T, aya::maps::MapError>,
+) -> Result<T> {
+    r.map_err(|e| MapError::new(map, what, e))
+}
+
+impl MapStore for AyaStore {
+    fn max_vips(&self) -> u32 {
+        self.ring.entries / RING_SIZE
+    }
+    fn max_backends(&self) -> u32 {
+        self.backends.len()
+    }
+    fn config(&self) -> Result<LbConfig> {
+        op(map_names::CONFIG, "lookup", self.config.get(&0, 0))
+    }
+    fn set_config(&mut self, cfg: &LbConfig) -> Result<()> {
+        op(map_names::CONFIG, "update", self.config.set(0, cfg, 0))
+    }
+    fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>> {
+        self.vips
+            .iter()
+            .map(|r| op(map_names::VIPS, "iterate", r))
+            .collect()
+    }
+    fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<()> {
+        op(map_names::VIPS, "update", self.vips.insert(key, meta, 0))
+    }
+    fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        match self.vips.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(MapError::new(map_names::VIPS, "delete", e)),
+        }
+    }
+    fn backend(&self, id: u32) -> Result<Backend> {
+        op(map_names::BACKENDS, "lookup", self.backends.get(&id, 0))
+    }
+    fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<()> {
+        op(
+            map_names::BACKENDS,
+            "update",
+            self.backends.set(id, backend, 0),
+        )
+    }
+    fn ring(&self, vip_index: u32) -> Result<Vec<u32>> {
+        self.ring.read(vip_index)
+    }
+    fn set_ring_slots(&mut self, vip_index: u32, slots: &[(u32, u32)]) -> Result<()> {
+        self.ring.write(vip_index, slots)
+    }
+    fn filter_words(&self) -> Result<Vec<u64>> {
+        self.filter
+            .iter()
+            .map(|r| op(map_names::ADDR_FILTER, "lookup", r))
+            .collect()
+    }
+    fn set_filter_word(&mut self, index: u32, word: u64) -> Result<()> {
+        op(
+            map_names::ADDR_FILTER,
+            "update",
+            self.filter.set(index, word, 0),
+        )
+    }
+    fn global_stats(&self) -> Result<GlobalStats> {
+        let v = op(map_names::STATS, "lookup", self.stats.get(&0, 0))?;
+        Ok(sum_global(v.iter().copied()))
+    }
+    fn vip_stats(&self, vip_index: u32) -> Result<TrafficStats> {
+        let v = op(
+            map_names::VIP_STATS,
+            "lookup",
+            self.vip_stats.get(&vip_index, 0),
+        )?;
+        Ok(sum_traffic(v.iter().copied()))
+    }
+    fn backend_stats(&self, id: u32) -> Result<TrafficStats> {
+        let v = op(
+            map_names::BACKEND_STATS,
+            "lookup",
+            self.backend_stats.get(&id, 0),
+        )?;
+        Ok(sum_traffic(v.iter().copied()))
+    }
+    fn clear_vip_stats(&mut self, vip_index: u32) -> Result<()> {
+        let z = self.zeros(map_names::VIP_STATS)?;
+        op(
+            map_names::VIP_STATS,
+            "update",
+            self.vip_stats.set(vip_index, z, 0),
+        )
+    }
+    fn clear_backend_stats(&mut self, id: u32) -> Result<()> {
+        let z = self.zeros(map_names::BACKEND_STATS)?;
+        op(
+            map_names::BACKEND_STATS,
+            "update",
+            self.backend_stats.set(id, z, 0),
+        )
+    }
+    fn flows(&self, limit: usize) -> Result<Vec<(FlowKey, FlowEntry)>> {
+        let mut out = Vec::new();
+        for r in self.flows.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            match r {
+                Ok(kv) => out.push(kv),
+                // An LRU entry evicted between "next key" and "lookup": skip it.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(MapError::new(map_names::FLOWS, "iterate", e)),
+            }
+        }
+        Ok(out)
+    }
+    fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
+        match self.flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(MapError::new(map_names::FLOWS, "lookup", e)),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! xlb agent and CLI.
 
+pub mod config;
 pub mod maglev;
 pub mod maps;
 pub mod model;

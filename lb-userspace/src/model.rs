@@ -112,6 +112,61 @@ impl fmt::Display for VipId {
     }
 }
 
+/// Why a string is not a VIP identity (see [`VipId`]'s `FromStr`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid VIP {input:?}: {reason} (expected like tcp/192.0.2.10:80, udp/[2001:db8::1]:53, tcp/192.0.2.10:*)")]
+pub struct ParseVipIdError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl std::str::FromStr for VipId {
+    type Err = ParseVipIdError;
+
+    /// The inverse of `Display`: `tcp/192.0.2.10:80`, `udp/[2001:db8::1]:53`; the port `*` or
+    /// `0` means all ports. IPv6 addresses need their brackets.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| ParseVipIdError {
+            input: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (proto, rest) = s
+            .split_once('/')
+            .ok_or_else(|| err("missing the protocol (tcp/ or udp/)"))?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return Err(err("protocol must be tcp or udp")),
+        };
+        let (addr, port): (IpAddr, &str) = if let Some(v6) = rest.strip_prefix('[') {
+            let (addr, port) = v6
+                .split_once(']')
+                .ok_or_else(|| err("unclosed [ around the IPv6 address"))?;
+            let port = port
+                .strip_prefix(':')
+                .ok_or_else(|| err("missing the port (:53, or :* for all ports)"))?;
+            let addr = addr.parse().map_err(|_| err("not an IPv6 address"))?;
+            (IpAddr::V6(addr), port)
+        } else {
+            let (addr, port) = rest
+                .split_once(':')
+                .ok_or_else(|| err("missing the port (:80, or :* for all ports)"))?;
+            if port.contains(':') {
+                return Err(err("an IPv6 address needs brackets: [2001:db8::1]:53"));
+            }
+            let addr = addr.parse().map_err(|_| err("not an IPv4 address"))?;
+            (IpAddr::V4(addr), port)
+        };
+        let port = match port {
+            "*" => 0,
+            p => p
+                .parse::<u16>()
+                .map_err(|_| err("port must be 0..=65535 or *"))?,
+        };
+        Ok(VipId { addr, port, proto })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardMode {
@@ -165,7 +220,8 @@ pub struct BackendSpec {
     pub addr: IpAddr,
     /// 0..=MAX_WEIGHT; 0 = drained (no new flows, existing ones kept).
     pub weight: u32,
-    /// Port the health check probes; `None` = the VIP's port (or the check's own port).
+    /// Port the health check probes; `None` = the VIP's port (config validation copies a
+    /// check-level port into every backend that has none).
     pub check_port: Option<u16>,
 }
 
@@ -213,5 +269,54 @@ impl Config {
             .binary_search_by(|v| v.id.cmp(id))
             .ok()
             .map(|i| &self.vips[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_id_parses_and_round_trips_through_display() {
+        for (text, shown) in [
+            ("tcp/192.0.2.10:80", "tcp/192.0.2.10:80"),
+            ("udp/[2001:db8::1]:53", "udp/[2001:db8::1]:53"),
+            ("tcp/192.0.2.10:*", "tcp/192.0.2.10:*"),
+            ("udp/192.0.2.10:0", "udp/192.0.2.10:*"),
+            ("TCP/[2001:db8::10]:*", "tcp/[2001:db8::10]:*"),
+        ] {
+            let id: VipId = text.parse().unwrap();
+            assert_eq!(id.to_string(), shown);
+            assert_eq!(shown.parse::<VipId>().unwrap(), id);
+        }
+        let id: VipId = "udp/[2001:db8::1]:53".parse().unwrap();
+        assert_eq!(
+            id,
+            VipId {
+                addr: "2001:db8::1".parse().unwrap(),
+                port: 53,
+                proto: Proto::Udp,
+            }
+        );
+    }
+
+    #[test]
+    fn vip_id_parse_errors_say_what_is_wrong() {
+        for (text, reason) in [
+            ("192.0.2.10:80", "missing the protocol"),
+            ("sctp/192.0.2.10:80", "tcp or udp"),
+            ("tcp/192.0.2.10", "missing the port"),
+            ("tcp/192.0.2.300:80", "not an IPv4 address"),
+            ("tcp/2001:db8::1:53", "needs brackets"),
+            ("tcp/[2001:db8::1:53", "unclosed ["),
+            ("tcp/[2001:zz8::1]:53", "not an IPv6 address"),
+            ("udp/[2001:db8::1]", "missing the port"),
+            ("tcp/192.0.2.10:65536", "port must be"),
+            ("tcp/192.0.2.10:", "port must be"),
+        ] {
+            let e = text.parse::<VipId>().unwrap_err();
+            assert!(e.reason.contains(reason), "{text}: {e}");
+            assert!(e.to_string().contains(text), "{e}");
+        }
     }
 }

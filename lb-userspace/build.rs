@@ -33,12 +33,20 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", pkg.manifest_path))?;
+    // `cargo xtask setup` picks the toolchain: nightly when installed, else stable with
+    // RUSTC_BOOTSTRAP=1 (same LLVM); it exports the choice here.
+    println!("cargo:rerun-if-env-changed=XLB_EBPF_TOOLCHAIN");
+    let toolchain = std::env::var("XLB_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty());
     aya_build::build_ebpf(
         [aya_build::Package {
             name: EBPF_PACKAGE,
             root_dir: root.as_str(),
             ..Default::default()
         }],
-        Toolchain::default(),
+        toolchain
+            .as_deref()
+            .map_or_else(Toolchain::default, Toolchain::Custom),
     )
 }

@@ -118,9 +118,8 @@ fn echo_reply(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Verdict
                 ip.check =
                     csum::replace16(ip.check, word(ip.ttl, ip.proto), word(REPLY_TTL, ip.proto));
                 ip.ttl = REPLY_TTL;
-                let src = ip.src;
-                ip.src = ip.dst;
-                ip.dst = src;
+                // Fields of a packed struct cannot be borrowed, so no `mem::swap`.
+                (ip.src, ip.dst) = (ip.dst, ip.src);
                 parse::write(ctx, pkt.l3_off, ip)
             }
             None => false,
@@ -129,9 +128,8 @@ fn echo_reply(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Verdict
         match parse::read::<Ipv6Hdr>(ctx, pkt.l3_off) {
             Some(mut ip) => {
                 ip.hop_limit = REPLY_TTL;
-                let src = ip.src;
-                ip.src = ip.dst;
-                ip.dst = src;
+                // Fields of a packed struct cannot be borrowed, so no `mem::swap`.
+                (ip.src, ip.dst) = (ip.dst, ip.src);
                 parse::write(ctx, pkt.l3_off, ip)
             }
             None => false,

@@ -35,7 +35,7 @@ fn get(family: u8, addr: &AddrWords, port: u16, proto: u8) -> Option<VipMeta> {
         family,
     };
     // SAFETY: entries are plain data; a concurrent update yields an old or new value, both valid.
-    unsafe { VIPS.get(&key) }.copied()
+    unsafe { VIPS.get(key) }.copied()
 }
 
 /// The address entry: present for every VIP address.
@@ -120,7 +120,7 @@ fn remember(key: &FlowKey, id: u32) {
         backend_id: id,
         _pad: 0,
     };
-    if FLOWS.insert(key, &entry, 0).is_err() {
+    if FLOWS.insert(key, entry, 0).is_err() {
         stats::count(Counter::FlowInsertFailed);
     }
 }
@@ -159,17 +159,18 @@ pub fn choose(
     let hit = unsafe { FLOWS.get(key) }.map(|e| e.backend_id);
     let mut rehash = false;
     if let Some(id) = hit {
-        if let Some(b) = backend(id) {
-            if b.accepts_existing_flows() && b.vip_index == vip.index {
-                if flow_use == FlowUse::Sticky {
-                    stats::count(Counter::FlowHit);
-                }
-                return Ok(Choice {
-                    id,
-                    backend: b,
-                    new_flow: false,
-                });
+        if let Some(b) = backend(id)
+            && b.accepts_existing_flows()
+            && b.vip_index == vip.index
+        {
+            if flow_use == FlowUse::Sticky {
+                stats::count(Counter::FlowHit);
             }
+            return Ok(Choice {
+                id,
+                backend: b,
+                new_flow: false,
+            });
         }
         rehash = true;
     }

@@ -1,0 +1,207 @@
+//! Loading the embedded eBPF object.
+//!
+//! The object is built by `build.rs` (aya-build) and embedded in the binary. [`load`] sizes the
+//! maps, loads the object and the load-balancer program into the kernel, and stops there: it
+//! neither attaches nor pins anything (a later step adds pinning, attach and map adoption). The
+//! datapath tests use it as is: `BPF_PROG_TEST_RUN` needs a loaded, unattached program.
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::MapError,
+    programs::{ProgramError, Xdp},
+};
+use lb_common::{limits, map_names};
+
+/// The eBPF object built by `build.rs`; empty when built with `AYA_BUILD_SKIP=1`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-ebpf"));
+
+/// Map sizes chosen at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// VIP index space: the ring map holds `max_vips * RING_SIZE` slots.
+    pub max_vips: u32,
+    /// Backend ids `0..max_backends` (id 0 is "no backend").
+    pub max_backends: u32,
+    /// Flow-table (LRU) capacity.
+    pub flow_table_size: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_vips: limits::DEFAULT_MAX_VIPS,
+            max_backends: limits::DEFAULT_MAX_BACKENDS,
+            flow_table_size: limits::DEFAULT_FLOW_TABLE_SIZE,
+        }
+    }
+}
+
+/// Why the program could not be loaded, phrased as what the operator has to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "the embedded eBPF object is empty: this binary was built with AYA_BUILD_SKIP=1; \
+         rebuild without AYA_BUILD_SKIP (needs the nightly toolchain and bpf-linker: \
+         `cargo xtask setup`)"
+    )]
+    EmptyObject,
+    #[error("invalid load options: {0}")]
+    InvalidOptions(String),
+    #[error(
+        "the kernel refused to load xlb ({what}: {source}): run as root, or give the process \
+         CAP_BPF + CAP_NET_ADMIN (and CAP_PERFMON on some kernels)"
+    )]
+    PermissionDenied {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the kernel verifier rejected program `{program}` ({source}); this is a bug in lb-ebpf \
+         or a kernel too old for it. Verifier log:\n{verifier_log}"
+    )]
+    Verifier {
+        program: &'static str,
+        #[source]
+        source: io::Error,
+        verifier_log: String,
+    },
+    #[error(
+        "program `{0}` is not in the embedded eBPF object: lb-ebpf and lb-userspace are out of \
+         sync; rebuild both"
+    )]
+    MissingProgram(&'static str),
+    #[error("loading the eBPF object: {0}")]
+    Object(#[source] EbpfError),
+    #[error("loading program `{program}`: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+fn is_permission(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM))
+}
+
+impl LoadError {
+    fn from_ebpf(e: EbpfError) -> Self {
+        let denied = match &e {
+            EbpfError::MapError(MapError::CreateError { name, io_error }) => {
+                is_permission(io_error).then(|| (format!("creating map {name}"), io_error))
+            }
+            EbpfError::BtfError(aya::BtfError::LoadError { io_error, .. }) => {
+                is_permission(io_error).then(|| ("loading BTF".to_string(), io_error))
+            }
+            _ => None,
+        };
+        match denied {
+            Some((what, io_error)) => LoadError::PermissionDenied {
+                what,
+                source: io::Error::from_raw_os_error(io_error.raw_os_error().unwrap_or(0)),
+            },
+            None => LoadError::Object(e),
+        }
+    }
+
+    fn from_program(program: &'static str, e: ProgramError) -> Self {
+        match e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                if is_permission(&io_error) {
+                    LoadError::PermissionDenied {
+                        what: format!("loading program {program}"),
+                        source: io_error,
+                    }
+                } else {
+                    LoadError::Verifier {
+                        program,
+                        source: io_error,
+                        verifier_log: verifier_log.to_string(),
+                    }
+                }
+            }
+            ProgramError::SyscallError(err) if is_permission(&err.io_error) => {
+                LoadError::PermissionDenied {
+                    what: format!("{} for program {program}", err.call),
+                    source: err.io_error,
+                }
+            }
+            source => LoadError::Program { program, source },
+        }
+    }
+}
+
+/// Loads the embedded object with the map sizes of `opts`, and loads (does not attach) the XDP
+/// program [`map_names::PROG_LB`].
+pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
+    load_object(EBPF_OBJECT, opts)
+}
+
+/// [`load`] for another object (tests of the error paths, other builds).
+pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::EmptyObject);
+    }
+    let ring = opts
+        .max_vips
+        .checked_mul(limits::RING_SIZE)
+        .filter(|_| opts.max_vips > 0)
+        .ok_or_else(|| {
+            LoadError::InvalidOptions(format!(
+                "max_vips {} must be in 1..={}",
+                opts.max_vips,
+                u32::MAX / limits::RING_SIZE
+            ))
+        })?;
+    if opts.max_backends < 2 || opts.flow_table_size == 0 {
+        return Err(LoadError::InvalidOptions(format!(
+            "max_backends {} must be >= 2 (id 0 is reserved) and flow_table_size {} > 0",
+            opts.max_backends, opts.flow_table_size
+        )));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map_names::RING, ring)
+        .map_max_entries(map_names::VIP_STATS, opts.max_vips)
+        .map_max_entries(map_names::BACKENDS, opts.max_backends)
+        .map_max_entries(map_names::BACKEND_STATS, opts.max_backends)
+        .map_max_entries(map_names::FLOWS, opts.flow_table_size)
+        .load(object)
+        .map_err(LoadError::from_ebpf)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(map_names::PROG_LB)
+        .ok_or(LoadError::MissingProgram(map_names::PROG_LB))?
+        .try_into()
+        .map_err(|e| LoadError::from_program(map_names::PROG_LB, e))?;
+    program
+        .load()
+        .map_err(|e| LoadError::from_program(map_names::PROG_LB, e))?;
+    Ok(ebpf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_says_how_to_fix_it() {
+        let err = load_object(&[], &LoadOptions::default()).unwrap_err();
+        assert!(matches!(err, LoadError::EmptyObject));
+        assert!(err.to_string().contains("rebuild without AYA_BUILD_SKIP"));
+    }
+
+    #[test]
+    fn zero_vips_is_refused_before_touching_the_kernel() {
+        let opts = LoadOptions {
+            max_vips: 0,
+            ..LoadOptions::default()
+        };
+        let err = load_object(&[1], &opts).unwrap_err();
+        assert!(matches!(err, LoadError::InvalidOptions(_)), "{err}");
+    }
+}

@@ -1,0 +1,405 @@
+//! [`Datapath`]: one loaded (never attached) instance of the XDP program with typed access to
+//! its maps, run packet by packet through `BPF_PROG_TEST_RUN`.
+
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+    util::nr_cpus,
+};
+use lb_common::{
+    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, addr,
+    hash::addr_filter_bit,
+    limits::RING_SIZE,
+    map_names,
+    stats::{COUNTER_SLOTS, GlobalStats},
+    values::{CONFIG_F_READY, IcmpBucket},
+};
+
+use crate::loader::{self, LoadError, LoadOptions};
+
+/// Headroom the output buffer leaves for encapsulation (XDP_PACKET_HEADROOM).
+const OUT_SLACK: usize = 256;
+
+/// Small map sizes for tests.
+pub const TEST_LOAD_OPTIONS: LoadOptions = LoadOptions {
+    max_vips: 8,
+    max_backends: 64,
+    flow_table_size: 4096,
+};
+
+/// A loaded program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    cpus: usize,
+}
+
+/// The message of a datapath test that cannot load the program.
+pub const NEED_ROOT: &str = "datapath tests need root with CAP_BPF: run `sudo -E cargo xtask test`";
+
+impl Datapath {
+    /// Loads the embedded program with [`TEST_LOAD_OPTIONS`]. Panics, never skips, when that is
+    /// impossible: a test that silently does nothing would hide a broken datapath.
+    pub fn new() -> Self {
+        Self::with_options(&TEST_LOAD_OPTIONS)
+    }
+
+    /// [`Datapath::new`] with other map sizes.
+    pub fn with_options(opts: &LoadOptions) -> Self {
+        match Self::try_new(opts) {
+            Ok(dp) => dp,
+            Err(e @ LoadError::PermissionDenied { .. }) => panic!("{NEED_ROOT}\n({e})"),
+            Err(e) => panic!("cannot load the xlb XDP program: {e}"),
+        }
+    }
+
+    pub fn try_new(opts: &LoadOptions) -> Result<Self, LoadError> {
+        let ebpf = loader::load(opts)?;
+        let cpus =
+            nr_cpus().map_err(|(what, e)| LoadError::InvalidOptions(format!("{what}: {e}")))?;
+        Ok(Datapath { ebpf, cpus })
+    }
+
+    fn map(&mut self, name: &str) -> &mut aya::maps::Map {
+        self.ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("map {name} is missing from the eBPF object"))
+    }
+
+    fn vips(&mut self) -> HashMap<&mut MapData, VipKey, VipMeta> {
+        HashMap::try_from(self.map(map_names::VIPS)).expect("VIPS map type")
+    }
+
+    // ---- configuration -----------------------------------------------------------------------
+
+    /// Writes the config entry as is (set `CONFIG_F_READY` in `flags` to make it live; see
+    /// [`Datapath::set_ready_config`]).
+    pub fn set_config(&mut self, cfg: LbConfig) {
+        let mut m: Array<_, LbConfig> =
+            Array::try_from(self.map(map_names::CONFIG)).expect("CONFIG map type");
+        m.set(0, cfg, 0).expect("write config");
+    }
+
+    /// Writes `cfg` with `CONFIG_F_READY` added.
+    pub fn set_ready_config(&mut self, mut cfg: LbConfig) {
+        cfg.flags |= CONFIG_F_READY;
+        self.set_config(cfg);
+    }
+
+    pub fn config(&mut self) -> LbConfig {
+        let m: Array<_, LbConfig> =
+            Array::try_from(self.map(map_names::CONFIG)).expect("CONFIG map type");
+        m.get(&0, 0).expect("read config")
+    }
+
+    /// Writes a raw VIP-map entry.
+    pub fn set_vip_entry(&mut self, addr: IpAddr, port: u16, proto: u8, meta: VipMeta) {
+        let (family, words) = addr::to_words(addr);
+        let key = VipKey {
+            addr: words,
+            port: port.to_be(),
+            proto,
+            family,
+        };
+        self.vips().insert(key, meta, 0).expect("write VIP entry");
+    }
+
+    pub fn remove_vip_entry(&mut self, addr: IpAddr, port: u16, proto: u8) {
+        let (family, words) = addr::to_words(addr);
+        let key = VipKey {
+            addr: words,
+            port: port.to_be(),
+            proto,
+            family,
+        };
+        self.vips().remove(&key).expect("remove VIP entry");
+    }
+
+    pub fn vip_entry(&mut self, addr: IpAddr, port: u16, proto: u8) -> Option<VipMeta> {
+        let (family, words) = addr::to_words(addr);
+        let key = VipKey {
+            addr: words,
+            port: port.to_be(),
+            proto,
+            family,
+        };
+        match self.vips().get(&key, 0) {
+            Ok(v) => Some(v),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => panic!("read VIP entry: {e}"),
+        }
+    }
+
+    /// Adds a VIP `(addr, port, proto)` (port in host order, 0 = all ports) the way the agent
+    /// does: the address entry `(addr, 0, 0)` (created with `index` and no flags if absent) and
+    /// the address pre-filter bit, then the VIP entry.
+    pub fn add_vip(
+        &mut self,
+        addr: IpAddr,
+        port: u16,
+        proto: u8,
+        mode: u8,
+        flags: u32,
+        index: u32,
+    ) {
+        self.ensure_address(addr, index);
+        self.set_vip_entry(
+            addr,
+            port,
+            proto,
+            VipMeta {
+                index,
+                flags,
+                mode,
+                _pad: [0; 3],
+            },
+        );
+    }
+
+    /// The `VIP_F_FRAG_ONLY` entry `(addr, 0, proto)` routing fragments to VIP `index`.
+    pub fn add_frag_alias(&mut self, addr: IpAddr, proto: u8, mode: u8, flags: u32, index: u32) {
+        self.add_vip(
+            addr,
+            0,
+            proto,
+            mode,
+            flags | lb_common::values::VIP_F_FRAG_ONLY,
+            index,
+        );
+    }
+
+    /// Writes the address entry `(addr, 0, 0)` with `flags` (e.g. `VIP_F_ICMP_ECHO`) and sets
+    /// the pre-filter bit.
+    pub fn set_address(&mut self, addr: IpAddr, flags: u32, index: u32) {
+        self.set_filter_bit(addr);
+        self.set_vip_entry(
+            addr,
+            0,
+            0,
+            VipMeta {
+                index,
+                flags,
+                mode: 0,
+                _pad: [0; 3],
+            },
+        );
+    }
+
+    fn ensure_address(&mut self, addr: IpAddr, index: u32) {
+        if self.vip_entry(addr, 0, 0).is_none() {
+            self.set_address(addr, 0, index);
+        } else {
+            self.set_filter_bit(addr);
+        }
+    }
+
+    /// Sets the `ADDR_FILTER` bit of `addr` (word `bit / 64`, bit `bit % 64`).
+    pub fn set_filter_bit(&mut self, addr: IpAddr) {
+        let (_, words) = addr::to_words(addr);
+        let bit = addr_filter_bit(&words);
+        let mut m: Array<_, u64> =
+            Array::try_from(self.map(map_names::ADDR_FILTER)).expect("ADDR_FILTER map type");
+        let w = m.get(&(bit / 64), 0).expect("read filter word");
+        m.set(bit / 64, w | (1u64 << (bit % 64)), 0)
+            .expect("write filter word");
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: Backend) {
+        let mut m: Array<_, Backend> =
+            Array::try_from(self.map(map_names::BACKENDS)).expect("BACKENDS map type");
+        m.set(id, backend, 0).expect("write backend");
+    }
+
+    pub fn backend(&mut self, id: u32) -> Backend {
+        let m: Array<_, Backend> =
+            Array::try_from(self.map(map_names::BACKENDS)).expect("BACKENDS map type");
+        m.get(&id, 0).expect("read backend")
+    }
+
+    /// Writes every slot of VIP `vip_index`'s ring with `id(slot)`.
+    pub fn fill_ring(&mut self, vip_index: u32, id: impl Fn(u32) -> u32) {
+        let mut m: Array<_, u32> =
+            Array::try_from(self.map(map_names::RING)).expect("RING map type");
+        let base = vip_index * RING_SIZE;
+        for slot in 0..RING_SIZE {
+            m.set(base + slot, id(slot), 0).expect("write ring slot");
+        }
+    }
+
+    /// Writes VIP `vip_index`'s ring from a full table of `RING_SIZE` ids.
+    pub fn set_ring(&mut self, vip_index: u32, ids: &[u32]) {
+        assert_eq!(ids.len(), RING_SIZE as usize, "a ring has RING_SIZE slots");
+        self.fill_ring(vip_index, |slot| ids[slot as usize]);
+    }
+
+    /// Writes one ring slot.
+    pub fn set_slot(&mut self, vip_index: u32, slot: u32, id: u32) {
+        let mut m: Array<_, u32> =
+            Array::try_from(self.map(map_names::RING)).expect("RING map type");
+        m.set(vip_index * RING_SIZE + slot, id, 0)
+            .expect("write ring slot");
+    }
+
+    pub fn slot(&mut self, vip_index: u32, slot: u32) -> u32 {
+        let m: Array<_, u32> = Array::try_from(self.map(map_names::RING)).expect("RING map type");
+        m.get(&(vip_index * RING_SIZE + slot), 0)
+            .expect("read ring slot")
+    }
+
+    fn flows(&mut self) -> HashMap<&mut MapData, FlowKey, FlowEntry> {
+        HashMap::try_from(self.map(map_names::FLOWS)).expect("FLOWS map type")
+    }
+
+    pub fn flow_entry(&mut self, key: &FlowKey) -> Option<FlowEntry> {
+        match self.flows().get(key, 0) {
+            Ok(v) => Some(v),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => panic!("read flow entry: {e}"),
+        }
+    }
+
+    pub fn set_flow_entry(&mut self, key: &FlowKey, backend_id: u32) {
+        self.flows()
+            .insert(
+                key,
+                FlowEntry {
+                    backend_id,
+                    _pad: 0,
+                },
+                0,
+            )
+            .expect("write flow entry");
+    }
+
+    pub fn flow_count(&mut self) -> usize {
+        self.flows().keys().count()
+    }
+
+    // ---- counters ----------------------------------------------------------------------------
+
+    /// Global counters summed over CPUs.
+    pub fn counters(&mut self) -> [u64; COUNTER_SLOTS] {
+        let m: PerCpuArray<_, GlobalStats> =
+            PerCpuArray::try_from(self.map(map_names::STATS)).expect("STATS map type");
+        let per_cpu = m.get(&0, 0).expect("read STATS");
+        let mut sum = [0u64; COUNTER_SLOTS];
+        for cpu in per_cpu.iter() {
+            for (s, c) in sum.iter_mut().zip(cpu.counters) {
+                *s += c;
+            }
+        }
+        sum
+    }
+
+    fn traffic(&mut self, map: &str, index: u32) -> TrafficStats {
+        let m: PerCpuArray<_, TrafficStats> =
+            PerCpuArray::try_from(self.map(map)).expect("stats map type");
+        let per_cpu = m.get(&index, 0).expect("read stats");
+        per_cpu
+            .iter()
+            .fold(TrafficStats::default(), |a, c| TrafficStats {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+                new_flows: a.new_flows + c.new_flows,
+                drops: a.drops + c.drops,
+            })
+    }
+
+    /// VIP `index`'s stats summed over CPUs.
+    pub fn vip_stats(&mut self, index: u32) -> TrafficStats {
+        self.traffic(map_names::VIP_STATS, index)
+    }
+
+    /// Backend `id`'s stats summed over CPUs.
+    pub fn backend_stats(&mut self, id: u32) -> TrafficStats {
+        self.traffic(map_names::BACKEND_STATS, id)
+    }
+
+    fn zero_per_cpu<T: aya::Pod + Default + Clone>(&mut self, map: &str, entries: u32) {
+        let cpus = self.cpus;
+        let mut m: PerCpuArray<_, T> = PerCpuArray::try_from(self.map(map)).expect("per-CPU map");
+        for i in 0..entries {
+            let zero = PerCpuValues::try_from(vec![T::default(); cpus]).expect("per-CPU values");
+            m.set(i, zero, 0).expect("zero per-CPU entry");
+        }
+    }
+
+    /// Zeroes the global counters and every VIP and backend stats entry.
+    pub fn reset_counters(&mut self) {
+        self.zero_per_cpu::<GlobalStats>(map_names::STATS, 1);
+        let vips = self.map_entries(map_names::VIP_STATS);
+        self.zero_per_cpu::<TrafficStats>(map_names::VIP_STATS, vips);
+        let backends = self.map_entries(map_names::BACKEND_STATS);
+        self.zero_per_cpu::<TrafficStats>(map_names::BACKEND_STATS, backends);
+    }
+
+    /// Empties the ICMP token bucket of every CPU (tokens 0, last refill at time 0).
+    pub fn reset_icmp_bucket(&mut self) {
+        self.zero_per_cpu::<IcmpBucket>(map_names::ICMP_BUCKET, 1);
+    }
+
+    fn map_entries(&mut self, name: &str) -> u32 {
+        let m: PerCpuArray<_, TrafficStats> =
+            PerCpuArray::try_from(self.map(name)).expect("stats map type");
+        m.len()
+    }
+
+    // ---- running packets ---------------------------------------------------------------------
+
+    fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(map_names::PROG_LB)
+            .expect("program xlb")
+            .try_into()
+            .expect("xlb is an XDP program")
+    }
+
+    /// Runs one frame through the program: `(verdict, output frame)`. Panics if the kernel
+    /// refuses the run (see [`Datapath::try_run`]).
+    pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run(frame)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of a {}-byte frame: {e}", frame.len()))
+    }
+
+    /// [`Datapath::run`] that returns the kernel's refusal (e.g. `EINVAL` for frames shorter
+    /// than an Ethernet header).
+    pub fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+        let mut out = vec![0u8; frame.len() + OUT_SLACK];
+        let res = self.program().test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(res.data_size_out as usize);
+        Ok((res.return_value, out))
+    }
+
+    /// Runs a frame `repeat` times in one syscall; returns the kernel's mean time per run (for
+    /// benchmarks). Map state changes accumulate like `repeat` separate packets.
+    pub fn bench(&self, frame: &[u8], repeat: u32) -> Result<std::time::Duration, ProgramError> {
+        let mut out = vec![0u8; frame.len() + OUT_SLACK];
+        let res = self.program().test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        Ok(res.duration)
+    }
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The OS error number of a failed test run, if it was a syscall error.
+pub fn run_errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}

@@ -1,0 +1,13 @@
+//! Test kit of the XDP datapath: packet builders, a loaded-program fixture with typed map
+//! setters, and expected outputs built from docs/datapath.md. Used by `tests/datapath.rs` and by
+//! the per-packet benchmark, so it is ordinary (not `#[cfg(test)]`) code; it needs root with
+//! CAP_BPF only when a [`Datapath`] is created.
+
+pub mod csum;
+pub mod datapath;
+pub mod expect;
+pub mod packet;
+pub mod world;
+
+pub use datapath::Datapath;
+pub use packet::{Ext, L4, Packet};

@@ -637,26 +637,4 @@ mod tests {
         let worst = imbalance(&build(&bs), &bs).expect("weighted");
         assert!(worst < 1.01, "{worst}");
     }
-
-    /// Timing sanity check, run by hand (never asserts time):
-    /// `cargo test --release -p lb-userspace --lib maglev::tests::time_1000 -- --ignored --nocapture`
-    #[test]
-    #[ignore = "manual timing check"]
-    fn time_1000_backends() {
-        let bs = equal(1000);
-        let mut times: Vec<_> = (0..51)
-            .map(|_| {
-                let start = std::time::Instant::now();
-                std::hint::black_box(build(&bs));
-                start.elapsed()
-            })
-            .collect();
-        times.sort_unstable();
-        println!(
-            "1000 backends x {RING_SIZE} slots: best {:?}, median {:?} of {} runs",
-            times[0],
-            times[times.len() / 2],
-            times.len()
-        );
-    }
 }

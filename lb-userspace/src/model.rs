@@ -114,7 +114,9 @@ impl fmt::Display for VipId {
 
 /// Why a string is not a VIP identity (see [`VipId`]'s `FromStr`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid VIP {input:?}: {reason} (expected like tcp/192.0.2.10:80, udp/[2001:db8::1]:53, tcp/192.0.2.10:*)")]
+#[error(
+    "invalid VIP {input:?}: {reason} (expected like tcp/192.0.2.10:80, udp/[2001:db8::1]:53, tcp/192.0.2.10:*)"
+)]
 pub struct ParseVipIdError {
     pub input: String,
     pub reason: String,

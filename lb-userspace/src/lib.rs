@@ -1,11 +1,16 @@
 //! xlb agent and CLI.
 
+pub mod agent;
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod health;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
+pub mod pinning;
 pub mod reconcile;
 pub mod testkit;

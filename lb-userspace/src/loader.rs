@@ -6,6 +6,7 @@
 //! datapath tests use it as is: `BPF_PROG_TEST_RUN` needs a loaded, unattached program.
 
 use std::io;
+use std::path::Path;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -16,6 +17,21 @@ use lb_common::{limits, map_names};
 
 /// The eBPF object built by `build.rs`; empty when built with `AYA_BUILD_SKIP=1`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-ebpf"));
+
+/// The maps of the LB program that are pinned for hitless restarts (all of them: the decap
+/// program's maps belong to backend hosts).
+pub const PINNED_MAPS: [&str; 10] = [
+    map_names::VIPS,
+    map_names::RING,
+    map_names::BACKENDS,
+    map_names::FLOWS,
+    map_names::CONFIG,
+    map_names::STATS,
+    map_names::VIP_STATS,
+    map_names::BACKEND_STATS,
+    map_names::ADDR_FILTER,
+    map_names::ICMP_BUCKET,
+];
 
 /// Map sizes chosen at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,11 +156,21 @@ impl LoadError {
 /// Loads the embedded object with the map sizes of `opts`, and loads (does not attach) the XDP
 /// program [`map_names::PROG_LB`].
 pub fn load(opts: &LoadOptions) -> Result<Ebpf, LoadError> {
-    load_object(EBPF_OBJECT, opts)
+    load_object(EBPF_OBJECT, opts, None)
+}
+
+/// [`load`] on maps pinned in `maps_dir`: a map already pinned there is reused as is (contents
+/// and size: check them first with `pinning::adopt_sizes`), a missing one is created and pinned.
+pub fn load_pinned(opts: &LoadOptions, maps_dir: &Path) -> Result<Ebpf, LoadError> {
+    load_object(EBPF_OBJECT, opts, Some(maps_dir))
 }
 
 /// [`load`] for another object (tests of the error paths, other builds).
-pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
+pub fn load_object(
+    object: &[u8],
+    opts: &LoadOptions,
+    maps_dir: Option<&Path>,
+) -> Result<Ebpf, LoadError> {
     if object.is_empty() {
         return Err(LoadError::EmptyObject);
     }
@@ -165,14 +191,19 @@ pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError>
             opts.max_backends, opts.flow_table_size
         )));
     }
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(map_names::RING, ring)
         .map_max_entries(map_names::VIP_STATS, opts.max_vips)
         .map_max_entries(map_names::BACKENDS, opts.max_backends)
         .map_max_entries(map_names::BACKEND_STATS, opts.max_backends)
-        .map_max_entries(map_names::FLOWS, opts.flow_table_size)
-        .load(object)
-        .map_err(LoadError::from_ebpf)?;
+        .map_max_entries(map_names::FLOWS, opts.flow_table_size);
+    if let Some(dir) = maps_dir {
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(object).map_err(LoadError::from_ebpf)?;
     let program: &mut Xdp = ebpf
         .program_mut(map_names::PROG_LB)
         .ok_or(LoadError::MissingProgram(map_names::PROG_LB))?
@@ -190,7 +221,7 @@ mod tests {
 
     #[test]
     fn empty_object_says_how_to_fix_it() {
-        let err = load_object(&[], &LoadOptions::default()).unwrap_err();
+        let err = load_object(&[], &LoadOptions::default(), None).unwrap_err();
         assert!(matches!(err, LoadError::EmptyObject));
         assert!(err.to_string().contains("rebuild without AYA_BUILD_SKIP"));
     }
@@ -201,7 +232,7 @@ mod tests {
             max_vips: 0,
             ..LoadOptions::default()
         };
-        let err = load_object(&[1], &opts).unwrap_err();
+        let err = load_object(&[1], &opts, None).unwrap_err();
         assert!(matches!(err, LoadError::InvalidOptions(_)), "{err}");
     }
 }

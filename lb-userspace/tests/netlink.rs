@@ -5,15 +5,10 @@
 //!
 //! Needs root (to create namespaces): fails loudly rather than skip.
 
-use std::{
-    future::Future,
-    net::IpAddr,
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use lb_userspace::netlink::{NetEvent, NetWatch, Netlink, NetlinkError};
+use lb_userspace::testkit::netns::{Netns, run_ip};
 
 const VETH_A: &str = "xlbt-a";
 const VETH_B: &str = "xlbt-b";
@@ -29,103 +24,6 @@ fn ip(addr: &str) -> IpAddr {
     addr.parse().unwrap()
 }
 
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-fn run_ip(args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 is needed): {e}"));
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A namespace removed on drop (which also removes the interfaces in it).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "xlbt-nl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 is needed): {e}"));
-        assert!(
-            out.status.success(),
-            "netlink tests need root to create network namespaces (`ip netns add {name}`: {})",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Netns { name }
-    }
-
-    /// `ip -n NAME ARGS`.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", &self.name];
-        all.extend_from_slice(args);
-        run_ip(&all)
-    }
-
-    fn ifindex(&self, dev: &str) -> u32 {
-        let out = self.ip(&["-o", "link", "show", "dev", dev]);
-        out.split(':').next().unwrap().trim().parse().unwrap()
-    }
-
-    /// Writes `/proc/sys/KEY` as seen from this namespace (net sysctls are per namespace, and
-    /// resolved through the namespace of the thread that opens them).
-    fn sysctl(&self, key: &str, value: &str) {
-        let (path, value) = (format!("/proc/sys/{key}"), value.to_owned());
-        self.run(move || async move {
-            std::fs::write(&path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
-        });
-    }
-
-    /// Runs `body` on a thread that has entered this namespace, with a tokio runtime (and so
-    /// every socket) created after the switch. Panics in `body` propagate.
-    fn run<F, Fut>(&self, body: F)
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = ()>,
-    {
-        let path = format!("/var/run/netns/{}", self.name);
-        let result = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a namespace fd we own; it only changes this thread's namespace,
-            // and this thread is discarded afterwards.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(body());
-        })
-        .join();
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 /// Two namespaces joined by a veth pair:
 /// A: xlbt-a 192.0.2.1/24 2001:db8::1/64, routes 198.51.100.0/24 via 192.0.2.2 and
 ///    2001:db8:1::/64 via 2001:db8::2;  B: xlbt-b 192.0.2.2/24 2001:db8::2/64.
@@ -137,8 +35,8 @@ struct Bed {
 
 impl Bed {
     fn new() -> Bed {
-        let a = Netns::new();
-        let b = Netns::new();
+        let a = Netns::new("nl");
+        let b = Netns::new("nl");
         let (ma, mb, mtu) = (mac_str(MAC_A), mac_str(MAC_B), MTU_A.to_string());
         // No duplicate address detection on interfaces created from here on (B's veth takes
         // B's defaults when it moves there), link-local addresses included: the kernel sources

@@ -588,6 +588,23 @@ pub fn truncate_consistently(frame: &[u8], l2: usize, len: usize) -> Vec<u8> {
     f
 }
 
+/// Bytes the program accounts for a frame in VIP/backend stats: L2 header + IP packet length,
+/// Ethernet padding excluded (docs/datapath.md §5). Re-parsed from the frame on purpose.
+pub fn accounted_bytes(frame: &[u8]) -> u64 {
+    let be16 = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]) as usize;
+    let (l2, ethertype) = if be16(12) == 0x8100 {
+        (18, be16(16))
+    } else {
+        (14, be16(12))
+    };
+    let l3 = match ethertype {
+        0x0800 => be16(l2 + 2),
+        0x86dd => 40 + be16(l2 + 4),
+        _ => frame.len() - l2,
+    };
+    (l2 + l3) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use etherparse::{Ipv4HeaderSlice, TcpHeader, UdpHeader};
@@ -666,21 +683,4 @@ mod tests {
         assert_eq!(u16::from_be_bytes([f[20], f[21]]), 30);
         assert!(csum::verifies(&f[18..38]));
     }
-}
-
-/// Bytes the program accounts for a frame in VIP/backend stats: L2 header + IP packet length,
-/// Ethernet padding excluded (docs/datapath.md §5). Re-parsed from the frame on purpose.
-pub fn accounted_bytes(frame: &[u8]) -> u64 {
-    let be16 = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]) as usize;
-    let (l2, ethertype) = if be16(12) == 0x8100 {
-        (18, be16(16))
-    } else {
-        (14, be16(12))
-    };
-    let l3 = match ethertype {
-        0x0800 => be16(l2 + 2),
-        0x86dd => 40 + be16(l2 + 4),
-        _ => frame.len() - l2,
-    };
-    (l2 + l3) as u64
 }

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod decap;
 pub mod health;
 pub mod loader;
 pub mod maglev;

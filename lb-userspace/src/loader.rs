@@ -165,11 +165,43 @@ pub fn load_pinned(opts: &LoadOptions, maps_dir: &Path) -> Result<Ebpf, LoadErro
     load_object(EBPF_OBJECT, opts, Some(maps_dir))
 }
 
+/// The backend-side decap program ([`map_names::PROG_DECAP`]), its two maps pinned in
+/// `maps_dir` when given. The LB program's maps in the same object are created at their smallest: a
+/// backend host has no use for a 128 MiB ring.
+pub fn load_decap(maps_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
+    let opts = LoadOptions {
+        max_vips: 1,
+        max_backends: 2,
+        // Per-CPU LRU lists need at least one entry per CPU.
+        flow_table_size: 1024,
+    };
+    load_with(
+        EBPF_OBJECT,
+        &opts,
+        maps_dir.map(|d| (d, &[map_names::DECAP_CONFIG, map_names::DECAP_STATS][..])),
+        map_names::PROG_DECAP,
+    )
+}
+
 /// [`load`] for another object (tests of the error paths, other builds).
 pub fn load_object(
     object: &[u8],
     opts: &LoadOptions,
     maps_dir: Option<&Path>,
+) -> Result<Ebpf, LoadError> {
+    load_with(
+        object,
+        opts,
+        maps_dir.map(|d| (d, &PINNED_MAPS[..])),
+        map_names::PROG_LB,
+    )
+}
+
+fn load_with(
+    object: &[u8],
+    opts: &LoadOptions,
+    pins: Option<(&Path, &[&'static str])>,
+    program_name: &'static str,
 ) -> Result<Ebpf, LoadError> {
     if object.is_empty() {
         return Err(LoadError::EmptyObject);
@@ -198,20 +230,20 @@ pub fn load_object(
         .map_max_entries(map_names::BACKENDS, opts.max_backends)
         .map_max_entries(map_names::BACKEND_STATS, opts.max_backends)
         .map_max_entries(map_names::FLOWS, opts.flow_table_size);
-    if let Some(dir) = maps_dir {
-        for name in PINNED_MAPS {
+    if let Some((dir, names)) = pins {
+        for name in names {
             loader.map_pin_path(name, dir.join(name));
         }
     }
     let mut ebpf = loader.load(object).map_err(LoadError::from_ebpf)?;
     let program: &mut Xdp = ebpf
-        .program_mut(map_names::PROG_LB)
-        .ok_or(LoadError::MissingProgram(map_names::PROG_LB))?
+        .program_mut(program_name)
+        .ok_or(LoadError::MissingProgram(program_name))?
         .try_into()
-        .map_err(|e| LoadError::from_program(map_names::PROG_LB, e))?;
+        .map_err(|e| LoadError::from_program(program_name, e))?;
     program
         .load()
-        .map_err(|e| LoadError::from_program(map_names::PROG_LB, e))?;
+        .map_err(|e| LoadError::from_program(program_name, e))?;
     Ok(ebpf)
 }
 

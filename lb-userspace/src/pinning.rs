@@ -218,13 +218,24 @@ pub fn attach(
     iface: &str,
     mode: model::XdpMode,
 ) -> Result<model::XdpMode, PinError> {
+    attach_program(ebpf, map_names::PROG_LB, pin_dir, iface, mode)
+}
+
+/// [`attach`] for any XDP program of the object (the decap program on backend hosts).
+pub fn attach_program(
+    ebpf: &mut Ebpf,
+    program_name: &str,
+    pin_dir: &Path,
+    iface: &str,
+    mode: model::XdpMode,
+) -> Result<model::XdpMode, PinError> {
     let err = |what: &'static str, detail: String| PinError::Attach {
         iface: iface.to_string(),
         what,
         detail,
     };
     let program: &mut Xdp = ebpf
-        .program_mut(map_names::PROG_LB)
+        .program_mut(program_name)
         .ok_or_else(|| err("program", "not loaded".into()))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| err("program", e.to_string()))?;

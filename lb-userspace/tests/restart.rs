@@ -140,10 +140,8 @@ fn attached_prog(ns: &Netns, dev: &str) -> Option<u32> {
     let out = ns.ip(&["-d", "link", "show", "dev", dev]);
     let mut words = out.split_whitespace();
     while let Some(w) = words.next() {
-        if w == "prog/xdp" {
-            if words.next() == Some("id") {
-                return words.next().and_then(|id| id.parse().ok());
-            }
+        if w == "prog/xdp" && words.next() == Some("id") {
+            return words.next().and_then(|id| id.parse().ok());
         }
     }
     None

@@ -11,8 +11,9 @@ use lb_userspace::{
     api::{self, Request, Response},
     cli::{self, InspectCmd},
     config::{self, HostEnvironment},
+    decap::{self, DecapOptions},
     maps::AyaStore,
-    model::VipId,
+    model::{VipId, XdpMode},
     pinning,
 };
 
@@ -92,6 +93,11 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+    /// Backend hosts: strip xlb's ipip/gue encapsulation in XDP (no kernel tunnel module needed).
+    Decap {
+        #[command(subcommand)]
+        cmd: DecapCmd,
+    },
     /// Read the pinned maps directly (works with the agent down).
     Inspect {
         #[arg(long, default_value = DEFAULT_PIN_DIR, global = true)]
@@ -99,6 +105,54 @@ enum Cmd {
         #[command(subcommand)]
         cmd: InspectCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum DecapCmd {
+    /// Attach (or update) the decap program on an interface; it stays after xlb exits.
+    Attach {
+        #[arg(long)]
+        iface: String,
+        /// The LB's outer source address for IPv4 tunnels (only its packets are stripped).
+        #[arg(long)]
+        lb_src_v4: Option<std::net::Ipv4Addr>,
+        #[arg(long)]
+        lb_src_v6: Option<std::net::Ipv6Addr>,
+        /// GUE port (0: do not decapsulate GUE).
+        #[arg(long, default_value_t = 6080)]
+        gue_port: u16,
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: XdpModeArg,
+        #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Detach it and remove its pins.
+    Detach {
+        #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Its counters.
+    Stats {
+        #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpModeArg> for XdpMode {
+    fn from(m: XdpModeArg) -> Self {
+        match m {
+            XdpModeArg::Auto => XdpMode::Auto,
+            XdpModeArg::Native => XdpMode::Native,
+            XdpModeArg::Generic => XdpMode::Generic,
+        }
+    }
 }
 
 fn init_logging() {
@@ -222,6 +276,38 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             println!("{msg}");
             Ok(())
         }
+        Cmd::Decap { cmd } => match cmd {
+            DecapCmd::Attach {
+                iface,
+                lb_src_v4,
+                lb_src_v6,
+                gue_port,
+                xdp_mode,
+                pin_dir,
+            } => {
+                let msg = decap::attach(&DecapOptions {
+                    iface,
+                    lb_src_v4,
+                    lb_src_v6,
+                    gue_port,
+                    pin_dir,
+                    mode: xdp_mode.into(),
+                })?;
+                println!("{msg}");
+                Ok(())
+            }
+            DecapCmd::Detach { pin_dir } => {
+                decap::detach(&pin_dir)?;
+                println!("decap detached, {} removed", pin_dir.display());
+                Ok(())
+            }
+            DecapCmd::Stats { pin_dir } => {
+                for (c, n) in decap::stats(&pin_dir)? {
+                    println!("{:<24}{n:>16}", c.name());
+                }
+                Ok(())
+            }
+        },
         Cmd::Inspect { pin_dir, cmd } => {
             let store = AyaStore::from_pin_dir(&pinning::maps_dir(&pin_dir))?;
             let mut out = std::io::stdout().lock();

@@ -17,9 +17,9 @@ pub const SEED: u32 = 0x1234_5678;
 /// Source MAC of forwarded frames.
 pub const SRC_MAC: [u8; 6] = [0x02, 0x1b, 0x00, 0x00, 0x00, 0x02];
 /// Outer IPv4 source.
-pub const SRC_V4: &str = "10.0.0.1";
+pub const SRC_V4: &str = "192.0.2.1";
 /// Outer IPv6 source.
-pub const SRC_V6: &str = "fd00::1";
+pub const SRC_V6: &str = "2001:db8:1b::1";
 /// GUE destination port (host order; the config stores it in network order).
 pub const GUE_PORT: u16 = 6080;
 
@@ -47,12 +47,14 @@ pub fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0xbe, b[0], b[1], b[2], b[3]]
 }
 
-/// Address of backend `id`: `10.1.x.y` or `fd00:be::x:y`.
+/// Address of backend `id` (documentation ranges only): `203.0.113.(100 + id)` or
+/// `2001:db8:be::x:y`.
 pub fn backend_addr(id: u32, v4: bool) -> IpAddr {
     if v4 {
-        ip(&format!("10.1.{}.{}", id >> 8, id & 0xff))
+        assert!(id < 155, "IPv4 test backends are 203.0.113.100..254");
+        ip(&format!("203.0.113.{}", 100 + id))
     } else {
-        ip(&format!("fd00:be::{:x}:{:x}", id >> 16, id & 0xffff))
+        ip(&format!("2001:db8:be::{:x}:{:x}", id >> 16, id & 0xffff))
     }
 }
 

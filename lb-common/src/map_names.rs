@@ -29,3 +29,7 @@ pub const DECAP_STATS: &str = "XLB_DECAP_STAT";
 pub const PROG_LB: &str = "xlb";
 /// Name of the backend-side decapsulation XDP program.
 pub const PROG_DECAP: &str = "xlb_decap";
+/// XDP_PASS, for veth peers of XDP_TX senders (testbed).
+pub const PROG_PASS: &str = "xlb_pass";
+/// MAC swap + XDP_TX: the benchmarks' reflector baseline.
+pub const PROG_REFLECT: &str = "xlb_reflect";

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod aux;
 mod csum;
 mod decap;
 mod hdr;
@@ -42,6 +43,18 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
     decap::decap(&ctx)
+}
+
+/// Testbed peers: see `aux`.
+#[xdp]
+pub fn xlb_pass(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+/// Benchmark baseline: see `aux`.
+#[xdp]
+pub fn xlb_reflect(ctx: XdpContext) -> u32 {
+    aux::reflect(&ctx)
 }
 
 #[inline(always)]

@@ -183,6 +183,17 @@ pub fn load_decap(maps_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
     )
 }
 
+/// One of the auxiliary programs ([`map_names::PROG_PASS`], [`map_names::PROG_REFLECT`]),
+/// with the LB maps of the object at their smallest and nothing pinned.
+pub fn load_aux(program: &'static str) -> Result<Ebpf, LoadError> {
+    let opts = LoadOptions {
+        max_vips: 1,
+        max_backends: 2,
+        flow_table_size: 1024,
+    };
+    load_with(EBPF_OBJECT, &opts, None, program)
+}
+
 /// [`load`] for another object (tests of the error paths, other builds).
 pub fn load_object(
     object: &[u8],

@@ -1,0 +1,22 @@
+//! Two trivial programs that are not part of forwarding:
+//! - `xlb_pass`: XDP_PASS. On veth, a frame sent with XDP_TX reaches the peer only if the peer
+//!   has an XDP program attached; the testbed attaches this one to the LB's peer.
+//! - `xlb_reflect`: swaps the MACs and bounces the frame (XDP_TX): the floor any XDP forwarder
+//!   pays, the benchmarks' baseline.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+
+use crate::{hdr::EthHdr, parse};
+
+pub fn reflect(ctx: &XdpContext) -> u32 {
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: bounds checked by `ptr_at`; by-value field access of a packed struct.
+    unsafe {
+        let (src, dst) = ((*eth).src, (*eth).dst);
+        (*eth).src = dst;
+        (*eth).dst = src;
+    }
+    xdp_action::XDP_TX
+}

@@ -36,7 +36,21 @@ use crate::{
 pub fn xlb(ctx: XdpContext) -> u32 {
     let verdict = process(&ctx);
     verdict.count();
+    if verdict.counter_index() == Counter::DropAdjustFailed as u32 {
+        log_adjust_failed(&ctx);
+    }
     verdict.action()
+}
+
+/// The one thing the program logs (through aya-log, forwarded by the agent into its log): a
+/// helper refusing to resize a frame means the driver gives XDP too little headroom, or a bug,
+/// which the counter alone would not explain. Never on a normal packet's path; out of line.
+#[inline(never)]
+fn log_adjust_failed(ctx: &XdpContext) {
+    aya_log_ebpf::warn!(
+        ctx,
+        "bpf_xdp_adjust_head/tail failed, packet dropped: does the driver reserve XDP headroom?"
+    );
 }
 
 /// Backend hosts: strips xlb's encapsulation (see `decap`).

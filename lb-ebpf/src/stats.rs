@@ -55,6 +55,10 @@ impl Verdict {
     pub const fn is_tx(self) -> bool {
         self.action() == xdp_action::XDP_TX
     }
+    #[inline(always)]
+    pub const fn counter_index(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
     /// Bumps this verdict's counter.
     #[inline(always)]
     pub fn count(self) {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::future::join_all;
 use lb_common::values::BACKEND_ACTIVE;
+use tokio::io::{Interest, unix::AsyncFd};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -104,6 +105,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let mode = pinning::attach(&mut ebpf, &cfg.pin_dir, &i.name, i.xdp_mode)?;
         info!(iface = %i.name, ?mode, "XDP program attached");
     }
+    forward_program_logs(&mut ebpf);
     // The pinned links hold the program from here on; our handle is not needed.
     drop(ebpf);
 
@@ -168,6 +170,37 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         info!("forwarding continues from the pinned program; a new agent will adopt it");
     }
     Ok(())
+}
+
+/// Forwards the program's aya-log records (it logs only exceptional events, never per packet)
+/// into our log, through the `log` -> `tracing` bridge.
+fn forward_program_logs(ebpf: &mut aya::Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("program log forwarding unavailable: {e}");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer's fd for its whole life and always reports the
+    // same one; the AsyncFd owns the logger.
+    let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!("program log forwarding unavailable: {}", e.into_parts().1);
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 impl Agent {

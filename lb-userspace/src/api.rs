@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lb_common::{
     addr::from_words,
     limits::RING_SIZE,
-    values::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY, VIP_F_FRAG_ONLY},
+    values::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY},
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -43,7 +43,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::maglev;
 use crate::maps::{MapError, MapStore};
-use crate::model::{CheckKind, Config, Proto, VipId};
+use crate::model::{CheckKind, Config, VipId};
 use crate::reconcile::{BackendView, NetInfo, Overrides};
 
 /// Default socket path (the config's `api_socket` default).
@@ -295,28 +295,8 @@ pub struct StatusInputs<'a> {
     pub assigned: &'a [BackendView],
 }
 
-/// The VIP a main VIP-map entry stands for (address entries and fragment aliases excluded).
-fn vip_of_entry(key: &lb_common::VipKey, meta: &lb_common::VipMeta) -> Option<VipId> {
-    if key.proto == 0 || meta.flags & VIP_F_FRAG_ONLY != 0 {
-        return None;
-    }
-    let proto = match key.proto {
-        p if p == Proto::Tcp.number() => Proto::Tcp,
-        p if p == Proto::Udp.number() => Proto::Udp,
-        _ => return None,
-    };
-    Some(VipId {
-        addr: from_words(key.family, &key.addr)?,
-        port: u16::from_be(key.port),
-        proto,
-    })
-}
-
 fn mode_name(mode: u8) -> String {
-    use crate::model::ForwardMode;
-    [ForwardMode::Ipip, ForwardMode::Gue, ForwardMode::DsrL2]
-        .into_iter()
-        .find(|m| m.number() == mode)
+    crate::model::ForwardMode::from_number(mode)
         .map_or_else(|| format!("unknown({mode})"), |m| m.name().to_string())
 }
 
@@ -334,7 +314,7 @@ impl StatusReport {
     ) -> Result<StatusReport, MapError> {
         let mut in_maps: BTreeMap<VipId, lb_common::VipMeta> = BTreeMap::new();
         for (key, meta) in store.vips()? {
-            if let Some(id) = vip_of_entry(&key, &meta) {
+            if let Some(id) = VipId::from_map_entry(&key, &meta) {
                 in_maps.insert(id, meta);
             }
         }
@@ -956,6 +936,7 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use crate::model::Proto;
     use lb_common::Backend;
 
     use super::*;

@@ -7,8 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lb_common::addr::from_words;
 use lb_common::addr::{PROTO_TCP, PROTO_UDP};
-use lb_common::values::{MODE_DSR_L2, MODE_GUE, MODE_IPIP};
+use lb_common::values::{MODE_DSR_L2, MODE_GUE, MODE_IPIP, VIP_F_FRAG_ONLY};
+use lb_common::{VipKey, VipMeta};
 use serde::Serialize;
 
 /// Largest backend weight. Maglev shares are relative; the cap keeps one typo (an extra zero)
@@ -74,6 +76,14 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// The protocol of an IP protocol number, if it is one a VIP can have.
+    pub const fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            PROTO_TCP => Some(Proto::Tcp),
+            PROTO_UDP => Some(Proto::Udp),
+            _ => None,
+        }
+    }
     pub const fn number(self) -> u8 {
         match self {
             Proto::Tcp => PROTO_TCP,
@@ -109,6 +119,21 @@ impl fmt::Display for VipId {
             IpAddr::V4(a) => write!(f, "{}/{}:{}", self.proto.name(), a, port),
             IpAddr::V6(a) => write!(f, "{}/[{}]:{}", self.proto.name(), a, port),
         }
+    }
+}
+
+impl VipId {
+    /// The VIP a VIP-map entry stands for; `None` for address entries and fragment aliases
+    /// (see `lb_common::keys::VipKey`).
+    pub fn from_map_entry(key: &VipKey, meta: &VipMeta) -> Option<VipId> {
+        if key.proto == 0 || meta.flags & VIP_F_FRAG_ONLY != 0 {
+            return None;
+        }
+        Some(VipId {
+            addr: from_words(key.family, &key.addr)?,
+            port: u16::from_be(key.port),
+            proto: Proto::from_number(key.proto)?,
+        })
     }
 }
 
@@ -178,6 +203,15 @@ pub enum ForwardMode {
 }
 
 impl ForwardMode {
+    /// The mode of a `VipMeta::mode` value.
+    pub const fn from_number(n: u8) -> Option<ForwardMode> {
+        match n {
+            MODE_IPIP => Some(ForwardMode::Ipip),
+            MODE_GUE => Some(ForwardMode::Gue),
+            MODE_DSR_L2 => Some(ForwardMode::DsrL2),
+            _ => None,
+        }
+    }
     pub const fn number(self) -> u8 {
         match self {
             ForwardMode::Ipip => MODE_IPIP,

@@ -164,23 +164,6 @@ fn addr_key(addr: IpAddr, proto: u8) -> VipKey {
     }
 }
 
-/// The VIP a main VIP-map entry stands for (`None` for address entries and fragment aliases).
-fn vip_id_of(key: &VipKey, meta: &VipMeta) -> Option<VipId> {
-    if key.proto == 0 || meta.flags & VIP_F_FRAG_ONLY != 0 {
-        return None;
-    }
-    let proto = match key.proto {
-        p if p == Proto::Tcp.number() => Proto::Tcp,
-        p if p == Proto::Udp.number() => Proto::Udp,
-        _ => return None,
-    };
-    Some(VipId {
-        addr: from_words(key.family, &key.addr)?,
-        port: u16::from_be(key.port),
-        proto,
-    })
-}
-
 fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
     let mut applied = Applied {
         config: store.config()?,
@@ -189,7 +172,7 @@ fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
     };
     let mut index_to_vip = HashMap::new();
     for (key, meta) in store.vips()? {
-        if let Some(id) = vip_id_of(&key, &meta) {
+        if let Some(id) = VipId::from_map_entry(&key, &meta) {
             index_to_vip.insert(meta.index, id);
             applied.vips.insert(
                 id,

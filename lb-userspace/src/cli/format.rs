@@ -3,7 +3,7 @@
 //! Tables follow `ipvsadm -L -n`: one header line, numeric values, columns separated by two
 //! spaces and padded to the widest cell (never truncated), no colours, no trailing spaces.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::{Proto, VipId};
@@ -104,44 +104,16 @@ const VIP_FORMAT: &str = "expected PROTO/ADDR:PORT, e.g. tcp/203.0.113.10:80, \
                           udp/[2001:db8::10]:53, or tcp/203.0.113.10:* for an all-ports VIP";
 
 /// Parses a VIP argument: `tcp/203.0.113.10:80`, `udp/[2001:db8::10]:53`, port `*` (or 0) for
-/// an all-ports VIP. The same form `VipId` displays.
+/// an all-ports VIP (`VipId`'s own syntax), with a hint for the protocol-last form.
 pub fn parse_vip(s: &str) -> Result<VipId, String> {
-    let bad = |why: &str| format!("invalid VIP `{s}`: {why}; {VIP_FORMAT}");
     if let Some((rest, proto)) = s.rsplit_once('/')
         && parse_proto(proto).is_ok()
     {
-        return Err(bad(&format!("write the protocol first: `{proto}/{rest}`")));
+        return Err(format!(
+            "invalid VIP `{s}`: write the protocol first: `{proto}/{rest}`; {VIP_FORMAT}"
+        ));
     }
-    let (proto, rest) = s
-        .split_once('/')
-        .ok_or_else(|| bad("no `/` after the protocol"))?;
-    let proto = parse_proto(proto).map_err(|e| bad(&e))?;
-    let (addr, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| bad("no `:PORT` after the address"))?;
-    let port = match port {
-        "*" => 0,
-        p => p
-            .parse::<u16>()
-            .map_err(|_| bad(&format!("port `{p}` is not a number in 0..=65535 or `*`")))?,
-    };
-    let addr: IpAddr = if let Some(v6) = addr.strip_prefix('[') {
-        let v6 = v6
-            .strip_suffix(']')
-            .ok_or_else(|| bad("IPv6 address without its closing `]`"))?;
-        v6.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| bad(&format!("`{v6}` is not an IPv6 address")))?
-            .into()
-    } else {
-        addr.parse::<std::net::Ipv4Addr>()
-            .map_err(|_| {
-                bad(&format!(
-                    "`{addr}` is not an IPv4 address (write IPv6 addresses in brackets)"
-                ))
-            })?
-            .into()
-    };
-    Ok(VipId { addr, port, proto })
+    s.parse::<VipId>().map_err(|e| format!("{e}; {VIP_FORMAT}"))
 }
 
 /// `tcp` / `udp` (any case), or the protocol numbers 6 / 17.
@@ -216,11 +188,11 @@ mod tests {
                 "203.0.113.10:80/tcp",
                 "write the protocol first: `tcp/203.0.113.10:80`",
             ),
-            ("tcp/203.0.113.10", "no `:PORT`"),
-            ("icmp/203.0.113.10:80", "unknown protocol `icmp`"),
-            ("tcp/203.0.113.10:http", "port `http`"),
-            ("tcp/2001:db8::10:53", "write IPv6 addresses in brackets"),
-            ("tcp/[2001:db8::10:53", "closing `]`"),
+            ("tcp/203.0.113.10", "missing the port"),
+            ("icmp/203.0.113.10:80", "protocol must be tcp or udp"),
+            ("tcp/203.0.113.10:http", "port must be 0..=65535"),
+            ("tcp/2001:db8::10:53", "needs brackets"),
+            ("tcp/[2001:db8::10:53", "unclosed ["),
         ] {
             let e = parse_vip(bad).unwrap_err();
             assert!(

@@ -605,83 +605,10 @@ fn lb_config(config: &Config, net: &NetInfo) -> LbConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::time::Duration;
-
     use super::*;
     use crate::maps::FakeStore;
     use crate::maps::fake::Write;
-    use crate::model::{BackendSpec, CheckKind, ForwardMode, HealthCheck, Interface, XdpMode};
-
-    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-
-    fn vip(addr: &str, port: u16, proto: Proto, backends: &[(&str, u32)]) -> Vip {
-        let mut backends: Vec<BackendSpec> = backends
-            .iter()
-            .map(|(a, w)| BackendSpec {
-                addr: a.parse().unwrap(),
-                weight: *w,
-                check_port: None,
-            })
-            .collect();
-        backends.sort_by_key(|b| b.addr);
-        Vip {
-            id: VipId {
-                addr: addr.parse().unwrap(),
-                port,
-                proto,
-            },
-            mode: ForwardMode::Ipip,
-            src_affinity: false,
-            icmp_echo: false,
-            no_backend: NoBackend::Drop,
-            health: HealthCheck {
-                kind: CheckKind::None,
-                interval: Duration::from_secs(2),
-                timeout: Duration::from_secs(1),
-                rise: 2,
-                fall: 3,
-            },
-            backends,
-        }
-    }
-
-    fn config(mut vips: Vec<Vip>) -> Config {
-        vips.sort_by_key(|v| v.id);
-        Config {
-            interfaces: vec![Interface {
-                name: "eth0".into(),
-                xdp_mode: XdpMode::Auto,
-            }],
-            lb_src_v4: Some("192.0.2.1".parse().unwrap()),
-            lb_src_v6: None,
-            hash_seed: 7,
-            flow_table_size: 4096,
-            max_vips: 8,
-            max_backends: 64,
-            gue_port: 6080,
-            mtu: Some(1500),
-            icmp_rate: 1000,
-            icmp_burst: 100,
-            pin_dir: PathBuf::from("/sys/fs/bpf/xlb-test"),
-            api_socket: PathBuf::from("/tmp/xlb.sock"),
-            metrics_listen: None,
-            detach_on_exit: false,
-            vips,
-        }
-    }
-
-    fn net(cfg: &Config) -> NetInfo {
-        NetInfo {
-            src_mac: [2, 0, 0, 0, 0, 0xff],
-            mtu: 1500,
-            macs: cfg
-                .vips
-                .iter()
-                .flat_map(|v| v.backends.iter().map(|b| (b.addr, MAC)))
-                .collect(),
-        }
-    }
+    use crate::testkit::fixtures::{config, net, vip};
 
     fn four() -> Vec<(&'static str, u32)> {
         vec![

@@ -1462,7 +1462,6 @@ fn explain_out(out: &mut dyn Write, a: &ExplainArgs, doc: &ExplainJson) -> anyho
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
-    use std::path::PathBuf;
 
     use clap::Parser;
     use lb_common::FlowEntry;
@@ -1471,13 +1470,9 @@ mod tests {
     use super::*;
     use crate::maglev::slot_counts;
     use crate::maps::{FakeStore, Result as MapResult};
-    use crate::model::{
-        BackendSpec, CheckKind, Config, ForwardMode, HealthCheck, Interface, NoBackend, Vip,
-        XdpMode,
-    };
-    use crate::reconcile::{NetInfo, Overrides, Reconciler};
-
-    const SEED: u32 = 7;
+    use crate::model::{Config, ForwardMode, NoBackend};
+    use crate::reconcile::{Overrides, Reconciler};
+    use crate::testkit::fixtures::{SEED, config, net, vip};
 
     /// A `MapStore` over a shared `FakeStore`, so a test pacer can change counters between the
     /// samples of one `run_with` call, and the reconciler can fill the same store.
@@ -1607,74 +1602,6 @@ mod tests {
         args.push("--json");
         let text = run_args(store, &args);
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
-
-    fn vip(addr: &str, port: u16, proto: Proto, backends: &[(&str, u32)]) -> Vip {
-        let mut backends: Vec<BackendSpec> = backends
-            .iter()
-            .map(|(a, w)| BackendSpec {
-                addr: a.parse().unwrap(),
-                weight: *w,
-                check_port: None,
-            })
-            .collect();
-        backends.sort_by_key(|b| b.addr);
-        Vip {
-            id: VipId {
-                addr: addr.parse().unwrap(),
-                port,
-                proto,
-            },
-            mode: ForwardMode::Ipip,
-            src_affinity: false,
-            icmp_echo: false,
-            no_backend: NoBackend::Drop,
-            health: HealthCheck {
-                kind: CheckKind::None,
-                interval: Duration::from_secs(2),
-                timeout: Duration::from_secs(1),
-                rise: 2,
-                fall: 3,
-            },
-            backends,
-        }
-    }
-
-    fn config(mut vips: Vec<Vip>) -> Config {
-        vips.sort_by_key(|v| v.id);
-        Config {
-            interfaces: vec![Interface {
-                name: "eth0".into(),
-                xdp_mode: XdpMode::Auto,
-            }],
-            lb_src_v4: Some("192.0.2.1".parse().unwrap()),
-            lb_src_v6: None,
-            hash_seed: SEED,
-            flow_table_size: 4096,
-            max_vips: 8,
-            max_backends: 64,
-            gue_port: 6080,
-            mtu: Some(1500),
-            icmp_rate: 1000,
-            icmp_burst: 100,
-            pin_dir: PathBuf::from("/sys/fs/bpf/xlb-test"),
-            api_socket: PathBuf::from("/tmp/xlb.sock"),
-            metrics_listen: None,
-            detach_on_exit: false,
-            vips,
-        }
-    }
-
-    fn net(cfg: &Config) -> NetInfo {
-        NetInfo {
-            src_mac: [2, 0, 0, 0, 0, 0xff],
-            mtu: 1500,
-            macs: cfg
-                .vips
-                .iter()
-                .flat_map(|v| v.backends.iter().map(|b| (b.addr, [2, 0, 0, 0, 0, 1])))
-                .collect(),
-        }
     }
 
     /// The VIPs of most tests, as the reconciler writes them:

@@ -244,3 +244,54 @@ fn agent_restart_keeps_forwarding_flows_and_link() {
         "detach removed the program"
     );
 }
+
+/// The ring is written through a memory mapping; the program reads it through the map. Both
+/// must see the same slot for the same index (the kernel strides array elements by 8 bytes).
+#[test]
+fn mmapped_ring_matches_the_map_slot_for_slot() {
+    use aya::maps::{Array, Map, MapData};
+    use lb_common::limits::RING_SIZE;
+
+    let pin = PinDir::new();
+    pinning::prepare(&pin.0).expect("prepare pin dir");
+    let maps = pinning::maps_dir(&pin.0);
+    let opts = LoadOptions {
+        max_vips: 2,
+        max_backends: 16,
+        flow_table_size: 1024,
+    };
+    let _ebpf = loader::load_pinned(&opts, &maps).expect("load on pinned maps");
+    let mut store = AyaStore::from_pin_dir(&maps).expect("open pinned maps");
+    // Distinct ids at distinct slots of both VIP indices, including the last slot.
+    let writes: Vec<(u32, u32)> = [0u32, 1, 2, 3, 1000, RING_SIZE - 2, RING_SIZE - 1]
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| (*slot, 100 + i as u32))
+        .collect();
+    store.set_ring_slots(0, &writes).unwrap();
+    store
+        .set_ring_slots(1, &[(0, 7), (RING_SIZE - 1, 9)])
+        .unwrap();
+
+    let ring: Array<MapData, u32> = Array::try_from(Map::Array(
+        MapData::from_pin(maps.join(map_names::RING)).unwrap(),
+    ))
+    .unwrap();
+    for (slot, id) in &writes {
+        assert_eq!(ring.get(slot, 0).unwrap(), *id, "VIP 0 slot {slot}");
+    }
+    assert_eq!(ring.get(&RING_SIZE, 0).unwrap(), 7, "VIP 1 slot 0");
+    assert_eq!(
+        ring.get(&(2 * RING_SIZE - 1), 0).unwrap(),
+        9,
+        "VIP 1 last slot"
+    );
+    // Nothing else was touched, and the mapping reads back what the map holds.
+    let read = store.ring(0).unwrap();
+    let nonzero = read.iter().filter(|id| **id != 0).count();
+    assert_eq!(nonzero, writes.len());
+    for slot in [4u32, 999, 1001, RING_SIZE - 3] {
+        assert_eq!(ring.get(&slot, 0).unwrap(), 0, "slot {slot} untouched");
+        assert_eq!(read[slot as usize], 0);
+    }
+}

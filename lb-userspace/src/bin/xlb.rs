@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand};
 use lb_userspace::{
     agent,
     api::{self, Request, Response},
-    cli::{self, InspectCmd},
+    cli::{self, InspectCmd, doctor},
     config::{self, HostEnvironment},
     decap::{self, DecapOptions},
     maps::AyaStore,
-    model::{VipId, XdpMode},
+    model::{ForwardMode, VipId, XdpMode},
     pinning,
 };
 
@@ -98,6 +98,30 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DecapCmd,
     },
+    /// Preflight of this host as a load balancer: kernel, bpffs, capabilities, XDP support of
+    /// the interfaces, MTU headroom, rp_filter, the config, the pin directory and the agent.
+    /// Prints OK / WARN / FAIL / SKIP per check with the fix; exits non-zero on any FAIL.
+    ///
+    /// As root, on an interface without an XDP program, it attaches a pass-through program in
+    /// native mode and detaches it again: the real test of native XDP. Some NICs reset their
+    /// queues when XDP is attached (a short traffic blip): --no-probe skips that.
+    Doctor {
+        /// The agent's config (default: /etc/xlb/xlb.toml if it exists).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Interface to check (repeat for several; default: the config's interfaces).
+        #[arg(long = "iface", value_name = "IF")]
+        ifaces: Vec<String>,
+        /// Forwarding mode to check the MTU for (default: the config's VIPs).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Print JSON with stable field names.
+        #[arg(long)]
+        json: bool,
+        /// Never attach the native-XDP probe program.
+        #[arg(long)]
+        no_probe: bool,
+    },
     /// Read the pinned maps directly (works with the agent down).
     Inspect {
         #[arg(long, default_value = DEFAULT_PIN_DIR, global = true)]
@@ -136,6 +160,23 @@ enum DecapCmd {
         #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Ipip,
+    Gue,
+    DsrL2,
+}
+
+impl From<ModeArg> for ForwardMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Ipip => ForwardMode::Ipip,
+            ModeArg::Gue => ForwardMode::Gue,
+            ModeArg::DsrL2 => ForwardMode::DsrL2,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -308,6 +349,30 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Cmd::Doctor {
+            config,
+            ifaces,
+            mode,
+            json,
+            no_probe,
+        } => {
+            let opts = doctor::DoctorOptions {
+                config,
+                ifaces,
+                mode: mode.map(Into::into),
+                no_probe,
+            };
+            let report = doctor::judge(&runtime()?.block_on(doctor::gather(&opts)));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            if !report.passed() {
+                bail!("{} check(s) failed", report.summary.fail);
+            }
+            Ok(())
+        }
         Cmd::Inspect { pin_dir, cmd } => {
             let store = AyaStore::from_pin_dir(&pinning::maps_dir(&pin_dir))?;
             let mut out = std::io::stdout().lock();

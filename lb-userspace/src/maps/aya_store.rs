@@ -15,6 +15,11 @@ use lb_common::{
 
 use super::{MapError, MapStore, Result, sum_global, sum_traffic};
 
+/// u32s per element in the mapping: the kernel lays array elements out at
+/// `round_up(value_size, 8)` bytes, so each 4-byte backend id sits at the start of an 8-byte
+/// element.
+const RING_STRIDE: usize = 2;
+
 /// The ring map, memory-mapped (`BPF_F_MMAPABLE`): reading or rewriting a 65537-slot table is
 /// a memory copy instead of 65537 syscalls, which is what makes adopting hundreds of VIPs on
 /// restart, and rebuilding a ring after a health change, fast.
@@ -36,7 +41,7 @@ impl RingMmap {
             .map_err(|e| MapError::new(map_names::RING, "info", e))?
             .max_entries();
         let page = 4096usize;
-        let len_bytes = (entries as usize * 4).div_ceil(page) * page;
+        let len_bytes = (entries as usize * 4 * RING_STRIDE).div_ceil(page) * page;
         let fd = map.fd().as_fd().as_raw_fd();
         // SAFETY: mapping a BPF array map fd created with BPF_F_MMAPABLE; length is the map's
         // value area rounded up to pages, as the kernel requires.
@@ -87,7 +92,7 @@ impl RingMmap {
     fn read(&self, vip_index: u32) -> Result<Vec<u32>> {
         let r = self.vip_range(vip_index)?;
         // Volatile: the kernel side may be reading concurrently; each slot is one aligned u32.
-        Ok(r.map(|i| unsafe { self.ptr.add(i).read_volatile() })
+        Ok(r.map(|i| unsafe { self.ptr.add(i * RING_STRIDE).read_volatile() })
             .collect())
     }
 
@@ -103,7 +108,11 @@ impl RingMmap {
             }
             // SAFETY: in range (checked above); aligned u32 stores are atomic, so the program
             // sees either the old or the new id in a slot, never a torn value.
-            unsafe { self.ptr.add(r.start + slot as usize).write_volatile(id) };
+            unsafe {
+                self.ptr
+                    .add((r.start + slot as usize) * RING_STRIDE)
+                    .write_volatile(id)
+            };
         }
         Ok(())
     }

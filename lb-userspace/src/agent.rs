@@ -59,6 +59,10 @@ struct Agent {
     net: NetInfo,
     link: Link,
     netlink: Netlink,
+    /// Background neighbour resolution: results arrive on the loop's channel.
+    net_tx: mpsc::Sender<(NetInfo, Link)>,
+    net_busy: bool,
+    net_again: bool,
     reconciler: Reconciler<AyaStore>,
     health: HealthMonitor,
     health_stats: HealthStats,
@@ -114,6 +118,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let health = HealthMonitor::new(health_tx);
     let metrics = AgentMetrics::new();
     metrics.set_flow_table_capacity(opts.flow_table_size);
+    let (net_tx, mut net_rx) = mpsc::channel::<(NetInfo, Link)>(4);
 
     let mut agent = Agent {
         config_path: config_path.to_path_buf(),
@@ -125,6 +130,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         net: NetInfo::default(),
         link,
         netlink,
+        net_tx,
+        net_busy: false,
+        net_again: false,
         reconciler,
         health,
         probes_seen: HashMap::new(),
@@ -132,7 +140,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         last_reload: None,
     };
     agent.start_health();
-    agent.refresh_net().await;
+    // At start-up the first resolution is awaited: applying before it would mark every backend
+    // down for want of a MAC.
+    let (net, link) = agent.net_job().run().await;
+    agent.net = net;
+    agent.link = link;
     agent.apply("startup")?;
 
     if let Some(addr) = agent.file.metrics_listen {
@@ -151,7 +163,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     info!(socket = %api_server.path().display(), "control API listening");
     let api_task = tokio::spawn(api_server.serve(api_tx));
 
-    let exit = agent.event_loop(&mut health_rx, &mut api_rx, watch).await?;
+    let exit = agent
+        .event_loop(&mut health_rx, &mut api_rx, &mut net_rx, watch)
+        .await?;
     info!("stopping");
     api_task.abort();
     let detach = match exit {
@@ -170,6 +184,57 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         info!("forwarding continues from the pinned program; a new agent will adopt it");
     }
     Ok(())
+}
+
+/// One neighbour resolution run (see `Agent::request_net`).
+struct NetJob {
+    netlink: Netlink,
+    link: Link,
+    /// Backend address -> reached in dsr-l2 mode (must be on-link).
+    targets: BTreeMap<IpAddr, bool>,
+}
+
+impl NetJob {
+    /// Resolves the interface and every backend's destination MAC. A backend that cannot be
+    /// reached out of the XDP interface gets no MAC (the reconciler keeps it out of the ring).
+    async fn run(self) -> (NetInfo, Link) {
+        let link = match self.netlink.link_by_name(&self.link.name).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("interface {}: {e}", self.link.name);
+                self.link
+            }
+        };
+        let lookups = self.targets.keys().map(|a| self.netlink.resolve(*a));
+        let results = join_all(lookups).await;
+        let mut macs = HashMap::new();
+        for ((addr, dsr), r) in self.targets.iter().zip(results) {
+            match r {
+                Ok(res) if res.next_hop.ifindex != link.index => warn!(
+                    backend = %addr,
+                    "reached through interface index {}, not {} where xlb is attached: XDP_TX \
+                     can only send out of the receiving interface; add a route via {}",
+                    res.next_hop.ifindex, link.index, link.name
+                ),
+                Ok(res) if *dsr && res.next_hop.gateway.is_some() => warn!(
+                    backend = %addr,
+                    "dsr-l2 backend is behind gateway {:?}: dsr-l2 needs backends on the LB's \
+                     own L2 segment (use ipip or gue instead)",
+                    res.next_hop.gateway
+                ),
+                Ok(res) => {
+                    macs.insert(*addr, res.mac);
+                }
+                Err(e) => warn!(backend = %addr, "{e}"),
+            }
+        }
+        let net = NetInfo {
+            src_mac: link.mac,
+            mtu: u16::try_from(link.mtu).unwrap_or(u16::MAX),
+            macs,
+        };
+        (net, link)
+    }
 }
 
 /// Forwards the program's aya-log records (it logs only exceptional events, never per packet)
@@ -260,54 +325,50 @@ impl Agent {
         }
     }
 
-    /// Resolves the interface and every backend's destination MAC.
-    async fn refresh_net(&mut self) -> bool {
+    /// What the resolver needs: the interface, and every backend address (dsr-l2 ones marked).
+    fn net_job(&self) -> NetJob {
         let cfg = self.effective();
-        match self.netlink.link_by_name(&self.link.name).await {
-            Ok(l) => self.link = l,
-            Err(e) => warn!("interface {}: {e}", self.link.name),
-        }
-        let mut dsr: BTreeSet<IpAddr> = BTreeSet::new();
-        let mut addrs: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut targets = BTreeMap::new();
         for vip in &cfg.vips {
             for b in &vip.backends {
-                addrs.insert(b.addr);
-                if vip.mode == ForwardMode::DsrL2 {
-                    dsr.insert(b.addr);
-                }
+                let dsr = targets.entry(b.addr).or_insert(false);
+                *dsr |= vip.mode == ForwardMode::DsrL2;
             }
         }
-        let lookups = addrs.iter().map(|a| self.netlink.resolve(*a));
-        let results = join_all(lookups).await;
-        let mut macs = HashMap::new();
-        for (addr, r) in addrs.iter().zip(results) {
-            match r {
-                Ok(res) if res.next_hop.ifindex != self.link.index => warn!(
-                    backend = %addr,
-                    "reached through interface index {}, not {} where xlb is attached: XDP_TX \
-                     can only send out of the receiving interface; add a route via {}",
-                    res.next_hop.ifindex, self.link.index, self.link.name
-                ),
-                Ok(res) if dsr.contains(addr) && res.next_hop.gateway.is_some() => warn!(
-                    backend = %addr,
-                    "dsr-l2 backend is behind gateway {:?}: dsr-l2 needs backends on the LB's \
-                     own L2 segment (use ipip or gue instead)",
-                    res.next_hop.gateway
-                ),
-                Ok(res) => {
-                    macs.insert(*addr, res.mac);
-                }
-                Err(e) => warn!(backend = %addr, "{e}"),
-            }
+        NetJob {
+            netlink: self.netlink.clone(),
+            link: self.link.clone(),
+            targets,
         }
-        let net = NetInfo {
-            src_mac: self.link.mac,
-            mtu: u16::try_from(self.link.mtu).unwrap_or(u16::MAX),
-            macs,
-        };
-        let changed = net != self.net;
-        self.net = net;
-        changed
+    }
+
+    /// Starts a resolution in the background (one at a time: a request while one runs is
+    /// remembered and served when it ends). The loop stays responsive meanwhile: an unresolved
+    /// neighbour can take seconds.
+    fn request_net(&mut self) {
+        if self.net_busy {
+            self.net_again = true;
+            return;
+        }
+        self.net_busy = true;
+        let job = self.net_job();
+        let tx = self.net_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(job.run().await).await;
+        });
+    }
+
+    /// A resolution finished: applies it if anything changed.
+    fn net_resolved(&mut self, (net, link): (NetInfo, Link)) {
+        self.net_busy = false;
+        self.link = link;
+        if net != self.net {
+            self.net = net;
+            self.apply_logged("neighbours resolved");
+        }
+        if std::mem::take(&mut self.net_again) {
+            self.request_net();
+        }
     }
 
     fn apply(&mut self, why: &str) -> anyhow::Result<()> {
@@ -347,6 +408,7 @@ impl Agent {
         &mut self,
         health_rx: &mut mpsc::Receiver<HealthEvent>,
         api_rx: &mut mpsc::Receiver<ApiCall>,
+        net_rx: &mut mpsc::Receiver<(NetInfo, Link)>,
         mut watch: NetWatch,
     ) -> anyhow::Result<Exit> {
         let mut hup = signal(SignalKind::hangup())?;
@@ -381,15 +443,10 @@ impl Agent {
                             watch = self.netlink.watch()?;
                         }
                     }
-                    if self.refresh_net().await {
-                        self.apply_logged("neighbour change");
-                    }
+                    self.request_net();
                 }
-                _ = refresh.tick() => {
-                    if self.refresh_net().await {
-                        self.apply_logged("neighbour refresh");
-                    }
-                }
+                _ = refresh.tick() => self.request_net(),
+                Some(resolved) = net_rx.recv() => self.net_resolved(resolved),
                 _ = probe_tick.tick() => self.report_probes(),
                 Some(call) = api_rx.recv() => {
                     if let Some(exit) = self.handle(call).await {
@@ -448,7 +505,9 @@ impl Agent {
                 );
                 self.prune_overrides();
                 self.start_health();
-                self.refresh_net().await;
+                // New backends stay out of the ring until their MAC is resolved (the reply
+                // does not wait for that).
+                self.request_net();
                 match self.apply("reload") {
                     Ok(()) => Ok(if diff.is_empty() {
                         "no changes".to_string()
@@ -553,7 +612,7 @@ impl Agent {
             Request::SetWeight { vip, addr, weight } => {
                 self.set_weight(vip, addr, weight, "weight set")
             }
-            Request::AddBackend { vip, addr, weight } => self.add_backend(vip, addr, weight).await,
+            Request::AddBackend { vip, addr, weight } => self.add_backend(vip, addr, weight),
             Request::RemoveBackend { vip, addr } => self.remove_backend(vip, addr),
             Request::Shutdown { detach } => {
                 exit = Some(Exit::Stop { detach });
@@ -588,7 +647,7 @@ impl Agent {
         }
     }
 
-    async fn add_backend(&mut self, id: VipId, addr: IpAddr, weight: u32) -> Response {
+    fn add_backend(&mut self, id: VipId, addr: IpAddr, weight: u32) -> Response {
         if weight > MAX_WEIGHT {
             return Response::error(format!(
                 "weight {weight} is out of range: use 0..={MAX_WEIGHT}"
@@ -618,10 +677,11 @@ impl Agent {
         }
         self.overrides.weights.insert((id, addr), weight);
         self.start_health();
-        self.refresh_net().await;
+        self.request_net();
         match self.apply("api") {
             Ok(()) => Response::ok(format!(
-                "{id}: backend {addr} added (weight {weight}) until the next reload"
+                "{id}: backend {addr} added (weight {weight}) until the next reload; it takes \
+                 traffic once its next hop resolves and its health check passes"
             )),
             Err(e) => Response::error(format!("{e:#}")),
         }

@@ -9,6 +9,7 @@ mod cmd;
 mod fmt;
 mod setup;
 mod test;
+mod testbed;
 mod toolchain;
 
 use std::process::ExitCode;
@@ -34,6 +35,10 @@ enum Command {
     Fmt(fmt::Args),
     /// Lint the host crates and the eBPF crate (for its BPF target) with warnings denied.
     Clippy,
+    /// A testbed of network namespaces (client, LB, backends) to try xlb on (root).
+    Testbed(testbed::Args),
+    /// Setup, build, and show xlb balancing, failing over and recovering on a testbed (root).
+    Demo(testbed::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,8 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Clippy => clippy::run(),
+        Command::Testbed(args) => testbed::run(&args),
+        Command::Demo(args) => testbed::demo(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

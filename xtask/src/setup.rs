@@ -21,6 +21,7 @@ use crate::{
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
+    "curl",
     "tshark",
     "python3-scapy",
     "xdp-tools",
@@ -31,6 +32,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "wrk",
     "iperf3",
     "hyperfine",
+    // Charts of `cargo xtask bench`.
+    "python3-matplotlib",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";

@@ -199,9 +199,12 @@ impl From<XdpModeArg> for XdpMode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("XLB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 

@@ -22,6 +22,32 @@ pub fn run_ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// [`Netns::enter`] by the namespace's name, on a scoped thread (so `body` may borrow).
+pub fn enter_named<T, F>(name: &str, body: F) -> T
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    let path = format!("/var/run/netns/{name}");
+    std::thread::scope(|s| {
+        let result = s
+            .spawn(move || {
+                let file =
+                    std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns on a namespace fd we own; it only changes this thread's
+                // namespace, and this thread is discarded afterwards.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+                body()
+            })
+            .join();
+        match result {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 /// A namespace removed on drop (which also removes the interfaces in it).
 pub struct Netns {
     pub name: String,
@@ -32,11 +58,17 @@ impl Netns {
     /// created (not root): privileged tests fail loudly, never skip.
     pub fn new(tag: &str) -> Netns {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
+        Netns::named(&format!(
             "xlbt-{tag}-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        ))
+    }
+
+    /// A namespace with exactly this name (the caller makes it unique). Panics like
+    /// [`Netns::new`].
+    pub fn named(name: &str) -> Netns {
+        let name = name.to_owned();
         let out = Command::new("ip")
             .args(["netns", "add", &name])
             .output()
@@ -47,6 +79,28 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr).trim()
         );
         Netns { name }
+    }
+
+    /// A command that runs in this namespace, in a session of its own (a terminal's Ctrl-C
+    /// does not reach it; whoever starts it stops it). Only the network namespace changes:
+    /// unlike `ip netns exec`, the mounts (bpffs at /sys/fs/bpf) stay the host's.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let path = format!("/var/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let mut cmd = Command::new(program);
+        // SAFETY: only async-signal-safe calls (setns, setsid) between fork and exec; `file`
+        // lives in the closure, so its descriptor is open until the command is dropped.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd
     }
 
     /// `ip -n NAME ARGS`.
@@ -77,20 +131,7 @@ impl Netns {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let path = format!("/var/run/netns/{}", self.name);
-        let result = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: setns on a namespace fd we own; it only changes this thread's namespace,
-            // and this thread is discarded afterwards.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-            body()
-        })
-        .join();
-        match result {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        enter_named(&self.name, body)
     }
 
     /// [`Netns::enter`] with a current-thread tokio runtime created after the switch (so every

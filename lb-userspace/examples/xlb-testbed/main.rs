@@ -1,0 +1,179 @@
+//! The testbed of `lb_userspace::testkit::testbed` as a command (what `cargo xtask testbed` and
+//! `cargo xtask demo` run; root only):
+//!
+//! ```text
+//! xlb-testbed up --state FILE [--backends N] [--xlb PATH --agent-config TEMPLATE]
+//! xlb-testbed status --state FILE
+//! xlb-testbed down --state FILE
+//! xlb-testbed demo --xlb PATH --config TEMPLATE [--backends N]
+//! ```
+//!
+//! `up` records what it created in the state file (and its work directory next to it);
+//! `down` removes exactly that. The demo builds its own testbed and removes it when it ends,
+//! fails or is interrupted (Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use lb_userspace::testkit::testbed::{Options, Resources, Testbed};
+
+mod demo;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: xlb-testbed up --state FILE [--backends N] [--xlb PATH --agent-config TEMPLATE]\n\
+         \x20      xlb-testbed status --state FILE\n\
+         \x20      xlb-testbed down --state FILE\n\
+         \x20      xlb-testbed demo --xlb PATH --config TEMPLATE [--backends N]"
+    );
+    ExitCode::from(2)
+}
+
+struct Args {
+    cmd: String,
+    state: Option<PathBuf>,
+    backends: usize,
+    xlb: Option<PathBuf>,
+    config: Option<PathBuf>,
+}
+
+fn parse() -> Option<Args> {
+    let mut it = std::env::args().skip(1);
+    let mut a = Args {
+        cmd: it.next()?,
+        state: None,
+        backends: 3,
+        xlb: None,
+        config: None,
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next()?;
+        match flag.as_str() {
+            "--state" => a.state = Some(value.into()),
+            "--backends" => a.backends = value.parse().ok()?,
+            "--xlb" => a.xlb = Some(value.into()),
+            "--config" | "--agent-config" => a.config = Some(value.into()),
+            _ => return None,
+        }
+    }
+    Some(a)
+}
+
+fn main() -> ExitCode {
+    let Some(a) = parse() else {
+        return usage();
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("xlb-testbed: needs root (network namespaces, XDP, bpffs)");
+        return ExitCode::FAILURE;
+    }
+    let result = match (a.cmd.as_str(), &a.state) {
+        ("up", Some(state)) => up(state, &a),
+        ("status", Some(state)) => status(state),
+        ("down", Some(state)) => down(state),
+        ("demo", _) => match (&a.xlb, &a.config) {
+            (Some(xlb), Some(config)) => demo::run(xlb, config, a.backends),
+            _ => return usage(),
+        },
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xlb-testbed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn up(state: &Path, a: &Args) -> Result<(), String> {
+    if state.exists() {
+        return Err(format!(
+            "{} exists: a testbed is up; `cargo xtask testbed down` first",
+            state.display()
+        ));
+    }
+    let prefix = format!("xlbtb-{}", std::process::id());
+    let dir = state.parent().unwrap_or(Path::new("."));
+    let opts = Options {
+        work_dir: dir.join(&prefix),
+        prefix,
+        backends: a.backends,
+    };
+    let mut tb = Testbed::up(&opts);
+    let mut lines = vec![format!("testbed {} is up:", tb.prefix)];
+    for (k, v) in &tb.resources().notes {
+        lines.push(format!("  {k:<10} {v}"));
+    }
+    lines.push(format!(
+        "  run in a namespace:  nsenter --net=/run/netns/{}-client curl -s http://203.0.113.10/",
+        tb.prefix
+    ));
+    if let (Some(xlb), Some(template)) = (&a.xlb, &a.config) {
+        let text = std::fs::read_to_string(template)
+            .map_err(|e| format!("{}: {e}", template.display()))?;
+        let config = tb.write_file("xlb.toml", &tb.adapt_config(&text));
+        tb.start_agent(xlb, &config);
+        lines.push(format!(
+            "  agent:     running in {}-lb, config {}, log {}",
+            tb.prefix,
+            config.display(),
+            tb.agent_log_path().display()
+        ));
+        lines.push(format!(
+            "  try:       {} status --socket {}",
+            xlb.display(),
+            tb.api_socket().display()
+        ));
+        lines.push(format!(
+            "             {} inspect --pin-dir {} backends",
+            xlb.display(),
+            tb.pin_dir().display()
+        ));
+    }
+    lines.push(format!("  state:     {}", state.display()));
+    tb.persist(state)
+        .map_err(|e| format!("writing {}: {e}", state.display()))?;
+    println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+fn status(state: &Path) -> Result<(), String> {
+    match Resources::load(state) {
+        Ok(r) => {
+            print!("{}", r.status());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("no testbed is up ({} does not exist)", state.display());
+            Ok(())
+        }
+        Err(e) => Err(format!("{}: {e}", state.display())),
+    }
+}
+
+fn down(state: &Path) -> Result<(), String> {
+    let r = match Resources::load(state) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("no testbed is up ({} does not exist)", state.display());
+            return Ok(());
+        }
+        Err(e) => return Err(format!("{}: {e}", state.display())),
+    };
+    let problems = r.teardown();
+    std::fs::remove_file(state).map_err(|e| format!("removing {}: {e}", state.display()))?;
+    if problems.is_empty() {
+        println!(
+            "testbed {} removed ({} namespaces, {} processes, pins under {})",
+            r.prefix,
+            r.namespaces.len(),
+            r.processes.len(),
+            r.pin_root.as_deref().unwrap_or(Path::new("-")).display()
+        );
+        Ok(())
+    } else {
+        Err(format!("left behind: {}", problems.join("; ")))
+    }
+}

@@ -1,0 +1,150 @@
+//! `cargo xtask testbed up|status|down` and `cargo xtask demo`.
+//!
+//! The topology lives in one place, `lb-userspace/src/testkit/testbed.rs` (the end-to-end tests
+//! build it in-process); these commands drive it through the example binary
+//! `lb-userspace/examples/xlb-testbed`, built here together with `xlb`. `up` records what it
+//! created in `target/testbed/state.json`; `down` removes exactly that.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use cargo_metadata::Message;
+
+use crate::{
+    cmd::{cargo, is_root, run as run_cmd, run_capturing_stdout, workspace_root},
+    setup,
+    toolchain::EbpfToolchain,
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Create the namespaces (client, LB, backends on a bridge), start the backends' servers,
+    /// record everything in target/testbed/state.json.
+    Up {
+        /// Number of backends.
+        #[arg(long, default_value_t = 3)]
+        backends: usize,
+        /// Also start the agent in the LB namespace with examples/demo.toml.
+        #[arg(long)]
+        agent: bool,
+    },
+    /// What the state file records, and whether it still exists.
+    Status,
+    /// Remove what `up` created (processes, pins, namespaces, files).
+    Down,
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Number of backends (at least 2).
+    #[arg(long, default_value_t = 3)]
+    backends: usize,
+}
+
+fn state_file() -> PathBuf {
+    workspace_root().join("target/testbed/state.json")
+}
+
+fn demo_config() -> PathBuf {
+    workspace_root().join("examples/demo.toml")
+}
+
+/// Builds `xlb` and the testbed tool; returns their paths.
+fn build_tools() -> Result<(PathBuf, PathBuf)> {
+    let tc = EbpfToolchain::detect()?;
+    setup::check_build_prerequisites(&tc)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--package",
+        "lb-userspace",
+        "--bin",
+        "xlb",
+        "--example",
+        "xlb-testbed",
+        "--message-format=json-render-diagnostics",
+    ]);
+    tc.configure_ebpf_build(&mut cmd);
+    let json = run_capturing_stdout(&mut cmd)?;
+    let messages = Message::parse_stream(json.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("parsing cargo's JSON messages")?;
+    let exe = |name: &str| {
+        messages
+            .iter()
+            .find_map(|m| match m {
+                Message::CompilerArtifact(a) if a.target.name == name => {
+                    a.executable.as_ref().map(|e| e.clone().into_std_path_buf())
+                }
+                _ => None,
+            })
+            .with_context(|| format!("cargo reported no `{name}` executable"))
+    };
+    Ok((exe("xlb")?, exe("xlb-testbed")?))
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "`cargo xtask {what}` must run as root (network namespaces, XDP, bpffs); \
+             e.g. `sudo -E env \"PATH=$PATH\" cargo xtask {what}`"
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    require_root("testbed")?;
+    let (xlb, tool) = build_tools()?;
+    let state = state_file();
+    let mut cmd = Command::new(&tool);
+    match &args.action {
+        Action::Up { backends, agent } => {
+            cmd.arg("up")
+                .arg("--state")
+                .arg(&state)
+                .args(["--backends", &backends.to_string()]);
+            if *agent {
+                cmd.arg("--xlb")
+                    .arg(&xlb)
+                    .arg("--agent-config")
+                    .arg(demo_config());
+            }
+        }
+        Action::Status => {
+            cmd.arg("status").arg("--state").arg(&state);
+        }
+        Action::Down => {
+            cmd.arg("down").arg("--state").arg(&state);
+        }
+    }
+    run_cmd(&mut cmd)
+}
+
+pub fn demo(args: &DemoArgs) -> Result<()> {
+    require_root("demo")?;
+    setup::run()?;
+    let (xlb, tool) = build_tools()?;
+    let mut cmd = Command::new(&tool);
+    cmd.arg("demo")
+        .arg("--xlb")
+        .arg(&xlb)
+        .arg("--config")
+        .arg(demo_config())
+        .args(["--backends", &args.backends.to_string()]);
+    // Ctrl-C reaches the demo too (same process group); it cleans up and exits, so we wait for
+    // it instead of dying first.
+    // SAFETY: setting a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let result = run_cmd(&mut cmd);
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    result
+}

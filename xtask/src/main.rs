@@ -3,6 +3,9 @@
 //! One module per subcommand; `cmd` holds the process helpers they share and `toolchain` the
 //! choice of the toolchain that builds the eBPF object.
 
+mod bench;
+mod bench_e2e;
+mod bench_report;
 mod build;
 mod clippy;
 mod cmd;
@@ -39,6 +42,9 @@ enum Command {
     Testbed(testbed::Args),
     /// Setup, build, and show xlb balancing, failing over and recovering on a testbed (root).
     Demo(testbed::DemoArgs),
+    /// Measure (root): per-packet cost, scale curves, control plane, end to end on a
+    /// namespace testbed; writes target/bench/report.md, report.json and PNG charts.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Clippy => clippy::run(),
         Command::Testbed(args) => testbed::run(&args),
         Command::Demo(args) => testbed::demo(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -92,8 +92,10 @@ impl RingMmap {
     fn read(&self, vip_index: u32) -> Result<Vec<u32>> {
         let r = self.vip_range(vip_index)?;
         // Volatile: the kernel side may be reading concurrently; each slot is one aligned u32.
-        Ok(r.map(|i| unsafe { self.ptr.add(i * RING_STRIDE).read_volatile() })
-            .collect())
+        Ok(
+            r.map(|i| unsafe { self.ptr.add(i * RING_STRIDE).read_volatile() })
+                .collect(),
+        )
     }
 
     fn write(&mut self, vip_index: u32, slots: &[(u32, u32)]) -> Result<()> {

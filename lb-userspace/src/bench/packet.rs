@@ -1,0 +1,382 @@
+//! Per-packet scenarios: the two baselines (`xlb_pass`, `xlb_reflect`) and the LB's paths, all
+//! measured with the same method ([`runner::measure`]) on the same pinned CPU.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use lb_common::{addr, hash::addr_filter_bit};
+use serde::Serialize;
+
+use super::{
+    fixture::{Aux, Fixture, VipSpec, counter_delta},
+    runner::{self, Fixed, Frames, Measurement, V4Flows, scrambled},
+};
+use crate::{
+    loader::LoadOptions,
+    model::Proto,
+    testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip},
+};
+use lb_common::map_names::{PROG_PASS, PROG_REFLECT};
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Params {
+    /// One-packet syscalls per run.
+    pub iterations: u64,
+    pub runs: u32,
+    pub warmup: u64,
+    /// The CPU the measuring thread is pinned to.
+    pub cpu: usize,
+    /// Resident flows of the "1M flows" scenario.
+    pub resident: u64,
+}
+
+/// XDP verdicts.
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub expected_verdict: u32,
+    pub m: Measurement,
+    /// Counter increments during the measurement (warm-up included): shows which path ran.
+    pub counters: HashMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub params: Params,
+    pub load_options: LoadOptionsJson,
+    pub scenarios: Vec<Scenario>,
+    /// The idempotent programs measured with the kernel's repeat loop (see `runner`).
+    pub repeat_method: Vec<Scenario>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LoadOptionsJson {
+    pub max_vips: u32,
+    pub max_backends: u32,
+    pub flow_table_size: u32,
+}
+
+impl From<LoadOptions> for LoadOptionsJson {
+    fn from(o: LoadOptions) -> Self {
+        Self {
+            max_vips: o.max_vips,
+            max_backends: o.max_backends,
+            flow_table_size: o.flow_table_size,
+        }
+    }
+}
+
+pub const VIP_V4: &str = "203.0.113.10";
+pub const VIP_GUE: &str = "203.0.113.11";
+pub const VIP_DSR: &str = "203.0.113.12";
+pub const VIP_AFF: &str = "203.0.113.13";
+pub const VIP_V6: &str = "2001:db8:10::10";
+/// Client of the single-flow scenarios (port below the range of `runner::client_of`).
+pub const CLIENT_V4: &str = "198.51.100.7";
+pub const CLIENT_V6: &str = "2001:db8:c1::7";
+pub const CLIENT_PORT: u16 = 999;
+
+pub fn v4_backends(n: u32) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| ip(&format!("192.0.2.{}", 100 + i)))
+        .collect()
+}
+
+pub fn v6_backends(n: u32) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| {
+            ip(&format!(
+                "2001:db8:be::{:x}:{:x}",
+                (i + 1) >> 16,
+                (i + 1) & 0xffff
+            ))
+        })
+        .collect()
+}
+
+/// The VIPs of the per-packet scenarios: one per path, 16 backends each.
+pub fn scenario_vips() -> Vec<VipSpec> {
+    let v = |a: &str, port, proto, mode, affinity, backends| VipSpec {
+        addr: ip(a),
+        port,
+        proto,
+        mode,
+        affinity,
+        backends,
+    };
+    vec![
+        v(VIP_V4, 80, Proto::Tcp, "ipip", false, v4_backends(16)),
+        v(VIP_V4, 53, Proto::Udp, "ipip", false, v4_backends(16)),
+        v(VIP_V6, 80, Proto::Tcp, "ipip", false, v6_backends(16)),
+        v(VIP_GUE, 80, Proto::Tcp, "gue", false, v4_backends(16)),
+        v(VIP_DSR, 80, Proto::Tcp, "dsr-l2", false, v4_backends(16)),
+        v(VIP_AFF, 80, Proto::Tcp, "ipip", true, v4_backends(16)),
+    ]
+}
+
+/// A destination in the VIP range whose address pre-filter bit no VIP sets: the cheapest pass.
+pub fn non_vip_addr(vips: &[VipSpec]) -> IpAddr {
+    let bits: Vec<u32> = vips
+        .iter()
+        .map(|v| addr_filter_bit(&addr::to_words(v.addr).1))
+        .collect();
+    (100..=254)
+        .map(|x| ip(&format!("203.0.113.{x}")))
+        .find(|a| !bits.contains(&addr_filter_bit(&addr::to_words(*a).1)))
+        .expect("a free pre-filter bit")
+}
+
+fn tcp(src: &str, dst: &str, flags: u8) -> Packet {
+    Packet::tcp(src, CLIENT_PORT, dst, 80, flags)
+}
+
+/// The ICMP frag-needed a router would send the VIP about the VIP's reply to the client.
+pub fn pmtu_frame() -> Vec<u8> {
+    let reply = Packet::tcp(VIP_V4, 80, CLIENT_V4, CLIENT_PORT, TCP_ACK).payload_len(1400);
+    let mut quoted = reply.ip_bytes();
+    quoted.truncate(64);
+    Packet::too_big("192.0.2.254", VIP_V4, 1400, quoted).frame()
+}
+
+/// Measures one scenario and records which counters moved.
+pub fn scenario(
+    fx: &Fixture,
+    name: &'static str,
+    label: &'static str,
+    expected_verdict: u32,
+    frames: &mut dyn Frames,
+    p: &Params,
+) -> anyhow::Result<Scenario> {
+    let before = fx.counters()?;
+    let m = runner::measure(fx.prog(), frames, p.warmup, p.iterations, p.runs)?;
+    let after = fx.counters()?;
+    eprintln!(
+        "  {name:<22} {:>8.1} ns  ({:.2} Mpps, spread {:.1}%)",
+        m.ns,
+        m.mpps(),
+        m.spread * 100.0
+    );
+    Ok(Scenario {
+        name,
+        label,
+        expected_verdict,
+        m,
+        counters: counter_delta(&before, &after),
+    })
+}
+
+fn aux_scenario(
+    aux: &Aux,
+    name: &'static str,
+    label: &'static str,
+    expected_verdict: u32,
+    frame: &[u8],
+    p: &Params,
+) -> anyhow::Result<Scenario> {
+    let m = runner::measure(
+        aux.prog(),
+        &mut Fixed(frame.to_vec()),
+        p.warmup,
+        p.iterations,
+        p.runs,
+    )?;
+    eprintln!(
+        "  {name:<22} {:>8.1} ns  ({:.2} Mpps, spread {:.1}%)",
+        m.ns,
+        m.mpps(),
+        m.spread * 100.0
+    );
+    Ok(Scenario {
+        name,
+        label,
+        expected_verdict,
+        m,
+        counters: HashMap::new(),
+    })
+}
+
+fn repeat_scenario(
+    prog: &aya::programs::Xdp,
+    name: &'static str,
+    label: &'static str,
+    expected_verdict: u32,
+    frame: &[u8],
+    p: &Params,
+) -> anyhow::Result<Scenario> {
+    let repeat = p.iterations.min(u64::from(u32::MAX)) as u32;
+    let m = runner::measure_repeat(prog, frame, repeat, p.runs)?;
+    eprintln!("  {name:<22} {:>8.2} ns  (repeat loop)", m.ns);
+    Ok(Scenario {
+        name,
+        label,
+        expected_verdict,
+        m,
+        counters: HashMap::new(),
+    })
+}
+
+/// Every per-packet scenario. The caller pins the thread to `p.cpu` first.
+pub fn run(p: &Params) -> anyhow::Result<Report> {
+    let opts = LoadOptions::default();
+    let vips = scenario_vips();
+    let mut fx = Fixture::new(opts, &vips)?;
+    let pass = Aux::new(PROG_PASS)?;
+    let reflect = Aux::new(PROG_REFLECT)?;
+
+    let hit_v4 = tcp(CLIENT_V4, VIP_V4, TCP_ACK).frame();
+    let mut out = vec![aux_scenario(
+        &pass,
+        "baseline_pass",
+        "xlb_pass (XDP_PASS no-op)",
+        XDP_PASS,
+        &hit_v4,
+        p,
+    )?];
+    out.push(aux_scenario(
+        &reflect,
+        "baseline_reflect",
+        "xlb_reflect (MAC swap + XDP_TX)",
+        XDP_TX,
+        &hit_v4,
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "v4_tcp_hit",
+        "IPv4 TCP established (flow-table hit), ipip",
+        XDP_TX,
+        &mut Fixed(hit_v4.clone()),
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "v6_tcp_hit",
+        "IPv6 TCP established (flow-table hit), ipip",
+        XDP_TX,
+        &mut Fixed(tcp(CLIENT_V6, VIP_V6, TCP_ACK).frame()),
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "v4_udp_hit",
+        "IPv4 UDP (flow-table hit), ipip",
+        XDP_TX,
+        &mut Fixed(Packet::udp(CLIENT_V4, CLIENT_PORT, VIP_V4, 53).frame()),
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "gue_hit",
+        "IPv4 TCP established, GUE",
+        XDP_TX,
+        &mut Fixed(tcp(CLIENT_V4, VIP_GUE, TCP_ACK).frame()),
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "dsr_hit",
+        "IPv4 TCP established, dsr-l2",
+        XDP_TX,
+        &mut Fixed(tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame()),
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "affinity_hit",
+        "IPv4 TCP established, source affinity",
+        XDP_TX,
+        &mut Fixed(tcp(CLIENT_V4, VIP_AFF, TCP_ACK).frame()),
+        p,
+    )?);
+    let non_vip = non_vip_addr(&vips).to_string();
+    out.push(scenario(
+        &fx,
+        "non_vip_pass",
+        "non-VIP destination (pre-filter miss, XDP_PASS)",
+        XDP_PASS,
+        &mut Fixed(tcp(CLIENT_V4, &non_vip, TCP_ACK).frame()),
+        p,
+    )?);
+    out.push(scenario(
+        &fx,
+        "icmp_pmtu_relay",
+        "ICMP frag-needed relayed to the flow's backend",
+        XDP_TX,
+        &mut Fixed(pmtu_frame()),
+        p,
+    )?);
+    // New flows: SYNs from distinct clients (ring lookup + flow insert; once this CPU's share of
+    // the LRU table is full, every insert also evicts).
+    let syn = Packet::tcp(CLIENT_V4, CLIENT_PORT, VIP_V4, 80, TCP_SYN).frame();
+    let offset = 1 << 23;
+    out.push(scenario(
+        &fx,
+        "v4_tcp_new",
+        "IPv4 TCP new flows (SYN, distinct clients: ring + insert)",
+        XDP_TX,
+        &mut V4Flows::new(syn, move |i| offset + scrambled(i) % (1 << 22)),
+        p,
+    )?);
+    // 1M resident flows; packets pick resident flows in a scrambled order (cache-cold).
+    let vip = vips[0].id();
+    eprintln!("  filling {} flows ...", p.resident);
+    fx.fill_flows(&vip, 0..p.resident, p.cpu)?;
+    let resident = p.resident;
+    out.push(scenario(
+        &fx,
+        "v4_tcp_hit_1m",
+        "IPv4 TCP established, 1M flows resident (random order)",
+        XDP_TX,
+        &mut V4Flows::new(hit_v4.clone(), move |i| scrambled(i) % resident),
+        p,
+    )?);
+
+    // The repeat loop for programs that redo the same work on their own output.
+    let dsr = tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame();
+    let nonvip_frame = tcp(CLIENT_V4, &non_vip, TCP_ACK).frame();
+    let repeat_method = vec![
+        repeat_scenario(
+            pass.prog(),
+            "baseline_pass",
+            "xlb_pass",
+            XDP_PASS,
+            &hit_v4,
+            p,
+        )?,
+        repeat_scenario(
+            reflect.prog(),
+            "baseline_reflect",
+            "xlb_reflect",
+            XDP_TX,
+            &hit_v4,
+            p,
+        )?,
+        repeat_scenario(
+            fx.prog(),
+            "dsr_hit",
+            "dsr-l2 hit (output re-parses identically)",
+            XDP_TX,
+            &dsr,
+            p,
+        )?,
+        repeat_scenario(
+            fx.prog(),
+            "non_vip_pass",
+            "non-VIP pass",
+            XDP_PASS,
+            &nonvip_frame,
+            p,
+        )?,
+    ];
+    Ok(Report {
+        params: *p,
+        load_options: opts.into(),
+        scenarios: out,
+        repeat_method,
+    })
+}

@@ -1,0 +1,245 @@
+//! Scale curves: per-packet cost against the number of VIPs, backends per VIP and flow-table
+//! occupancy (up to a full table under a SYN flood). Each point uses the method of
+//! [`runner::measure`]; the curve's baseline is its first point (and the reflector, measured in
+//! the same process, for reference).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{
+    fixture::{Aux, Fixture, VipSpec, counter_delta},
+    packet::{CLIENT_PORT, CLIENT_V4, Params, v4_backends, v6_backends},
+    runner::{self, Cycle, Fixed, Frames, Measurement, V4Flows, scrambled},
+    sys,
+};
+use crate::{
+    loader::LoadOptions,
+    model::Proto,
+    testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip},
+};
+use lb_common::map_names::PROG_REFLECT;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub x: u64,
+    /// Flow-table entries before the measurement (occupancy curve only).
+    pub resident: Option<usize>,
+    pub m: Measurement,
+    pub counters: std::collections::HashMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Curve {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub x_label: &'static str,
+    pub points: Vec<Point>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub params: Params,
+    pub reflect: Measurement,
+    pub curves: Vec<Curve>,
+    /// Per-packet cost of SYNs from random sources with the flow table full (every insert
+    /// evicts), and of established hits measured right after that flood.
+    pub syn_flood_full: Measurement,
+    pub hit_after_flood: Measurement,
+    pub flood_counters: std::collections::HashMap<String, u64>,
+    pub hit_after_flood_counters: std::collections::HashMap<String, u64>,
+}
+
+fn point(fx: &Fixture, x: u64, frames: &mut dyn Frames, p: &Params) -> anyhow::Result<Point> {
+    let before = fx.counters()?;
+    let m = runner::measure(fx.prog(), frames, p.warmup, p.iterations, p.runs)?;
+    let after = fx.counters()?;
+    eprintln!("    x = {x:>8}: {:>8.1} ns", m.ns);
+    Ok(Point {
+        x,
+        resident: None,
+        m,
+        counters: counter_delta(&before, &after),
+    })
+}
+
+fn vip_n(i: u32, backends: Vec<IpAddr>) -> VipSpec {
+    VipSpec {
+        addr: ip(&format!("203.0.113.{}", 1 + i % 250)),
+        port: 80 + (i / 250) as u16,
+        proto: Proto::Tcp,
+        mode: "ipip",
+        affinity: false,
+        backends,
+    }
+}
+
+pub const VIP_COUNTS: [u32; 6] = [1, 4, 16, 64, 256, 512];
+pub const BACKEND_COUNTS: [u32; 6] = [2, 16, 64, 256, 1024, 4096];
+pub const OCCUPANCY: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
+
+pub fn run(p: &Params) -> anyhow::Result<Report> {
+    let opts = LoadOptions::default();
+    let reflect_prog = Aux::new(PROG_REFLECT)?;
+    let probe = Packet::tcp(CLIENT_V4, CLIENT_PORT, "203.0.113.1", 80, TCP_ACK).frame();
+    let reflect = runner::measure(
+        reflect_prog.prog(),
+        &mut Fixed(probe),
+        p.warmup,
+        p.iterations,
+        p.runs,
+    )?;
+    eprintln!("  reflector: {:.1} ns", reflect.ns);
+
+    // VIPs: N VIPs of 2 backends; packets round-robin over one established flow per VIP.
+    eprintln!("  curve: VIPs");
+    let mut fx = Fixture::new(opts, &[])?;
+    let mut vips_curve = Vec::new();
+    for &n in &VIP_COUNTS {
+        let vips: Vec<VipSpec> = (0..n).map(|i| vip_n(i, v4_backends(2))).collect();
+        fx.apply(&vips)?;
+        let frames = vips
+            .iter()
+            .map(|v| {
+                Packet::tcp(CLIENT_V4, CLIENT_PORT, &v.addr.to_string(), v.port, TCP_ACK).frame()
+            })
+            .collect();
+        let mut p2 = *p;
+        p2.warmup = p.warmup.max(u64::from(n) * 4);
+        vips_curve.push(point(&fx, u64::from(n), &mut Cycle(frames), &p2)?);
+    }
+    drop(fx);
+
+    // Backends per VIP: one VIP (IPv4, ipip to IPv6 backends, so 4096 distinct addresses fit
+    // the documentation prefix); new flows (SYN from distinct clients: ring pick + insert) and
+    // established hits over 65,536 resident flows spread over the backends.
+    eprintln!("  curve: backends per VIP");
+    let mut fx = Fixture::new(opts, &[])?;
+    let mut syn_curve = Vec::new();
+    let mut hit_curve = Vec::new();
+    let syn = Packet::tcp(CLIENT_V4, CLIENT_PORT, "203.0.113.10", 80, TCP_SYN).frame();
+    let ack = Packet::tcp(CLIENT_V4, CLIENT_PORT, "203.0.113.10", 80, TCP_ACK).frame();
+    let spread: u64 = 1 << 16;
+    for &n in &BACKEND_COUNTS {
+        let vip = VipSpec {
+            addr: ip("203.0.113.10"),
+            port: 80,
+            proto: Proto::Tcp,
+            mode: "ipip",
+            affinity: false,
+            backends: v6_backends(n),
+        };
+        fx.apply(std::slice::from_ref(&vip))?;
+        fx.fill_flows(&vip.id(), 0..spread, p.cpu)?;
+        hit_curve.push(point(
+            &fx,
+            u64::from(n),
+            &mut V4Flows::new(ack.clone(), move |i| scrambled(i) % spread),
+            p,
+        )?);
+        let base = (1u64 << 23) + u64::from(n) * (1 << 18);
+        syn_curve.push(point(
+            &fx,
+            u64::from(n),
+            &mut V4Flows::new(syn.clone(), move |i| base + i),
+            p,
+        )?);
+    }
+    drop(fx);
+
+    // Flow-table occupancy: established hits cycling (scrambled) over every resident flow.
+    eprintln!("  curve: flow-table occupancy");
+    let vip = VipSpec {
+        addr: ip("203.0.113.10"),
+        port: 80,
+        proto: Proto::Tcp,
+        mode: "ipip",
+        affinity: false,
+        backends: v4_backends(16),
+    };
+    let mut fx = Fixture::new(opts, std::slice::from_ref(&vip))?;
+    let mut occ_curve = Vec::new();
+    let mut filled = 0u64;
+    for &n in &OCCUPANCY {
+        fx.fill_flows(&vip.id(), filled..n, p.cpu)?;
+        filled = n;
+        let resident = fx.flow_count();
+        let mut pt = point(
+            &fx,
+            n,
+            &mut V4Flows::new(ack.clone(), move |i| scrambled(i) % n),
+            p,
+        )?;
+        pt.resident = Some(resident);
+        eprintln!(
+            "      ({resident} entries resident before, {} after)",
+            fx.flow_count()
+        );
+        occ_curve.push(pt);
+    }
+    // Fill to capacity, then flood with SYNs from random clients (each insert evicts).
+    let cap = u64::from(opts.flow_table_size);
+    fx.fill_flows(&vip.id(), filled..cap, p.cpu)?;
+    let before = fx.counters()?;
+    let flood_base = 1u64 << 23;
+    let syn_flood_full = runner::measure(
+        fx.prog(),
+        &mut V4Flows::new(syn.clone(), move |i| {
+            flood_base + scrambled(i) % (runner::DISTINCT_CLIENTS - flood_base)
+        }),
+        p.warmup,
+        p.iterations,
+        p.runs,
+    )?;
+    let after = fx.counters()?;
+    eprintln!("    SYN flood, full table: {:.1} ns", syn_flood_full.ns);
+    // Established hits right after the flood, over the flows the fill put on CPU 0's share of
+    // the LRU lists (the flood, on the measuring CPU, evicts from that CPU's share only; the
+    // counters show how many were still hits).
+    let half = cap / sys::online_cpus() as u64;
+    let before_hits = fx.counters()?;
+    let hit_after_flood = runner::measure(
+        fx.prog(),
+        &mut V4Flows::new(ack, move |i| scrambled(i) % half),
+        p.warmup,
+        p.iterations,
+        p.runs,
+    )?;
+    let after_hits = fx.counters()?;
+    eprintln!("    hits after the flood: {:.1} ns", hit_after_flood.ns);
+
+    Ok(Report {
+        params: *p,
+        reflect,
+        curves: vec![
+            Curve {
+                name: "vips",
+                label: "established hit, packets round-robin over N VIPs",
+                x_label: "VIPs",
+                points: vips_curve,
+            },
+            Curve {
+                name: "backends_syn",
+                label: "new flow (SYN), one VIP with N backends",
+                x_label: "backends per VIP",
+                points: syn_curve,
+            },
+            Curve {
+                name: "backends_hit",
+                label: "established hit over 65,536 flows, one VIP with N backends",
+                x_label: "backends per VIP",
+                points: hit_curve,
+            },
+            Curve {
+                name: "occupancy",
+                label: "established hit, random order over N resident flows",
+                x_label: "flow-table entries",
+                points: occ_curve,
+            },
+        ],
+        syn_flood_full,
+        hit_after_flood,
+        flood_counters: counter_delta(&before, &after),
+        hit_after_flood_counters: counter_delta(&before_hits, &after_hits),
+    })
+}

@@ -1,0 +1,293 @@
+//! `cargo xtask bench`: builds the release binaries, runs the measurements of `xlb-bench`
+//! (per-packet cost, scale curves, control plane, memory) and the end-to-end testbed
+//! (`bench_e2e`), then writes `target/bench/report.md`, `report.json` and PNG charts
+//! (`bench_report`). Needs root. Bounded: every stage has a time limit, the whole run takes a
+//! few minutes; all traffic stays inside namespaces it creates and removes.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{
+    bench_e2e, bench_report,
+    cmd::{cargo, display, is_root, run as run_cmd, workspace_root},
+    setup,
+    toolchain::EbpfToolchain,
+};
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// One-packet BPF_PROG_TEST_RUN calls per run (per-packet scenarios).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub iterations: u64,
+    /// Runs per scenario (the figure is the median over runs).
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Calls per run for each point of the scale curves.
+    #[arg(long, default_value_t = 200_000)]
+    pub scale_iterations: u64,
+    /// CPU the per-packet measurements are pinned to.
+    #[arg(long, default_value_t = 1)]
+    pub cpu: usize,
+    /// Seconds per wrk / iperf3 / traffic-generator run.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u32,
+    /// Small iteration counts and short runs: a smoke test of the whole pipeline (its figures
+    /// are not the published ones).
+    #[arg(long)]
+    pub quick: bool,
+    /// Skip the end-to-end testbed.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Run only these stages (packet, scale, control, memory, e2e); repeatable.
+    #[arg(long, value_parser = ["packet", "scale", "control", "memory", "e2e"])]
+    pub only: Vec<String>,
+}
+
+/// Where the report goes: `<workspace>/target/bench`.
+pub fn out_dir() -> PathBuf {
+    workspace_root().join("target").join("bench")
+}
+
+/// The binaries: `$CARGO_TARGET_DIR` (or `<workspace>/target`) `/release/`.
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("release")
+}
+
+pub struct Bins {
+    pub xlb: PathBuf,
+    pub bench: PathBuf,
+}
+
+fn build() -> Result<Bins> {
+    let tc = EbpfToolchain::detect()?;
+    setup::check_build_prerequisites(&tc)?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "-p", "lb-userspace", "--bins"]);
+    tc.configure_ebpf_build(&mut cmd);
+    run_cmd(&mut cmd)?;
+    let dir = release_dir();
+    let bins = Bins {
+        xlb: dir.join("xlb"),
+        bench: dir.join("xlb-bench"),
+    };
+    for b in [&bins.xlb, &bins.bench] {
+        if !b.exists() {
+            bail!("{} was not built", b.display());
+        }
+    }
+    Ok(bins)
+}
+
+/// Runs `cmd` (stderr shown), killing it after `limit`; returns its stdout parsed as JSON.
+pub fn run_json(cmd: &mut Command, limit: Duration) -> Result<Value> {
+    let shown = display(cmd);
+    eprintln!("$ {shown}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{shown}` took longer than {limit:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    serde_json::from_str(&out).with_context(|| format!("`{shown}` printed no JSON document"))
+}
+
+/// One stage's outcome, for the report.
+pub struct Stage {
+    pub name: &'static str,
+    pub command: String,
+    pub seconds: f64,
+    pub result: Result<Value>,
+}
+
+fn stage(
+    stages: &mut Vec<Stage>,
+    only: &[String],
+    name: &'static str,
+    command: String,
+    f: impl FnOnce() -> Result<Value>,
+) {
+    if !only.is_empty() && !only.iter().any(|o| o == name) {
+        return;
+    }
+    println!("\n==> xtask bench: {name}");
+    let t = Instant::now();
+    let result = f();
+    if let Err(e) = &result {
+        println!("==> xtask bench: {name} FAILED: {e:#}");
+    }
+    stages.push(Stage {
+        name,
+        command,
+        seconds: t.elapsed().as_secs_f64(),
+        result,
+    });
+}
+
+fn bench_cmd(bench: &Path, args: &[String]) -> Command {
+    let mut c = Command::new(bench);
+    c.args(args);
+    c
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "`cargo xtask bench` must run as root: it loads XDP programs, creates network \
+             namespaces and runs servers in them; nothing was run"
+        );
+    }
+    let mut a = args.clone();
+    if a.quick {
+        a.iterations = a.iterations.min(50_000);
+        a.runs = a.runs.min(3);
+        a.scale_iterations = a.scale_iterations.min(20_000);
+        a.duration = a.duration.min(2);
+    }
+    let started = Instant::now();
+    let out = out_dir();
+    std::fs::create_dir_all(out.join("raw"))?;
+    println!("==> xtask bench: build (release)");
+    let bins = build()?;
+
+    let mut stages = Vec::new();
+    let b = &bins.bench;
+    let cpu = a.cpu.to_string();
+    let machine = run_json(
+        &mut bench_cmd(b, &["machine".into()]),
+        Duration::from_secs(10),
+    )?;
+
+    let packet_args: Vec<String> = [
+        "packet",
+        "--cpu",
+        &cpu,
+        "--iterations",
+        &a.iterations.to_string(),
+        "--runs",
+        &a.runs.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    stage(
+        &mut stages,
+        &a.only,
+        "packet",
+        display(&bench_cmd(b, &packet_args)),
+        || run_json(&mut bench_cmd(b, &packet_args), Duration::from_secs(240)),
+    );
+    let scale_args: Vec<String> = [
+        "scale",
+        "--cpu",
+        &cpu,
+        "--iterations",
+        &a.scale_iterations.to_string(),
+        "--runs",
+        &a.runs.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    stage(
+        &mut stages,
+        &a.only,
+        "scale",
+        display(&bench_cmd(b, &scale_args)),
+        || run_json(&mut bench_cmd(b, &scale_args), Duration::from_secs(180)),
+    );
+    let control_args: Vec<String> = vec!["control".into(), "--reps".into(), "10".into()];
+    stage(
+        &mut stages,
+        &a.only,
+        "control",
+        display(&bench_cmd(b, &control_args)),
+        || run_json(&mut bench_cmd(b, &control_args), Duration::from_secs(90)),
+    );
+    let memory_args: Vec<String> = vec!["memory".into(), "--cpu".into(), cpu.clone()];
+    stage(
+        &mut stages,
+        &a.only,
+        "memory",
+        display(&bench_cmd(b, &memory_args)),
+        || run_json(&mut bench_cmd(b, &memory_args), Duration::from_secs(60)),
+    );
+    if !a.no_e2e {
+        stage(
+            &mut stages,
+            &a.only,
+            "e2e",
+            "testbed in network namespaces (see docs/performance.md)".into(),
+            || bench_e2e::run(&bins, a.duration),
+        );
+    }
+
+    let total = started.elapsed().as_secs_f64();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let invocation = format!("cargo xtask {}", argv.join(" "));
+    let raw = json!({
+        "machine": machine,
+        "invocation": invocation,
+        "quick": a.quick,
+        "total_seconds": total,
+        "stages": stages.iter().map(|s| json!({
+            "name": s.name,
+            "command": s.command,
+            "seconds": s.seconds,
+            "error": s.result.as_ref().err().map(|e| format!("{e:#}")),
+        })).collect::<Vec<_>>(),
+        "results": stages.iter().filter_map(|s| s.result.as_ref().ok().map(|v| (s.name.to_string(), v.clone()))).collect::<serde_json::Map<String, Value>>(),
+    });
+    std::fs::write(
+        out.join("raw").join("all.json"),
+        serde_json::to_string_pretty(&raw)?,
+    )?;
+    bench_report::write(&raw, &out)?;
+    println!(
+        "\n==> xtask bench: done in {total:.0} s: {}",
+        out.join("report.md").display()
+    );
+    let failed: Vec<&str> = stages
+        .iter()
+        .filter(|s| s.result.is_err())
+        .map(|s| s.name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("stages failed: {} (see the report)", failed.join(", "));
+    }
+    Ok(())
+}

@@ -43,6 +43,9 @@ pub const BACKEND_DOWN: u8 = 3;
 
 /// Value of the backend map. Backends are per VIP: the same server behind two VIPs has two ids,
 /// so removing it from one VIP never affects the other and its counters split by VIP.
+///
+/// The entry also carries what a flow-table hit needs of its VIP (`vip_index`, `mode`,
+/// `vip_flags`): established packets skip the VIP lookup (one hash lookup less per packet).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backend {
@@ -54,12 +57,19 @@ pub struct Backend {
     pub state: u8,
     /// Family of `addr`.
     pub family: u8,
-    /// Index of the VIP owning this backend. A flow-table hit is honoured only if it matches,
-    /// so a recycled backend id can never carry an old flow to another VIP.
+    /// Index of the VIP owning this backend (its stats entry and ring).
     pub vip_index: u32,
+    /// Allocation generation: new for every (re)allocation of this id. A flow entry is honoured
+    /// only if it recorded the same generation, so a recycled id never inherits old flows.
+    pub generation: u32,
+    /// The owning VIP's `MODE_*`.
+    pub mode: u8,
+    pub _pad0: u8,
+    /// The owning VIP's `VIP_F_*` bits.
+    pub vip_flags: u16,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Backend>() == 32);
+const _: () = assert!(size_of::<Backend>() == 40);
 
 impl Backend {
     /// Whether a flow already pinned to this backend may keep using it.
@@ -74,9 +84,19 @@ impl Backend {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
     pub backend_id: u32,
-    pub _pad: u32,
+    /// `Backend::generation` when the entry was written.
+    pub generation: u32,
 }
 const _: () = assert!(size_of::<FlowEntry>() == 8);
+
+impl FlowEntry {
+    /// The rule of docs/datapath.md §4: an entry is honoured while its backend takes existing
+    /// flows (active or draining) and is still the allocation it was written for.
+    #[inline(always)]
+    pub fn honoured_by(&self, backend: &Backend) -> bool {
+        backend.accepts_existing_flows() && backend.generation == self.generation
+    }
+}
 
 /// Set once the agent has written a complete configuration; until then every packet passes.
 pub const CONFIG_F_READY: u16 = 1 << 0;

@@ -62,13 +62,15 @@ pub fn fragment_vip(family: u8, addr: &AddrWords, proto: u8) -> Option<VipMeta> 
     get(family, addr, 0, proto)
 }
 
-/// How the flow table takes part in a choice.
+/// How the flow table takes part in a ring choice.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum FlowUse {
     /// TCP SYN: the ring decides, the table remembers.
     Syn,
-    /// Table first, ring on a miss or a dead entry, table remembers.
-    Sticky,
+    /// The table had no entry: the ring decides, the table remembers.
+    Miss,
+    /// The table's entry is no longer honoured: the ring decides, the entry is overwritten.
+    Rehash,
     /// Table first, ring on a miss, nothing written (ICMP errors).
     ReadOnly,
     /// Ring only (fragments).
@@ -83,9 +85,32 @@ pub struct Choice {
     pub new_flow: bool,
 }
 
+/// What the flow table says about a flow.
+pub enum Established {
+    /// An entry that is still honoured (docs/datapath.md §4).
+    Hit(u32, Backend),
+    /// An entry whose backend went away, down, or was reallocated.
+    Stale,
+    Miss,
+}
+
 #[inline(always)]
 fn backend(id: u32) -> Option<Backend> {
     BACKENDS.get(id).copied()
+}
+
+/// Looks the flow up. A hit carries everything forwarding needs (the backend entry holds its
+/// VIP's index, mode and flags), so established packets skip the VIP lookup.
+#[inline(always)]
+pub fn established(key: &FlowKey) -> Established {
+    // SAFETY: plain data; see `get`.
+    let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
+        return Established::Miss;
+    };
+    match backend(entry.backend_id) {
+        Some(b) if entry.honoured_by(&b) => Established::Hit(entry.backend_id, b),
+        _ => Established::Stale,
+    }
 }
 
 /// The ring's backend for `hash`, or the verdict for a VIP without one.
@@ -115,17 +140,18 @@ fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, Backend), Verdict> {
 }
 
 #[inline(always)]
-fn remember(key: &FlowKey, id: u32) {
+fn remember(key: &FlowKey, id: u32, backend: &Backend) {
     let entry = FlowEntry {
         backend_id: id,
-        _pad: 0,
+        generation: backend.generation,
     };
     if FLOWS.insert(key, entry, 0).is_err() {
         stats::count(Counter::FlowInsertFailed);
     }
 }
 
-/// Picks the backend of a flow of `vip` (section 4 of docs/datapath.md).
+/// Picks the backend of a flow of `vip` from its ring (docs/datapath.md §4); `flow_use` says
+/// what the caller already learned from the flow table.
 #[inline(always)]
 pub fn choose(
     vip: &VipMeta,
@@ -133,64 +159,37 @@ pub fn choose(
     hash: u32,
     flow_use: FlowUse,
 ) -> Result<Choice, Verdict> {
-    match flow_use {
-        FlowUse::None => {
-            let (id, backend) = from_ring(vip, hash)?;
-            stats::count(Counter::Fragment);
-            return Ok(Choice {
-                id,
-                backend,
-                new_flow: false,
-            });
-        }
-        FlowUse::Syn => {
-            let (id, backend) = from_ring(vip, hash)?;
-            remember(key, id);
-            stats::count(Counter::FlowSyn);
-            return Ok(Choice {
-                id,
-                backend,
-                new_flow: true,
-            });
-        }
-        FlowUse::Sticky | FlowUse::ReadOnly => {}
-    }
-    // SAFETY: plain data; see `get`.
-    let hit = unsafe { FLOWS.get(key) }.map(|e| e.backend_id);
-    let mut rehash = false;
-    if let Some(id) = hit {
-        if let Some(b) = backend(id)
-            && b.accepts_existing_flows()
-            && b.vip_index == vip.index
-        {
-            if flow_use == FlowUse::Sticky {
-                stats::count(Counter::FlowHit);
-            }
-            return Ok(Choice {
-                id,
-                backend: b,
-                new_flow: false,
-            });
-        }
-        rehash = true;
-    }
-    let (id, backend) = from_ring(vip, hash)?;
-    if flow_use == FlowUse::ReadOnly {
+    if flow_use == FlowUse::ReadOnly
+        && let Established::Hit(id, backend) = established(key)
+    {
         return Ok(Choice {
             id,
             backend,
             new_flow: false,
         });
     }
-    remember(key, id);
-    stats::count(if rehash {
-        Counter::FlowRehash
-    } else {
-        Counter::FlowMiss
-    });
+    let (id, backend) = from_ring(vip, hash)?;
+    let counter = match flow_use {
+        FlowUse::None => Counter::Fragment,
+        FlowUse::ReadOnly => {
+            return Ok(Choice {
+                id,
+                backend,
+                new_flow: false,
+            });
+        }
+        FlowUse::Syn => Counter::FlowSyn,
+        FlowUse::Miss => Counter::FlowMiss,
+        FlowUse::Rehash => Counter::FlowRehash,
+    };
+    stats::count(counter);
+    let new_flow = flow_use != FlowUse::None;
+    if new_flow {
+        remember(key, id, &backend);
+    }
     Ok(Choice {
         id,
         backend,
-        new_flow: true,
+        new_flow,
     })
 }

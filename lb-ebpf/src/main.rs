@@ -18,15 +18,15 @@ mod stats;
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     FlowKey, LbConfig, VipMeta,
-    addr::{AddrWords, FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    addr::{AddrWords, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
     hash::{flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
     stats::Counter,
-    values::{CONFIG_F_READY, VIP_F_SRC_AFFINITY},
+    values::{CONFIG_F_READY, MODE_GUE, MODE_IPIP, VIP_F_SRC_AFFINITY},
 };
 
 use crate::{
     hdr::{ETH_P_IP, ETH_P_IPV6, TCP_FLAG_ACK, TCP_FLAG_SYN},
-    lookup::FlowUse,
+    lookup::{Established, FlowUse},
     maps::CONFIG,
     parse::{L2, Packet},
     stats::Verdict,
@@ -147,11 +147,6 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
         Ok(l4) => l4,
         Err(reason) => return malformed(pkt, reason),
     };
-    let Some(vip) = lookup::vip(cfg, pkt.family, &pkt.dst, l4.dport, pkt.proto) else {
-        return Verdict::pass(Counter::Pass);
-    };
-    let ports = ports_word(l4.sport, l4.dport);
-    let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -163,7 +158,46 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     };
     let syn =
         pkt.proto == PROTO_TCP && l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-    let flow_use = if syn { FlowUse::Syn } else { FlowUse::Sticky };
+    // Established flows first: a hit carries its VIP's index, mode and flags in the backend
+    // entry, so the VIP lookup (a hash lookup) is skipped for most packets.
+    let flow_use = if syn {
+        FlowUse::Syn
+    } else {
+        match lookup::established(&key) {
+            Established::Hit(id, backend) => {
+                stats::count(Counter::FlowHit);
+                let vip = VipMeta {
+                    index: backend.vip_index,
+                    flags: backend.vip_flags as u32,
+                    mode: backend.mode,
+                    _pad: [0; 3],
+                };
+                // The hash only feeds the outer headers' entropy (GUE source port, IPv6 flow
+                // label): skip it where the encapsulation has none.
+                let hash = if backend.mode == MODE_GUE
+                    || (backend.mode == MODE_IPIP && backend.family == FAMILY_V6)
+                {
+                    let ports = ports_word(l4.sport, l4.dport);
+                    flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto)
+                } else {
+                    0
+                };
+                let choice = lookup::Choice {
+                    id,
+                    backend,
+                    new_flow: false,
+                };
+                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true);
+            }
+            Established::Stale => FlowUse::Rehash,
+            Established::Miss => FlowUse::Miss,
+        }
+    };
+    let Some(vip) = lookup::vip(cfg, pkt.family, &pkt.dst, l4.dport, pkt.proto) else {
+        return Verdict::pass(Counter::Pass);
+    };
+    let ports = ports_word(l4.sport, l4.dport);
+    let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
     match lookup::choose(&vip, &key, hash, flow_use) {
         Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true),
         Err(v) => v,

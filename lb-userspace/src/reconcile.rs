@@ -114,6 +114,9 @@ struct AppliedVip {
     index: u32,
     backends: BTreeMap<IpAddr, u32>,
     ring: Vec<u32>,
+    /// What `ring` was built from (`None` when adopted): an unchanged input reuses the table
+    /// instead of rebuilding it, so a health change rebuilds one VIP's table, not all of them.
+    inputs: Option<Vec<MaglevBackend>>,
 }
 
 /// What the maps hold (as far as the reconciler wrote or adopted it).
@@ -142,6 +145,9 @@ pub struct Reconciler<S: MapStore> {
     /// Next backend id to try: ids are handed out round-robin so a freed id is not reused at
     /// once (flows still pinned to it would land on the newcomer instead of re-hashing).
     next_id: u32,
+    /// Next `Backend::generation`: every allocation of an id gets a new one, so flow entries
+    /// written for a previous holder of the id are never honoured.
+    next_generation: u32,
 }
 
 fn vip_key(id: &VipId) -> VipKey {
@@ -180,6 +186,7 @@ fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
                     index: meta.index,
                     backends: BTreeMap::new(),
                     ring: store.ring(meta.index)?,
+                    inputs: None,
                 },
             );
         }
@@ -208,11 +215,18 @@ impl<S: MapStore> Reconciler<S> {
     pub fn adopt(store: S) -> Result<Self, MapError> {
         let applied = read_applied(&store)?;
         let next_id = applied.backends.keys().next_back().map_or(1, |id| id + 1);
+        let next_generation = applied
+            .backends
+            .values()
+            .map(|b| b.generation)
+            .max()
+            .map_or(1, |g| g.wrapping_add(1).max(1));
         Ok(Self {
             store,
             applied,
             dirty: false,
             next_id,
+            next_generation,
         })
     }
 
@@ -354,7 +368,9 @@ impl<S: MapStore> Reconciler<S> {
                 index,
                 backends: BTreeMap::new(),
                 ring: Vec::new(),
+                inputs: None,
             };
+            let meta = vip_meta(vip, index);
             let mut in_ring = Vec::new();
             for spec in &vip.backends {
                 let id = match previous.and_then(|p| p.backends.get(&spec.addr)) {
@@ -381,6 +397,14 @@ impl<S: MapStore> Reconciler<S> {
                     BACKEND_ACTIVE
                 };
                 let (family, addr) = to_words(spec.addr);
+                let generation = match self.applied.backends.get(&id) {
+                    Some(old) if old.vip_index == index => old.generation,
+                    _ => {
+                        let g = self.next_generation;
+                        self.next_generation = g.wrapping_add(1).max(1);
+                        g
+                    }
+                };
                 plan.backends.insert(
                     id,
                     Backend {
@@ -389,6 +413,11 @@ impl<S: MapStore> Reconciler<S> {
                         state,
                         family,
                         vip_index: index,
+                        generation,
+                        mode: meta.mode,
+                        _pad0: 0,
+                        // VIP_F_* fit in 16 bits (lb_common::values).
+                        vip_flags: meta.flags as u16,
                         _pad: 0,
                     },
                 );
@@ -403,13 +432,17 @@ impl<S: MapStore> Reconciler<S> {
                     });
                 }
             }
-            planned.ring = maglev::build_table(&in_ring, RING_SIZE).map_err(|source| {
-                ReconcileError::Maglev {
-                    vip: vip.id,
-                    source,
-                }
-            })?;
-            plan.entries.insert(vip_key(&vip.id), vip_meta(vip, index));
+            planned.ring = match previous {
+                Some(p) if p.inputs.as_ref() == Some(&in_ring) => p.ring.clone(),
+                _ => maglev::build_table(&in_ring, RING_SIZE).map_err(|source| {
+                    ReconcileError::Maglev {
+                        vip: vip.id,
+                        source,
+                    }
+                })?,
+            };
+            planned.inputs = Some(in_ring);
+            plan.entries.insert(vip_key(&vip.id), meta);
             plan.vips.insert(vip.id, planned);
         }
 

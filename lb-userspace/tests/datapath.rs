@@ -1827,12 +1827,14 @@ fn flow_table_stickiness() {
     );
     assert_eq!(entry(&mut dp), Some(b), "re-hash overwrites the entry");
 
-    // Entry names a backend of another VIP index: re-hash.
+    // Entry written for a previous holder of the id (the id was reallocated since, here to
+    // another VIP: its generation moved on): re-hash, never a forward to the new holder.
     let foreign = other_vip.pool.ids[0];
-    dp.set_flow_entry(&key, foreign);
+    let current = dp.backend(foreign).generation;
+    dp.set_flow_entry_generation(&key, foreign, current.wrapping_add(1000));
     step(
         &mut dp,
-        "entry names another VIP's backend: re-hash",
+        "entry of a recycled backend id (stale generation): re-hash",
         &f(&ack),
         &fwd_to(&cfg, &vip, &f(&ack), hash, b, Counter::FlowRehash)
             .backend(foreign, stats(0, 0, 0, 0)),

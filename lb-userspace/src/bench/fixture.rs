@@ -180,6 +180,12 @@ impl Fixture {
         back_to: usize,
     ) -> anyhow::Result<()> {
         let ids = self.backend_ids(vip);
+        let generations: std::collections::HashMap<u32, u32> = self
+            .reconciler
+            .backends()
+            .into_iter()
+            .map(|b| (b.id, b.entry.generation))
+            .collect();
         anyhow::ensure!(!ids.is_empty(), "VIP {vip} has no backends");
         let (_, dst) = addr::to_words(vip.addr);
         let cpus = sys::online_cpus() as u64;
@@ -200,9 +206,10 @@ impl Fixture {
                     family,
                     _pad: [0; 2],
                 };
+                let id = ids[(k % ids.len() as u64) as usize];
                 let entry = FlowEntry {
-                    backend_id: ids[(k % ids.len() as u64) as usize],
-                    _pad: 0,
+                    backend_id: id,
+                    generation: generations[&id],
                 };
                 self.flows.insert(key, entry, 0)?;
             }

@@ -874,7 +874,7 @@ fn flows<S: MapStore>(store: &S, a: &FlowsArgs, out: &mut dyn Write) -> anyhow::
             Some(b) => *b,
             None => Backend::default(),
         };
-        let valid = b.accepts_existing_flows() && vip.is_some_and(|v| v.meta.index == b.vip_index);
+        let valid = e.honoured_by(&b);
         if a.vip.is_some() && a.vip != vip.map(|v| v.id) {
             continue;
         }
@@ -1295,9 +1295,9 @@ fn explain<S: MapStore>(store: &S, a: &ExplainArgs, out: &mut dyn Write) -> anyh
                     Some(b) if !b.accepts_existing_flows() => {
                         Some(format!("backend {}", state_name(b.state)))
                     }
-                    Some(b) if b.vip_index != index => Some(format!(
-                        "backend now belongs to VIP index {}, id recycled",
-                        b.vip_index
+                    Some(b) if !e.honoured_by(&b) => Some(format!(
+                        "backend id recycled (entry generation {}, backend now {})",
+                        e.generation, b.generation
                     )),
                     Some(_) => None,
                 };
@@ -1685,11 +1685,12 @@ mod tests {
     }
 
     fn pin(store: &RefCell<FakeStore>, src: &str, dst: &str, proto: Proto, backend_id: u32) {
+        let generation = store.borrow().backends[backend_id as usize].generation;
         store.borrow_mut().flows.insert(
             flow_key(src, dst, proto),
             FlowEntry {
                 backend_id,
-                _pad: 0,
+                generation,
             },
         );
     }

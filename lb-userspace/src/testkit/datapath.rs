@@ -34,6 +34,9 @@ pub const TEST_LOAD_OPTIONS: LoadOptions = LoadOptions {
 pub struct Datapath {
     ebpf: Ebpf,
     cpus: usize,
+    /// VIP index -> (mode, flags) of its main entry: backends carry their VIP's mode and flags,
+    /// which the agent writes with every backend entry; this fixture does the same.
+    vip_modes: std::collections::HashMap<u32, (u8, u32)>,
 }
 
 /// The message of a datapath test that cannot load the program.
@@ -59,7 +62,11 @@ impl Datapath {
         let ebpf = loader::load(opts)?;
         let cpus =
             nr_cpus().map_err(|(what, e)| LoadError::InvalidOptions(format!("{what}: {e}")))?;
-        Ok(Datapath { ebpf, cpus })
+        Ok(Datapath {
+            ebpf,
+            cpus,
+            vip_modes: Default::default(),
+        })
     }
 
     fn map(&mut self, name: &str) -> &mut aya::maps::Map {
@@ -156,6 +163,20 @@ impl Datapath {
                 _pad: [0; 3],
             },
         );
+        if flags & lb_common::values::VIP_F_FRAG_ONLY == 0 {
+            self.vip_modes.insert(index, (mode, flags));
+            // Backends installed before their VIP get its mode and flags now.
+            let ids: Vec<u32> = (1..self.max_backends())
+                .filter(|id| {
+                    let b = self.backend(*id);
+                    b.state != lb_common::values::BACKEND_EMPTY && b.vip_index == index
+                })
+                .collect();
+            for id in ids {
+                let b = self.backend(id);
+                self.set_backend(id, b);
+            }
+        }
     }
 
     /// The `VIP_F_FRAG_ONLY` entry `(addr, 0, proto)` routing fragments to VIP `index`.
@@ -206,7 +227,19 @@ impl Datapath {
             .expect("write filter word");
     }
 
-    pub fn set_backend(&mut self, id: u32, backend: Backend) {
+    fn max_backends(&mut self) -> u32 {
+        let m: Array<_, Backend> =
+            Array::try_from(self.map(map_names::BACKENDS)).expect("BACKENDS map type");
+        m.len()
+    }
+
+    /// Writes a backend entry, with the mode and flags of its VIP if that VIP is installed
+    /// (as the agent does). A test that wants other values writes them after the VIP.
+    pub fn set_backend(&mut self, id: u32, mut backend: Backend) {
+        if let Some((mode, flags)) = self.vip_modes.get(&backend.vip_index) {
+            backend.mode = *mode;
+            backend.vip_flags = *flags as u16;
+        }
         let mut m: Array<_, Backend> =
             Array::try_from(self.map(map_names::BACKENDS)).expect("BACKENDS map type");
         m.set(id, backend, 0).expect("write backend");
@@ -260,13 +293,20 @@ impl Datapath {
         }
     }
 
+    /// Pins `key` to backend `backend_id` as its current holder (its generation).
     pub fn set_flow_entry(&mut self, key: &FlowKey, backend_id: u32) {
+        let generation = self.backend(backend_id).generation;
+        self.set_flow_entry_generation(key, backend_id, generation);
+    }
+
+    /// Pins `key` to backend `backend_id` with an explicit generation (e.g. a stale one).
+    pub fn set_flow_entry_generation(&mut self, key: &FlowKey, backend_id: u32, generation: u32) {
         self.flows()
             .insert(
                 key,
                 FlowEntry {
                     backend_id,
-                    _pad: 0,
+                    generation,
                 },
                 0,
             )

@@ -58,7 +58,8 @@ pub fn backend_addr(id: u32, v4: bool) -> IpAddr {
     }
 }
 
-/// An active backend entry of VIP `vip_index`.
+/// An active backend entry of VIP `vip_index`, generation `id` (unique). `Datapath` fills in
+/// the VIP's mode and flags when it writes the entry.
 pub fn backend(id: u32, v4: bool, vip_index: u32) -> Backend {
     let (family, words) = addr::to_words(backend_addr(id, v4));
     Backend {
@@ -67,6 +68,10 @@ pub fn backend(id: u32, v4: bool, vip_index: u32) -> Backend {
         state: BACKEND_ACTIVE,
         family,
         vip_index,
+        generation: id,
+        mode: 0,
+        _pad0: 0,
+        vip_flags: 0,
         _pad: 0,
     }
 }

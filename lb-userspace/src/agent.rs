@@ -45,7 +45,11 @@ const TEARDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// Why the loop ended.
 enum Exit {
     Signal(&'static str),
-    Stop { detach: bool },
+    /// `xlb stop`: answered once the teardown is done, so the caller can rely on it.
+    Stop {
+        detach: bool,
+        reply: tokio::sync::oneshot::Sender<Response>,
+    },
 }
 
 struct Agent {
@@ -167,22 +171,35 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .event_loop(&mut health_rx, &mut api_rx, &mut net_rx, watch)
         .await?;
     info!("stopping");
-    api_task.abort();
-    let detach = match exit {
+    let (detach, reply) = match exit {
         Exit::Signal(name) => {
             info!(signal = name, "signal received");
-            agent.file.detach_on_exit
+            (agent.file.detach_on_exit, None)
         }
-        Exit::Stop { detach } => detach || agent.file.detach_on_exit,
+        Exit::Stop { detach, reply } => (detach || agent.file.detach_on_exit, Some(reply)),
     };
     let pin_dir = agent.file.pin_dir.clone();
     let _ = tokio::time::timeout(TEARDOWN_LIMIT, agent.health.shutdown()).await;
-    if detach {
-        pinning::detach(&pin_dir)?;
-        info!("detached: XDP links and maps unpinned, forwarding stopped");
+    let result = if detach {
+        pinning::detach(&pin_dir).map(|()| {
+            info!("detached: XDP links and maps unpinned, forwarding stopped");
+            "stopped; XDP program detached and maps unpinned"
+        })
     } else {
         info!("forwarding continues from the pinned program; a new agent will adopt it");
+        Ok("stopped; forwarding continues from the pinned program")
+    };
+    if let Some(reply) = reply {
+        let answer = match &result {
+            Ok(msg) => Response::ok(*msg),
+            Err(e) => Response::error(format!("stopped, but detaching failed: {e}")),
+        };
+        let _ = reply.send(answer);
+        // Let the connection task write the answer before the API goes away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    api_task.abort();
+    result?;
     Ok(())
 }
 
@@ -598,7 +615,6 @@ impl Agent {
     }
 
     async fn handle(&mut self, call: ApiCall) -> Option<Exit> {
-        let mut exit = None;
         let response = match call.request {
             Request::Status => match self.status() {
                 Ok(r) => Response::Status(r),
@@ -615,16 +631,14 @@ impl Agent {
             Request::AddBackend { vip, addr, weight } => self.add_backend(vip, addr, weight),
             Request::RemoveBackend { vip, addr } => self.remove_backend(vip, addr),
             Request::Shutdown { detach } => {
-                exit = Some(Exit::Stop { detach });
-                Response::ok(if detach {
-                    "stopping and detaching"
-                } else {
-                    "stopping; forwarding continues"
-                })
+                return Some(Exit::Stop {
+                    detach,
+                    reply: call.reply,
+                });
             }
         };
         let _ = call.reply.send(response);
-        exit
+        None
     }
 
     fn set_weight(&mut self, id: VipId, addr: IpAddr, weight: u32, what: &str) -> Response {

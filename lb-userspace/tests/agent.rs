@@ -493,12 +493,13 @@ fn stop_detach_detaches_the_program_and_removes_the_pins() {
 
     let out = xlb_ok(&["stop", "--detach", "--socket", &socket, "--pin-dir", &pin]);
     assert!(out.contains("detach"), "{out}");
+    // The answer comes after the teardown: detached by the time the command returns.
+    assert!(!xdp_attached(&tb), "XDP still attached after stop --detach");
+    assert!(!tb.pin_dir().exists(), "pins left in {pin}");
     let status = tb
         .wait_agent_exit(Duration::from_secs(15))
         .expect("the agent exits after stop");
     assert!(status.success(), "{status}");
-    assert!(!xdp_attached(&tb), "XDP still attached after stop --detach");
-    assert!(!tb.pin_dir().exists(), "pins left in {pin}");
     assert!(
         !xlb_cli(&["inspect", "--pin-dir", &pin, "vips"])
             .status

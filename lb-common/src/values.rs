@@ -67,7 +67,9 @@ pub struct Backend {
     pub _pad0: u8,
     /// The owning VIP's `VIP_F_*` bits.
     pub vip_flags: u16,
-    pub _pad: u32,
+    /// Effective weight (config or API override). Not read by the program: it is there so
+    /// `xlb inspect` can show weights and expected ring shares with the agent down.
+    pub weight: u32,
 }
 const _: () = assert!(size_of::<Backend>() == 40);
 

@@ -418,7 +418,7 @@ impl<S: MapStore> Reconciler<S> {
                         _pad0: 0,
                         // VIP_F_* fit in 16 bits (lb_common::values).
                         vip_flags: meta.flags as u16,
-                        _pad: 0,
+                        weight,
                     },
                 );
                 planned.backends.insert(spec.addr, id);

@@ -12,7 +12,7 @@
 //!   `icmp-echo` (of the address), `fragments` (receives the address's fragments of its
 //!   protocol), `0x..` (unknown bits).
 //! - `backends`: `{"interval_s": f64|null, "backends": [{vip, vip_index, addr, id, state,
-//!   slots, share_pct, packets, bytes, new_flows, packets_per_s, bytes_per_s}]}`; `vip` is null
+//!   weight, slots, share_pct, packets, bytes, new_flows, packets_per_s, bytes_per_s}]}`; `vip` is null
 //!   for a backend whose VIP index has no VIP entry, rates are null with `--no-rates`.
 //! - `ring`: `{vip, vip_index, ring_size, empty_slots, empty_share_pct, active_backends,
 //!   imbalance, backends: [{addr, id, state, slots, share_pct, expected_share_pct}]}`.
@@ -62,10 +62,10 @@ use crate::model::{Proto, VipId};
 /// VIPs are written PROTO/ADDR:PORT: tcp/203.0.113.10:80, udp/[2001:db8::10]:53, and
 /// tcp/203.0.113.10:* for an all-ports VIP (the form `xlb` prints everywhere).
 ///
-/// Backend weights and health-check results are not in the maps: inspect shows each backend's
-/// map state (active = in the ring, draining = out of the ring but keeps its flows, down = out of
-/// the ring and its flows re-hash) and its actual ring share. Ask the agent (`xlb status`) for
-/// configured weights and probe results.
+/// Each backend entry records its effective weight; health-check results are not in the maps:
+/// inspect shows each backend's map state (active = in the ring, draining = out of the ring but
+/// keeps its flows, down = failed its check or unreachable: out of the ring and its flows
+/// re-hash) and its actual ring share. Ask the agent (`xlb status`) for probe results.
 #[derive(Clone, Debug, Subcommand)]
 pub enum InspectCmd {
     /// Every VIP: index, mode, flags, backend counts by state, and traffic counters.
@@ -87,8 +87,8 @@ pub enum InspectCmd {
     /// First line: VIP, index, ring size, empty slots (packets hashing there are dropped, or
     /// passed with no-backend-pass), active backends, imbalance (largest share / mean share of
     /// the backends holding slots; 1.0000 is perfect). Then the table BACKEND ID STATE SLOTS
-    /// SHARE% EXPECTED%. EXPECTED% assumes equal weights among active backends, because
-    /// weights are not in the maps: with unequal weights, compare SHARE% to the weights yourself.
+    /// SHARE% EXPECTED%. EXPECTED% is each active backend's share of the active backends' total
+    /// weight (the agent records the effective weight in each backend entry).
     Ring(RingArgs),
     /// Flow-table entries: 5-tuple, VIP, backend and whether the entry is still honoured.
     ///
@@ -580,6 +580,8 @@ struct BackendRowJson {
     addr: Option<IpAddr>,
     id: u32,
     state: String,
+    /// Effective weight as the agent recorded it in the backend entry.
+    weight: u32,
     slots: u32,
     share_pct: f64,
     packets: u64,
@@ -638,6 +640,7 @@ fn backends<S: MapStore>(
             addr: backend_addr(b),
             id: *id,
             state: state_name(b.state),
+            weight: b.weight,
             slots,
             share_pct: share(slots),
             packets: s1.packets,
@@ -745,6 +748,13 @@ fn ring<S: MapStore>(store: &S, a: &RingArgs, out: &mut dyn Write) -> anyhow::Re
         .backends_of(index)
         .filter(|(_, b)| b.state == BACKEND_ACTIVE)
         .count() as u32;
+    // Expected shares follow the weights the agent recorded; entries without one (written by
+    // something else) count as equal.
+    let active_weight: u64 = snap
+        .backends_of(index)
+        .filter(|(_, b)| b.state == BACKEND_ACTIVE)
+        .map(|(_, b)| u64::from(b.weight))
+        .sum();
     let mut rows = Vec::new();
     for id in ids {
         let b = match snap.backends.get(&id) {
@@ -757,10 +767,12 @@ fn ring<S: MapStore>(store: &S, a: &RingArgs, out: &mut dyn Write) -> anyhow::Re
             state_name(b.state)
         };
         let slots = counts.get(&id).copied().unwrap_or(0);
-        let expected = if b.state == BACKEND_ACTIVE && b.vip_index == index {
+        let expected = if b.state != BACKEND_ACTIVE || b.vip_index != index {
+            0.0
+        } else if active_weight == 0 {
             100.0 / f64::from(active)
         } else {
-            0.0
+            100.0 * f64::from(b.weight) / active_weight as f64
         };
         rows.push(RingRowJson {
             addr: backend_addr(&b),
@@ -1929,6 +1941,39 @@ mod tests {
         assert_eq!(ring.len(), RING_SIZE as usize);
         s.rings.insert(3, ring);
         RefCell::new(s)
+    }
+
+    #[test]
+    fn ring_and_backends_use_the_recorded_weights() {
+        let cell = RefCell::new(FakeStore::new(8, 64));
+        let cfg = config(vec![vip(
+            "192.0.2.10",
+            80,
+            Proto::Tcp,
+            &[("198.51.100.1", 100), ("198.51.100.2", 300)],
+        )]);
+        let mut r = Reconciler::adopt(Shared(&cell)).unwrap();
+        r.apply(&cfg, &Overrides::default(), &net(&cfg)).unwrap();
+        drop(r);
+        let v = json(&cell, &["ring", "tcp/192.0.2.10:80"]);
+        let expected: Vec<f64> = v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["expected_share_pct"].as_f64().unwrap())
+            .collect();
+        assert_eq!(expected, vec![25.0, 75.0]);
+        // And the ring follows them (Maglev: within 1% of the weight share).
+        let share = v["backends"][1]["share_pct"].as_f64().unwrap();
+        assert!((share - 75.0).abs() < 0.75, "{share}");
+        let b = json(&cell, &["backends", "--no-rates"]);
+        let weights: Vec<u64> = b["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["weight"].as_u64().unwrap())
+            .collect();
+        assert_eq!(weights, vec![100, 300]);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn backend(id: u32, v4: bool, vip_index: u32) -> Backend {
         mode: 0,
         _pad0: 0,
         vip_flags: 0,
-        _pad: 0,
+        weight: 1,
     }
 }
 

@@ -941,7 +941,7 @@ mod tests {
 
     use super::*;
     use crate::maps::FakeStore;
-    use crate::model::{BackendSpec, ForwardMode, HealthCheck, Interface, NoBackend, Vip, XdpMode};
+    use crate::model::{BackendSpec, ForwardMode, HealthCheck, NoBackend, Vip};
     use crate::reconcile::Reconciler;
 
     /// A fresh directory under /tmp, unique per test and process.
@@ -1310,29 +1310,7 @@ UDP  [2001:db8::1]:*    dsr-l2  -  !2
         assert_eq!(rfc3339(1_776_686_399), "2026-04-20T11:59:59Z");
     }
 
-    fn config(vips: Vec<Vip>) -> Config {
-        Config {
-            interfaces: vec![Interface {
-                name: "eth0".into(),
-                xdp_mode: XdpMode::Auto,
-            }],
-            lb_src_v4: Some("192.0.2.1".parse().unwrap()),
-            lb_src_v6: None,
-            hash_seed: 7,
-            flow_table_size: 4096,
-            max_vips: 8,
-            max_backends: 64,
-            gue_port: 6080,
-            mtu: Some(1500),
-            icmp_rate: 1000,
-            icmp_burst: 100,
-            pin_dir: "/sys/fs/bpf/xlb-test".into(),
-            api_socket: "/tmp/xlb.sock".into(),
-            metrics_listen: None,
-            detach_on_exit: false,
-            vips,
-        }
-    }
+    use crate::testkit::fixtures::config;
 
     fn vip(id: &str, backends: &[(&str, u32)]) -> Vip {
         Vip {

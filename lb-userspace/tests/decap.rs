@@ -6,7 +6,6 @@
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
     addr::PROTO_TCP,
@@ -21,6 +20,7 @@ use lb_userspace::{
     model::XdpMode,
     testkit::{
         Datapath, Packet,
+        datapath::run_named,
         packet::{TCP_ACK, ip},
         world,
     },
@@ -52,22 +52,7 @@ impl Decap {
     }
 
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(map_names::PROG_DECAP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("test run");
-        out.truncate(res.data_size_out as usize);
-        (res.return_value, out)
+        run_named(&mut self.ebpf, map_names::PROG_DECAP, frame)
     }
 
     fn counter(&mut self, c: DecapCounter) -> u64 {

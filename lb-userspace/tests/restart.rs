@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{FlowEntry, map_names, stats::Counter};
 use lb_userspace::{
     config,
@@ -18,7 +17,7 @@ use lb_userspace::{
     model::{Config, XdpMode},
     pinning::{self, PinError},
     reconcile::{NetInfo, Overrides, Reconciler},
-    testkit::{Packet, netns::Netns, packet::TCP_ACK},
+    testkit::{Packet, datapath::run_named, netns::Netns, packet::TCP_ACK},
 };
 
 const MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0, 0x42];
@@ -118,21 +117,7 @@ fn start(pin_dir: &Path, cfg: &Config) -> (aya::Ebpf, Reconciler<AyaStore>) {
 }
 
 fn run(ebpf: &mut aya::Ebpf, frame: &[u8]) -> (u32, Vec<u8>) {
-    let prog: &mut Xdp = ebpf
-        .program_mut(map_names::PROG_LB)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let mut out = vec![0u8; frame.len() + 256];
-    let res = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .expect("test run");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
+    run_named(ebpf, map_names::PROG_LB, frame)
 }
 
 /// The id of the XDP program attached to `dev` in `ns`, from `ip -d link`.

@@ -406,14 +406,7 @@ impl Datapath {
     /// [`Datapath::run`] that returns the kernel's refusal (e.g. `EINVAL` for frames shorter
     /// than an Ethernet header).
     pub fn try_run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
-        let mut out = vec![0u8; frame.len() + OUT_SLACK];
-        let res = self.program().test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(res.data_size_out as usize);
-        Ok((res.return_value, out))
+        try_run_program(self.program(), frame)
     }
 
     /// Runs a frame `repeat` times in one syscall; returns the kernel's mean time per run (for
@@ -434,6 +427,33 @@ impl Default for Datapath {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// One `BPF_PROG_TEST_RUN` of `frame` through `program`: `(verdict, output frame)`.
+pub fn try_run_program(program: &Xdp, frame: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+    let mut out = vec![0u8; frame.len() + OUT_SLACK];
+    let res = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    out.truncate(res.data_size_out as usize);
+    Ok((res.return_value, out))
+}
+
+/// [`try_run_program`] on the XDP program `name` of any loaded object; panics on failure.
+pub fn run_named(ebpf: &mut Ebpf, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("program {name} is not in the object"))
+        .try_into()
+        .expect("an XDP program");
+    try_run_program(program, frame).unwrap_or_else(|e| {
+        panic!(
+            "BPF_PROG_TEST_RUN of {name}, {}-byte frame: {e}",
+            frame.len()
+        )
+    })
 }
 
 /// The OS error number of a failed test run, if it was a syscall error.

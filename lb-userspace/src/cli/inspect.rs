@@ -77,10 +77,10 @@ pub enum InspectCmd {
     Vips(VipsArgs),
     /// Backends (of one VIP or all): map state, ring share, counters and rates.
     ///
-    /// Columns: VIP BACKEND ID STATE SLOTS SHARE% PACKETS BYTES NEWFLOWS PKT/S BYTES/S. Rates come
-    /// from two reads --interval apart (--no-rates: one read, no rate columns). Weights and
-    /// health are not in the maps: STATE is the map state and SHARE% the backend's actual share
-    /// of the VIP's Maglev ring.
+    /// Columns: VIP BACKEND ID STATE WEIGHT SLOTS SHARE% PACKETS BYTES NEWFLOWS PKT/S BYTES/S.
+    /// Rates come from two reads --interval apart (--no-rates: one read, no rate columns).
+    /// WEIGHT is the effective weight the agent recorded; health results are not in the maps:
+    /// STATE is the map state and SHARE% the backend's actual share of the VIP's Maglev ring.
     Backends(BackendsArgs),
     /// One VIP's Maglev ring: slots and share per backend, expected share, imbalance.
     ///
@@ -94,7 +94,7 @@ pub enum InspectCmd {
     ///
     /// Columns: PROTO SOURCE DESTINATION VIP BACKEND ID STATE VALID. The flow table is an LRU:
     /// entries outlive their connections until evicted. VALID = no means the next packet of the
-    /// flow re-hashes (backend down, removed, or now another VIP's). Sorted by protocol,
+    /// flow re-hashes (backend down, removed, or its id reallocated since). Sorted by protocol,
     /// destination, then source.
     Flows(FlowsArgs),
     /// Global packet counters by reason (one per verdict or flow-table outcome).
@@ -107,7 +107,8 @@ pub enum InspectCmd {
     ///
     /// Example: xlb inspect explain 198.51.100.7:40000 203.0.113.10:80 tcp. Follows the
     /// datapath: VIP lookup (exact port, then all ports if any all-ports VIP exists), flow-table
-    /// entry (honoured if its backend is active or draining and still belongs to the VIP), else
+    /// entry (honoured if its backend is active or draining and still the allocation the entry
+    /// was written for), else
     /// the ring slot of the flow hash (source address only with src-affinity). A TCP SYN (SYN
     /// set, ACK clear) always takes the ring choice; --syn explains that case. Fragments,
     /// ICMP and the MTU check are not covered.
@@ -669,6 +670,7 @@ fn backends<S: MapStore>(
         ("BACKEND", L),
         ("ID", R),
         ("STATE", L),
+        ("WEIGHT", R),
         ("SLOTS", R),
         ("SHARE%", R),
         ("PACKETS", R),
@@ -685,6 +687,7 @@ fn backends<S: MapStore>(
             opt(r.addr),
             r.id.to_string(),
             r.state,
+            r.weight.to_string(),
             r.slots.to_string(),
             format!("{:.2}", r.share_pct),
             r.packets.to_string(),
@@ -1821,8 +1824,8 @@ mod tests {
         assert_eq!(
             ls[0].split_whitespace().collect::<Vec<_>>(),
             [
-                "VIP", "BACKEND", "ID", "STATE", "SLOTS", "SHARE%", "PACKETS", "BYTES", "NEWFLOWS",
-                "PKT/S", "BYTES/S"
+                "VIP", "BACKEND", "ID", "STATE", "WEIGHT", "SLOTS", "SHARE%", "PACKETS", "BYTES",
+                "NEWFLOWS", "PKT/S", "BYTES/S"
             ]
         );
         assert_eq!(ls.len(), 1 + 4, "{text}");
@@ -1843,26 +1846,26 @@ mod tests {
             let share = format!("{:.2}", f64::from(slots) * 100.0 / f64::from(RING_SIZE));
             let r = row(&text, &["tcp/203.0.113.10:80", addr]);
             assert_eq!(
-                r[2..6],
-                [&id.to_string(), "active", &slots.to_string(), &share],
+                r[2..7],
+                [&id.to_string(), "active", "1", &slots.to_string(), &share],
                 "{i}"
             );
             total_share += share.parse::<f64>().unwrap();
         }
         assert!((total_share - 100.0).abs() < 0.05, "{total_share}");
         let r = row(&text, &["tcp/203.0.113.10:80", "198.51.100.1"]);
-        assert_eq!(r[6..], ["1100", "165000", "30", "500.0", "75000.0"]);
+        assert_eq!(r[7..], ["1100", "165000", "30", "500.0", "75000.0"]);
         let r = row(&text, &["tcp/203.0.113.10:80", "198.51.100.2"]);
-        assert_eq!(r[6..], ["0", "0", "0", "0.0", "0.0"]);
+        assert_eq!(r[7..], ["0", "0", "0", "0.0", "0.0"]);
 
         // All VIPs: drained and down backends hold no slots.
         let text = run_args(&w, &["backends", "--no-rates"]);
         assert_eq!(lines(&text).len(), 1 + 10);
         assert!(!lines(&text)[0].contains("PKT/S"));
         let r = row(&text, &["tcp/203.0.113.20:443", "198.51.100.21"]);
-        assert_eq!(r[2..6], ["7", "draining", "0", "0.00"]);
+        assert_eq!(r[2..7], ["7", "draining", "0", "0", "0.00"]);
         let r = row(&text, &["tcp/203.0.113.20:443", "198.51.100.22"]);
-        assert_eq!(r[2..6], ["8", "down", "0", "0.00"]);
+        assert_eq!(r[2..7], ["8", "down", "1", "0", "0.00"]);
 
         let v = json(&w, &["backends", "tcp/203.0.113.20:443"]);
         assert_eq!(v["interval_s"], 2.0);
@@ -2488,7 +2491,7 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(
-            help.contains("Weights and health are not in the maps"),
+            help.contains("health results are not in the maps"),
             "{help}"
         );
     }

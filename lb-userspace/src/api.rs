@@ -941,7 +941,7 @@ mod tests {
 
     use super::*;
     use crate::maps::FakeStore;
-    use crate::model::{BackendSpec, ForwardMode, HealthCheck, NoBackend, Vip};
+    use crate::model::{ForwardMode, Vip};
     use crate::reconcile::Reconciler;
 
     /// A fresh directory under /tmp, unique per test and process.
@@ -1313,28 +1313,11 @@ UDP  [2001:db8::1]:*    dsr-l2  -  !2
     use crate::testkit::fixtures::config;
 
     fn vip(id: &str, backends: &[(&str, u32)]) -> Vip {
-        Vip {
-            id: vip_id(id),
-            mode: ForwardMode::Ipip,
-            src_affinity: false,
-            icmp_echo: false,
-            no_backend: NoBackend::Drop,
-            health: HealthCheck {
-                kind: CheckKind::Tcp,
-                interval: Duration::from_secs(2),
-                timeout: Duration::from_secs(1),
-                rise: 2,
-                fall: 3,
-            },
-            backends: backends
-                .iter()
-                .map(|(a, w)| BackendSpec {
-                    addr: a.parse().unwrap(),
-                    weight: *w,
-                    check_port: None,
-                })
-                .collect(),
-        }
+        let id = vip_id(id);
+        let mut v =
+            crate::testkit::fixtures::vip(&id.addr.to_string(), id.port, id.proto, backends);
+        v.health.kind = CheckKind::Tcp;
+        v
     }
 
     /// FakeStore is not Clone; its map contents are public.

@@ -194,17 +194,22 @@ pub fn run(args: &Args) -> Result<()> {
         Duration::from_secs(10),
     )?;
 
-    let packet_args: Vec<String> = [
-        "packet",
-        "--cpu",
-        &cpu,
-        "--iterations",
-        &a.iterations.to_string(),
-        "--runs",
-        &a.runs.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    // The per-packet stages share their arguments but for the iteration count.
+    let per_packet_args = |stage: &str, iterations: u64| -> Vec<String> {
+        let (iterations, runs) = (iterations.to_string(), a.runs.to_string());
+        [
+            stage,
+            "--cpu",
+            &cpu,
+            "--iterations",
+            &iterations,
+            "--runs",
+            &runs,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let packet_args = per_packet_args("packet", a.iterations);
     stage(
         &mut stages,
         &a.only,
@@ -212,17 +217,7 @@ pub fn run(args: &Args) -> Result<()> {
         display(&bench_cmd(b, &packet_args)),
         || run_json(&mut bench_cmd(b, &packet_args), Duration::from_secs(240)),
     );
-    let scale_args: Vec<String> = [
-        "scale",
-        "--cpu",
-        &cpu,
-        "--iterations",
-        &a.scale_iterations.to_string(),
-        "--runs",
-        &a.runs.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let scale_args = per_packet_args("scale", a.scale_iterations);
     stage(
         &mut stages,
         &a.only,

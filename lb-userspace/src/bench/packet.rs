@@ -155,12 +155,7 @@ pub fn scenario(
     let before = fx.counters()?;
     let m = runner::measure(fx.prog(), frames, p.warmup, p.iterations, p.runs)?;
     let after = fx.counters()?;
-    eprintln!(
-        "  {name:<22} {:>8.1} ns  ({:.2} Mpps, spread {:.1}%)",
-        m.ns,
-        m.mpps(),
-        m.spread * 100.0
-    );
+    log_measurement(name, &m);
     Ok(Scenario {
         name,
         label,
@@ -168,6 +163,16 @@ pub fn scenario(
         m,
         counters: counter_delta(&before, &after),
     })
+}
+
+/// The progress line of one measured scenario.
+fn log_measurement(name: &str, m: &Measurement) {
+    eprintln!(
+        "  {name:<22} {:>8.1} ns  ({:.2} Mpps, spread {:.1}%)",
+        m.ns,
+        m.mpps(),
+        m.spread * 100.0
+    );
 }
 
 fn aux_scenario(
@@ -185,12 +190,7 @@ fn aux_scenario(
         p.iterations,
         p.runs,
     )?;
-    eprintln!(
-        "  {name:<22} {:>8.1} ns  ({:.2} Mpps, spread {:.1}%)",
-        m.ns,
-        m.mpps(),
-        m.spread * 100.0
-    );
+    log_measurement(name, &m);
     Ok(Scenario {
         name,
         label,

@@ -99,28 +99,12 @@ pub fn probe_target(vip: &Vip, backend: &BackendSpec) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ForwardMode, NoBackend, Proto};
+    use crate::model::Proto;
 
     fn vip(port: u16) -> Vip {
-        Vip {
-            id: VipId {
-                addr: "192.0.2.10".parse().unwrap(),
-                port,
-                proto: Proto::Tcp,
-            },
-            mode: ForwardMode::Ipip,
-            src_affinity: false,
-            icmp_echo: false,
-            no_backend: NoBackend::Drop,
-            health: HealthCheck {
-                kind: CheckKind::Tcp,
-                interval: Duration::from_secs(2),
-                timeout: Duration::from_secs(1),
-                rise: 2,
-                fall: 3,
-            },
-            backends: vec![],
-        }
+        let mut v = crate::testkit::fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
+        v.health.kind = CheckKind::Tcp;
+        v
     }
 
     fn backend(check_port: Option<u16>) -> BackendSpec {

@@ -449,11 +449,10 @@ impl HealthStats {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
-    use std::path::PathBuf;
 
     use super::*;
     use crate::health::test_ns::*;
-    use crate::model::{ForwardMode, HealthCheck, NoBackend, Proto};
+    use crate::model::{HealthCheck, Proto};
 
     const INTERVAL: Duration = Duration::from_millis(50);
 
@@ -468,19 +467,10 @@ mod tests {
     }
 
     fn vip(port: u16, health: HealthCheck, backends: Vec<BackendSpec>) -> Vip {
-        Vip {
-            id: VipId {
-                addr: "192.0.2.10".parse().unwrap(),
-                port,
-                proto: Proto::Tcp,
-            },
-            mode: ForwardMode::Ipip,
-            src_affinity: false,
-            icmp_echo: false,
-            no_backend: NoBackend::Drop,
-            health,
-            backends,
-        }
+        let mut v = crate::testkit::fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
+        v.health = health;
+        v.backends = backends;
+        v
     }
 
     fn backend(addr: &str, check_port: u16) -> BackendSpec {
@@ -491,27 +481,7 @@ mod tests {
         }
     }
 
-    fn config(mut vips: Vec<Vip>) -> Config {
-        vips.sort_by_key(|v| v.id);
-        Config {
-            interfaces: vec![],
-            lb_src_v4: None,
-            lb_src_v6: None,
-            hash_seed: 0,
-            flow_table_size: 1024,
-            max_vips: 16,
-            max_backends: 64,
-            gue_port: 6080,
-            mtu: None,
-            icmp_rate: 100,
-            icmp_burst: 10,
-            pin_dir: PathBuf::from("/sys/fs/bpf/xlb-test"),
-            api_socket: PathBuf::from("/run/xlb-test.sock"),
-            metrics_listen: None,
-            detach_on_exit: false,
-            vips,
-        }
-    }
+    use crate::testkit::fixtures::config;
 
     /// The next event, or `None` if there is none within `within`.
     async fn next_event(

@@ -96,7 +96,7 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
     };
     let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, false);
     if v.is_tx() {
-        stats::count(Counter::IcmpErrorForwarded);
+        return v.with_detail(Counter::IcmpErrorForwarded);
     }
     v
 }

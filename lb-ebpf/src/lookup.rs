@@ -83,6 +83,8 @@ pub struct Choice {
     pub backend: Backend,
     /// A ring choice for a flow (counts as a new flow).
     pub new_flow: bool,
+    /// How it was chosen (`Flow*`, `Fragment`), for the verdict's second counter.
+    pub counter: Option<Counter>,
 }
 
 /// What the flow table says about a flow.
@@ -166,6 +168,7 @@ pub fn choose(
             id,
             backend,
             new_flow: false,
+            counter: None,
         });
     }
     let (id, backend) = from_ring(vip, hash)?;
@@ -176,13 +179,13 @@ pub fn choose(
                 id,
                 backend,
                 new_flow: false,
+                counter: None,
             });
         }
         FlowUse::Syn => Counter::FlowSyn,
         FlowUse::Miss => Counter::FlowMiss,
         FlowUse::Rehash => Counter::FlowRehash,
     };
-    stats::count(counter);
     let new_flow = flow_use != FlowUse::None;
     if new_flow {
         remember(key, id, &backend);
@@ -191,5 +194,6 @@ pub fn choose(
         id,
         backend,
         new_flow,
+        counter: Some(counter),
     })
 }

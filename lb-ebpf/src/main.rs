@@ -104,7 +104,8 @@ fn process(ctx: &XdpContext) -> Verdict {
         _ => return Verdict::pass(Counter::Pass),
     };
     match verdict.too_big_overhead() {
-        Some(overhead) => icmp::too_big(ctx, cfg, &l2, &pkt, overhead),
+        // The reply (or its rate-limit drop) keeps the flow-table outcome of the packet.
+        Some(overhead) => icmp::too_big(ctx, cfg, &l2, &pkt, overhead).keep_detail(verdict),
         None => verdict,
     }
 }
@@ -165,7 +166,6 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     } else {
         match lookup::established(&key) {
             Established::Hit(id, backend) => {
-                stats::count(Counter::FlowHit);
                 let vip = VipMeta {
                     index: backend.vip_index,
                     flags: backend.vip_flags as u32,
@@ -186,8 +186,10 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
                     id,
                     backend,
                     new_flow: false,
+                    counter: Some(Counter::FlowHit),
                 };
-                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true);
+                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true)
+                    .with_detail_opt(choice.counter);
             }
             Established::Stale => FlowUse::Rehash,
             Established::Miss => FlowUse::Miss,
@@ -199,7 +201,8 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let ports = ports_word(l4.sport, l4.dport);
     let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
     match lookup::choose(&vip, &key, hash, flow_use) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true),
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true)
+            .with_detail_opt(choice.counter),
         Err(v) => v,
     }
 }
@@ -215,7 +218,8 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
     let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, 0, pkt.proto);
     let key = FlowKey::default();
     match lookup::choose(&vip, &key, hash, FlowUse::None) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true),
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true)
+            .with_detail_opt(choice.counter),
         Err(v) => v,
     }
 }

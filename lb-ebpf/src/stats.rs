@@ -5,15 +5,18 @@ use lb_common::stats::{COUNTER_SLOTS, Counter};
 
 use crate::maps::{BACKEND_STATS, STATS, VIP_STATS};
 
-/// What to do with the packet and which verdict counter says why: the XDP action in the low
-/// 32 bits, the counter index in the high 32. One register wide, so subprograms return it in R0
-/// (a struct would take a hidden pointer argument, and BPF calls allow only five).
+/// What to do with the packet and which counters say why, one register wide so subprograms
+/// return it in R0 (a struct would take a hidden pointer argument, and BPF calls allow only
+/// five). Bits 0-15: the XDP action; 16-31: the encapsulation overhead of a `too_big` verdict;
+/// 32-47: the verdict counter; 48-63: a second counter + 1 (0: none), the flow-table outcome of
+/// a forwarded packet, so both are bumped with one lookup of the per-CPU stats entry.
 #[derive(Clone, Copy)]
 #[repr(transparent)]
 pub struct Verdict(u64);
 
 /// Pseudo-action of `Verdict::too_big` (no XDP action has this value).
-const ACTION_TOO_BIG: u32 = 0xffff;
+const ACTION_TOO_BIG: u64 = 0xffff;
+const DETAIL_SHIFT: u32 = 48;
 
 impl Verdict {
     #[inline(always)]
@@ -37,19 +40,37 @@ impl Verdict {
     /// path but answered from the shallowest frame, so no call chain exceeds the BPF stack.
     #[inline(always)]
     pub const fn too_big(overhead: usize) -> Self {
-        Self(ACTION_TOO_BIG as u64 | ((overhead as u64) << 32))
+        Self(ACTION_TOO_BIG | ((overhead as u64 & 0xffff) << 16))
     }
     #[inline(always)]
     pub const fn too_big_overhead(self) -> Option<usize> {
-        if self.action() == ACTION_TOO_BIG {
-            Some((self.0 >> 32) as usize)
+        if self.0 & 0xffff == ACTION_TOO_BIG {
+            Some(((self.0 >> 16) & 0xffff) as usize)
         } else {
             None
         }
     }
+    /// Also counts `detail` (a `Flow*` outcome, `Fragment`, `IcmpErrorForwarded`).
+    #[inline(always)]
+    pub const fn with_detail(self, detail: Counter) -> Self {
+        Self((self.0 & !(0xffff << DETAIL_SHIFT)) | ((detail as u64 + 1) << DETAIL_SHIFT))
+    }
+    /// [`Verdict::with_detail`] if there is one.
+    #[inline(always)]
+    pub const fn with_detail_opt(self, detail: Option<Counter>) -> Self {
+        match detail {
+            Some(d) => self.with_detail(d),
+            None => self,
+        }
+    }
+    /// This verdict with the second counter of `other` (when a verdict replaces another).
+    #[inline(always)]
+    pub const fn keep_detail(self, other: Verdict) -> Self {
+        Self((self.0 & !(0xffff << DETAIL_SHIFT)) | (other.0 & (0xffff << DETAIL_SHIFT)))
+    }
     #[inline(always)]
     pub const fn action(self) -> u32 {
-        self.0 as u32
+        (self.0 & 0xffff) as u32
     }
     #[inline(always)]
     pub const fn is_tx(self) -> bool {
@@ -57,12 +78,23 @@ impl Verdict {
     }
     #[inline(always)]
     pub const fn counter_index(self) -> u32 {
-        (self.0 >> 32) as u32
+        ((self.0 >> 32) & 0xffff) as u32
     }
-    /// Bumps this verdict's counter.
+    /// Bumps this verdict's counter and its second one, in one lookup.
     #[inline(always)]
     pub fn count(self) {
-        count_index((self.0 >> 32) as usize);
+        if let Some(s) = STATS.get_ptr_mut(0) {
+            // Masked so the verifier sees the indices in bounds.
+            let i = self.counter_index() as usize & (COUNTER_SLOTS - 1);
+            let detail = (self.0 >> DETAIL_SHIFT) as usize;
+            // SAFETY: per-CPU entry, no concurrent writer on this CPU.
+            unsafe {
+                (*s).counters[i] += 1;
+                if detail != 0 {
+                    (*s).counters[(detail - 1) & (COUNTER_SLOTS - 1)] += 1;
+                }
+            }
+        }
     }
 }
 

@@ -220,8 +220,10 @@ fn repeat_scenario(
     })
 }
 
-/// Every per-packet scenario. The caller pins the thread to `p.cpu` first.
-pub fn run(p: &Params) -> anyhow::Result<Report> {
+/// Every per-packet scenario, or those named in `only` (the baselines always run: the ratios
+/// need them). The caller pins the thread to `p.cpu` first.
+pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let opts = LoadOptions::default();
     let vips = scenario_vips();
     let mut fx = Fixture::new(opts, &vips)?;
@@ -245,96 +247,116 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
         &hit_v4,
         p,
     )?);
-    out.push(scenario(
-        &fx,
-        "v4_tcp_hit",
-        "IPv4 TCP established (flow-table hit), ipip",
-        XDP_TX,
-        &mut Fixed(hit_v4.clone()),
-        p,
-    )?);
-    out.push(scenario(
-        &fx,
-        "v6_tcp_hit",
-        "IPv6 TCP established (flow-table hit), ipip",
-        XDP_TX,
-        &mut Fixed(tcp(CLIENT_V6, VIP_V6, TCP_ACK).frame()),
-        p,
-    )?);
-    out.push(scenario(
-        &fx,
-        "v4_udp_hit",
-        "IPv4 UDP (flow-table hit), ipip",
-        XDP_TX,
-        &mut Fixed(Packet::udp(CLIENT_V4, CLIENT_PORT, VIP_V4, 53).frame()),
-        p,
-    )?);
-    out.push(scenario(
-        &fx,
-        "gue_hit",
-        "IPv4 TCP established, GUE",
-        XDP_TX,
-        &mut Fixed(tcp(CLIENT_V4, VIP_GUE, TCP_ACK).frame()),
-        p,
-    )?);
-    out.push(scenario(
-        &fx,
-        "dsr_hit",
-        "IPv4 TCP established, dsr-l2",
-        XDP_TX,
-        &mut Fixed(tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame()),
-        p,
-    )?);
-    out.push(scenario(
-        &fx,
-        "affinity_hit",
-        "IPv4 TCP established, source affinity",
-        XDP_TX,
-        &mut Fixed(tcp(CLIENT_V4, VIP_AFF, TCP_ACK).frame()),
-        p,
-    )?);
+    if want("v4_tcp_hit") {
+        out.push(scenario(
+            &fx,
+            "v4_tcp_hit",
+            "IPv4 TCP established (flow-table hit), ipip",
+            XDP_TX,
+            &mut Fixed(hit_v4.clone()),
+            p,
+        )?);
+    }
+    if want("v6_tcp_hit") {
+        out.push(scenario(
+            &fx,
+            "v6_tcp_hit",
+            "IPv6 TCP established (flow-table hit), ipip",
+            XDP_TX,
+            &mut Fixed(tcp(CLIENT_V6, VIP_V6, TCP_ACK).frame()),
+            p,
+        )?);
+    }
+    if want("v4_udp_hit") {
+        out.push(scenario(
+            &fx,
+            "v4_udp_hit",
+            "IPv4 UDP (flow-table hit), ipip",
+            XDP_TX,
+            &mut Fixed(Packet::udp(CLIENT_V4, CLIENT_PORT, VIP_V4, 53).frame()),
+            p,
+        )?);
+    }
+    if want("gue_hit") {
+        out.push(scenario(
+            &fx,
+            "gue_hit",
+            "IPv4 TCP established, GUE",
+            XDP_TX,
+            &mut Fixed(tcp(CLIENT_V4, VIP_GUE, TCP_ACK).frame()),
+            p,
+        )?);
+    }
+    if want("dsr_hit") {
+        out.push(scenario(
+            &fx,
+            "dsr_hit",
+            "IPv4 TCP established, dsr-l2",
+            XDP_TX,
+            &mut Fixed(tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame()),
+            p,
+        )?);
+    }
+    if want("affinity_hit") {
+        out.push(scenario(
+            &fx,
+            "affinity_hit",
+            "IPv4 TCP established, source affinity",
+            XDP_TX,
+            &mut Fixed(tcp(CLIENT_V4, VIP_AFF, TCP_ACK).frame()),
+            p,
+        )?);
+    }
     let non_vip = non_vip_addr(&vips).to_string();
-    out.push(scenario(
-        &fx,
-        "non_vip_pass",
-        "non-VIP destination (pre-filter miss, XDP_PASS)",
-        XDP_PASS,
-        &mut Fixed(tcp(CLIENT_V4, &non_vip, TCP_ACK).frame()),
-        p,
-    )?);
-    out.push(scenario(
-        &fx,
-        "icmp_pmtu_relay",
-        "ICMP frag-needed relayed to the flow's backend",
-        XDP_TX,
-        &mut Fixed(pmtu_frame()),
-        p,
-    )?);
+    if want("non_vip_pass") {
+        out.push(scenario(
+            &fx,
+            "non_vip_pass",
+            "non-VIP destination (pre-filter miss, XDP_PASS)",
+            XDP_PASS,
+            &mut Fixed(tcp(CLIENT_V4, &non_vip, TCP_ACK).frame()),
+            p,
+        )?);
+    }
+    if want("icmp_pmtu_relay") {
+        out.push(scenario(
+            &fx,
+            "icmp_pmtu_relay",
+            "ICMP frag-needed relayed to the flow's backend",
+            XDP_TX,
+            &mut Fixed(pmtu_frame()),
+            p,
+        )?);
+    }
     // New flows: SYNs from distinct clients (ring lookup + flow insert; once this CPU's share of
     // the LRU table is full, every insert also evicts).
     let syn = Packet::tcp(CLIENT_V4, CLIENT_PORT, VIP_V4, 80, TCP_SYN).frame();
     let offset = 1 << 23;
-    out.push(scenario(
-        &fx,
-        "v4_tcp_new",
-        "IPv4 TCP new flows (SYN, distinct clients: ring + insert)",
-        XDP_TX,
-        &mut V4Flows::new(syn, move |i| offset + scrambled(i) % (1 << 22)),
-        p,
-    )?);
+    if want("v4_tcp_new") {
+        out.push(scenario(
+            &fx,
+            "v4_tcp_new",
+            "IPv4 TCP new flows (SYN, distinct clients: ring + insert)",
+            XDP_TX,
+            &mut V4Flows::new(syn, move |i| offset + scrambled(i) % (1 << 22)),
+            p,
+        )?);
+    }
     // 1M resident flows; packets pick resident flows in a scrambled order (cache-cold).
-    let vip = vips[0].id();
-    eprintln!("  filling {} flows ...", p.resident);
-    fx.fill_flows(&vip, 0..p.resident, p.cpu)?;
-    let resident = p.resident;
-    out.push(scenario(
-        &fx,
-        "v4_tcp_hit_1m",
-        "IPv4 TCP established, 1M flows resident (random order)",
-        XDP_TX,
-        &mut V4Flows::new(hit_v4.clone(), move |i| scrambled(i) % resident),
-        p,
-    )?);
+    if want("v4_tcp_hit_1m") {
+        let vip = vips[0].id();
+        eprintln!("  filling {} flows ...", p.resident);
+        fx.fill_flows(&vip, 0..p.resident, p.cpu)?;
+        let resident = p.resident;
+        out.push(scenario(
+            &fx,
+            "v4_tcp_hit_1m",
+            "IPv4 TCP established, 1M flows resident (random order)",
+            XDP_TX,
+            &mut V4Flows::new(hit_v4.clone(), move |i| scrambled(i) % resident),
+            p,
+        )?);
+    }
 
     // The repeat loop for programs that redo the same work on their own output.
     let dsr = tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame();

@@ -53,7 +53,13 @@ enum Cmd {
     /// The machine (CPU model, cores, kernel).
     Machine,
     /// Per-packet cost of every scenario and of the two baselines.
-    Packet(PacketArgs),
+    Packet {
+        #[command(flatten)]
+        args: PacketArgs,
+        /// Measure only this scenario (repeatable; e.g. `v6_tcp_hit`); the baselines always run.
+        #[arg(long)]
+        scenario: Vec<String>,
+    },
     /// Scale curves (VIPs, backends per VIP, flow-table occupancy, SYN flood).
     Scale(PacketArgs),
     /// Maglev, reconcile and reload times.
@@ -137,9 +143,9 @@ fn emit<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Machine => emit(&sys::machine()),
-        Cmd::Packet(a) => {
-            sys::pin_to_cpu(a.cpu)?;
-            emit(&packet::run(&a.params())?)
+        Cmd::Packet { args, scenario } => {
+            sys::pin_to_cpu(args.cpu)?;
+            emit(&packet::run(&args.params(), &scenario)?)
         }
         Cmd::Scale(a) => {
             sys::pin_to_cpu(a.cpu)?;

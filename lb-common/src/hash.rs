@@ -87,6 +87,44 @@ pub fn src_hash_v6(seed: u32, src: &AddrWords) -> u32 {
     hash_words(seed, src)
 }
 
+/// Entropy of a flow for the outer headers (GUE source port, IPv6 flow label; docs/datapath.md
+/// section 5). It only has to be stable per flow and spread over its low 20 bits, so it is an
+/// xor-fold of the 5-tuple (rotations keep equal words from cancelling) and one 32-bit
+/// avalanche, a quarter of the ring hash's work: a flow-table hit never runs the Murmur rounds.
+/// Ports are 0 for fragments, as in the ring hash.
+#[inline(always)]
+pub const fn flow_entropy(
+    seed: u32,
+    src: &AddrWords,
+    dst: &AddrWords,
+    ports: u32,
+    proto: u8,
+) -> u32 {
+    let x = seed
+        ^ src[0]
+        ^ src[1].rotate_left(4)
+        ^ src[2].rotate_left(8)
+        ^ src[3].rotate_left(12)
+        ^ dst[0].rotate_left(16)
+        ^ dst[1].rotate_left(20)
+        ^ dst[2].rotate_left(24)
+        ^ dst[3].rotate_left(28)
+        ^ ports.rotate_left(6)
+        ^ (proto as u32).rotate_left(26);
+    avalanche(x)
+}
+
+/// A 32-bit integer mixer (xor-shift / multiply, two rounds): every input bit moves about half
+/// of the output bits.
+#[inline(always)]
+const fn avalanche(x: u32) -> u32 {
+    let mut x = x ^ (x >> 16);
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
 /// Ring slot of a hash.
 #[inline(always)]
 pub const fn ring_slot(hash: u32) -> u32 {
@@ -124,6 +162,44 @@ mod tests {
     // MurmurHash3_x86_32 (reference implementation) of the bytes 192.0.2.1, 203.0.113.10,
     // 40000 and 80 big-endian, then 6 as little-endian u32, seed 0x12345678.
     const GOLDEN_V4: u32 = 220_644_946;
+
+    #[test]
+    fn entropy_golden_value_and_fields() {
+        // Changing it moves flows between fabric paths on an upgrade (never between backends):
+        // keep it stable unless there is a reason.
+        let src = [u32::from_ne_bytes([198, 51, 100, 7]), 0, 0, 0];
+        let dst = [u32::from_ne_bytes([203, 0, 113, 10]), 0, 0, 0];
+        let ports = ports_word(999u16.to_be(), 80u16.to_be());
+        let base = flow_entropy(0x1234_5678, &src, &dst, ports, 6);
+        assert_eq!(base, GOLDEN_ENTROPY, "{base:#x}");
+        assert_ne!(base, flow_entropy(0x1234_5679, &src, &dst, ports, 6));
+        assert_ne!(base, flow_entropy(0x1234_5678, &dst, &src, ports, 6));
+        assert_ne!(base, flow_entropy(0x1234_5678, &src, &dst, ports + 1, 6));
+        assert_ne!(base, flow_entropy(0x1234_5678, &src, &dst, ports, 17));
+        for w in 0..4 {
+            let mut other = src;
+            other[w] ^= 1;
+            assert_ne!(base, flow_entropy(0x1234_5678, &other, &dst, ports, 6));
+        }
+    }
+    // Computed independently (Python, the same definition) for 198.51.100.7:999 -> 203.0.113.10:80.
+    const GOLDEN_ENTROPY: u32 = 0xe70d_84df;
+
+    #[test]
+    fn entropy_spreads_over_the_gue_port_bits() {
+        // 16384 client ports of one client: the 14 bits of the GUE source port must take
+        // nearly as many values as a uniform draw (1 - 1/e of 16384, about 10356).
+        let src = [u32::from_ne_bytes([198, 51, 100, 7]), 0, 0, 0];
+        let dst = [u32::from_ne_bytes([203, 0, 113, 10]), 0, 0, 0];
+        let mut seen = [0u64; 16384 / 64];
+        for p in 0..16384u16 {
+            let ports = ports_word((1024 + p).to_be(), 443u16.to_be());
+            let v = (flow_entropy(7, &src, &dst, ports, 6) & 0x3fff) as usize;
+            seen[v / 64] |= 1 << (v % 64);
+        }
+        let distinct: u32 = seen.iter().map(|w| w.count_ones()).sum();
+        assert!(distinct > 10_000, "{distinct} distinct values");
+    }
 
     #[test]
     fn seed_changes_the_hash() {

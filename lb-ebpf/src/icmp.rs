@@ -94,7 +94,7 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
         Ok(c) => c,
         Err(v) => return v,
     };
-    let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, false);
+    let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &key, false);
     if v.is_tx() {
         return v.with_detail(Counter::IcmpErrorForwarded);
     }

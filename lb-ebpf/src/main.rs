@@ -18,10 +18,10 @@ mod stats;
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     FlowKey, LbConfig, VipMeta,
-    addr::{AddrWords, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    addr::{AddrWords, FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
     hash::{flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
     stats::Counter,
-    values::{CONFIG_F_READY, MODE_GUE, MODE_IPIP, VIP_F_SRC_AFFINITY},
+    values::{CONFIG_F_READY, VIP_F_SRC_AFFINITY},
 };
 
 use crate::{
@@ -172,23 +172,13 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
                     mode: backend.mode,
                     _pad: [0; 3],
                 };
-                // The hash only feeds the outer headers' entropy (GUE source port, IPv6 flow
-                // label): skip it where the encapsulation has none.
-                let hash = if backend.mode == MODE_GUE
-                    || (backend.mode == MODE_IPIP && backend.family == FAMILY_V6)
-                {
-                    let ports = ports_word(l4.sport, l4.dport);
-                    flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto)
-                } else {
-                    0
-                };
                 let choice = lookup::Choice {
                     id,
                     backend,
                     new_flow: false,
                     counter: Some(Counter::FlowHit),
                 };
-                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true)
+                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &key, true)
                     .with_detail_opt(choice.counter);
             }
             Established::Stale => FlowUse::Rehash,
@@ -201,7 +191,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let ports = ports_word(l4.sport, l4.dport);
     let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
     match lookup::choose(&vip, &key, hash, flow_use) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true)
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &key, true)
             .with_detail_opt(choice.counter),
         Err(v) => v,
     }
@@ -216,9 +206,18 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
         return Verdict::pass(Counter::Pass);
     };
     let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, 0, pkt.proto);
-    let key = FlowKey::default();
-    match lookup::choose(&vip, &key, hash, FlowUse::None) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, hash, true)
+    // Not a flow-table key (fragments are never remembered): the entropy's input, ports 0.
+    let flow = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: 0,
+        dport: 0,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    };
+    match lookup::choose(&vip, &flow, hash, FlowUse::None) {
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &flow, true)
             .with_detail_opt(choice.counter),
         Err(v) => v,
     }

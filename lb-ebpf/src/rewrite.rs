@@ -5,8 +5,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    LbConfig, VipMeta,
+    FlowKey, LbConfig, VipMeta,
     addr::{FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_IPV6, PROTO_UDP},
+    hash::{flow_entropy, ports_word},
     stats::Counter,
     values::{MODE_DSR_L2, MODE_GUE, MODE_IPIP},
 };
@@ -102,8 +103,10 @@ pub fn trim_padding(ctx: &XdpContext, pkt: &Packet) -> bool {
     true
 }
 
-/// Sends the packet to `choice`'s backend (docs/datapath.md §5). `check_mtu` is false for ICMP
-/// errors being relayed, which must never trigger ICMP errors of their own.
+/// Sends the packet to `choice`'s backend (docs/datapath.md §5). `flow` is the flow the packet
+/// belongs to (for a relayed ICMP error, the flow it quotes; ports 0 for fragments): its
+/// entropy goes into the outer headers. `check_mtu` is false for ICMP errors being relayed,
+/// which must never trigger ICMP errors of their own.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -113,7 +116,7 @@ pub fn forward(
     pkt: &Packet,
     vip: &VipMeta,
     choice: &Choice,
-    hash: u32,
+    flow: &FlowKey,
     check_mtu: bool,
 ) -> Verdict {
     let Some(encap) = encap_for(vip.mode, pkt.family, choice.backend.family) else {
@@ -133,14 +136,21 @@ pub fn forward(
     if encap.overhead != 0 && !adjust_head(ctx, -(encap.overhead as i32)) {
         return stats::vip_drop(vip.index, Verdict::drop(Counter::DropAdjustFailed));
     }
+    // Only GUE and an IPv6 outer header carry entropy: skip the hash for the others.
+    let entropy = if encap.gue || encap.outer_family == FAMILY_V6 {
+        let ports = ports_word(flow.sport, flow.dport);
+        flow_entropy(cfg.hash_seed, &flow.src, &flow.dst, ports, flow.proto)
+    } else {
+        0
+    };
     let ok = match encap.outer_family {
         FAMILY_V4 => {
             write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, ETH_P_IP)
-                && write_outer_v4(ctx, cfg, l2, pkt, choice, encap, hash)
+                && write_outer_v4(ctx, cfg, l2, pkt, choice, encap, entropy)
         }
         FAMILY_V6 => {
             write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, ETH_P_IPV6)
-                && write_outer_v6(ctx, cfg, l2, pkt, choice, encap, hash)
+                && write_outer_v6(ctx, cfg, l2, pkt, choice, encap, entropy)
         }
         _ => write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, l2.proto),
     };
@@ -168,7 +178,7 @@ fn write_outer_v4(
     pkt: &Packet,
     choice: &Choice,
     encap: Encap,
-    hash: u32,
+    entropy: u32,
 ) -> bool {
     let mut ip = Ipv4Hdr {
         ver_ihl: 0x45,
@@ -188,7 +198,7 @@ fn write_outer_v4(
     };
     ip.check = csum::fold(csum::sum_words(&ip));
     parse::write(ctx, l2.len, ip)
-        && (!encap.gue || write_gue(ctx, cfg, l2.len + IPV4_LEN, pkt, hash))
+        && (!encap.gue || write_gue(ctx, cfg, l2.len + IPV4_LEN, pkt, entropy))
 }
 
 #[inline(always)]
@@ -199,9 +209,9 @@ fn write_outer_v6(
     pkt: &Packet,
     choice: &Choice,
     encap: Encap,
-    hash: u32,
+    entropy: u32,
 ) -> bool {
-    let vtc = (6u32 << 28) | ((pkt.tos as u32) << 20) | (hash & 0x000f_ffff);
+    let vtc = (6u32 << 28) | ((pkt.tos as u32) << 20) | (entropy & 0x000f_ffff);
     let ip = Ipv6Hdr {
         vtc_flow: vtc.to_be(),
         payload_len: ((pkt.l3_len + encap.overhead - IPV6_LEN) as u16).to_be(),
@@ -215,15 +225,15 @@ fn write_outer_v6(
         dst: choice.backend.addr,
     };
     parse::write(ctx, l2.len, ip)
-        && (!encap.gue || write_gue(ctx, cfg, l2.len + IPV6_LEN, pkt, hash))
+        && (!encap.gue || write_gue(ctx, cfg, l2.len + IPV6_LEN, pkt, entropy))
 }
 
 /// GUE variant 1: a UDP header directly followed by the inner IP packet. The source port
 /// carries the flow's entropy for ECMP in the fabric; checksum 0 (RFC 6935 for IPv6 tunnels).
 #[inline(always)]
-fn write_gue(ctx: &XdpContext, cfg: &LbConfig, off: usize, pkt: &Packet, hash: u32) -> bool {
+fn write_gue(ctx: &XdpContext, cfg: &LbConfig, off: usize, pkt: &Packet, entropy: u32) -> bool {
     let udp = UdpHdr {
-        sport: (0xc000u16 | (hash & 0x3fff) as u16).to_be(),
+        sport: (0xc000u16 | (entropy & 0x3fff) as u16).to_be(),
         dport: cfg.gue_port,
         len: ((pkt.l3_len + UDP_LEN) as u16).to_be(),
         check: 0,

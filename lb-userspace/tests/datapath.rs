@@ -308,11 +308,14 @@ fn tcp_vip4(mode: u8, backend_v4: bool) -> Vip {
 fn fwd(cfg: &LbConfig, vip: &Vip, pkt: &Packet, flow: Counter) -> Expect {
     let hash = pkt.hash(cfg.hash_seed, vip.affinity());
     let id = vip.pool.choose(hash);
-    fwd_to(cfg, vip, &pkt.frame(), hash, id, flow)
+    fwd_to(cfg, vip, pkt, id, flow)
 }
 
-fn fwd_to(cfg: &LbConfig, vip: &Vip, frame: &[u8], hash: u32, id: u32, flow: Counter) -> Expect {
-    let out = expect::forwarded(frame, cfg, &vip.pool.backend(id), vip.mode, hash);
+/// `pkt` forwarded to backend `id` (the outer headers carry the flow's entropy).
+fn fwd_to(cfg: &LbConfig, vip: &Vip, pkt: &Packet, id: u32, flow: Counter) -> Expect {
+    let frame = &pkt.frame();
+    let entropy = pkt.entropy(cfg.hash_seed);
+    let out = expect::forwarded(frame, cfg, &vip.pool.backend(id), vip.mode, entropy);
     let new = u64::from(matches!(
         flow,
         Counter::FlowMiss | Counter::FlowSyn | Counter::FlowRehash
@@ -1038,7 +1041,7 @@ fn fragments_hash_on_addresses_and_reach_one_backend() {
     let frag_fwd = |vip: &Vip, pkt: &Packet| {
         let hash = pkt.hash(cfg.hash_seed, vip.affinity());
         let id = vip.pool.choose(hash);
-        let mut e = fwd_to(&any_port, vip, &pkt.frame(), hash, id, Counter::Fragment);
+        let mut e = fwd_to(&any_port, vip, pkt, id, Counter::Fragment);
         e.vips[0].1.new_flows = 0;
         e.backends[0].1.new_flows = 0;
         e
@@ -1176,7 +1179,7 @@ fn fragments_hash_on_addresses_and_reach_one_backend() {
                 .pool
                 .backend(allports.pool.choose(udp_mid.hash(world::SEED, false))),
             MODE_IPIP,
-            udp_mid.hash(world::SEED, false),
+            udp_mid.entropy(world::SEED),
         );
     }
     cases.push(case(
@@ -1287,9 +1290,12 @@ fn pmtu_error(flow: &Packet, mtu: u32) -> Packet {
     Packet::too_big(router, &vip, mtu, quoted).ttl(250)
 }
 
-fn icmp_forwarded(cfg: &LbConfig, vip: &Vip, icmp: &Packet, hash: u32, id: u32) -> Expect {
+/// The ICMP error `icmp` about `flow` relayed to backend `id`: the outer headers carry the
+/// entropy of the flow it quotes.
+fn icmp_forwarded(cfg: &LbConfig, vip: &Vip, icmp: &Packet, flow: &Packet, id: u32) -> Expect {
     let f = icmp.frame();
-    let out = expect::forwarded(&f, cfg, &vip.pool.backend(id), vip.mode, hash);
+    let entropy = flow.entropy(cfg.hash_seed);
+    let out = expect::forwarded(&f, cfg, &vip.pool.backend(id), vip.mode, entropy);
     let len = accounted_bytes(&f);
     Expect::new(
         XDP_TX,
@@ -1321,7 +1327,7 @@ fn icmp_pmtu_errors_follow_the_flow() {
                 name.clone(),
                 setup(small_mtu, &[vip.clone()]),
                 icmp.frame(),
-                icmp_forwarded(&small_mtu, &vip, &icmp, hash, id),
+                icmp_forwarded(&small_mtu, &vip, &icmp, &flow, id),
             ));
         }
     }
@@ -1334,7 +1340,7 @@ fn icmp_pmtu_errors_follow_the_flow() {
         "source affinity",
         setup(cfg, &[aff.clone()]),
         icmp.frame(),
-        icmp_forwarded(&cfg, &aff, &icmp, hash, aff.pool.choose(hash)),
+        icmp_forwarded(&cfg, &aff, &icmp, &flow, aff.pool.choose(hash)),
     ));
     // Any-port VIP reached through the fallback.
     let anyport = Vip::new(VIP6, 0, PROTO_UDP, MODE_IPIP, 3, false);
@@ -1351,7 +1357,7 @@ fn icmp_pmtu_errors_follow_the_flow() {
             &[anyport.clone()],
         ),
         icmp.frame(),
-        icmp_forwarded(&cfg, &anyport, &icmp, hash, anyport.pool.choose(hash)),
+        icmp_forwarded(&cfg, &anyport, &icmp, &flow, anyport.pool.choose(hash)),
     ));
     // Malformed / foreign quotes.
     let vip = Vip::new(VIP4, 443, PROTO_TCP, MODE_IPIP, 1, true);
@@ -1431,7 +1437,7 @@ fn icmp_pmtu_error_uses_the_flow_table() {
             &mut dp,
             "ICMP error follows the flow entry",
             &icmp.frame(),
-            &icmp_forwarded(&cfg, &vip, &icmp, hash, a),
+            &icmp_forwarded(&cfg, &vip, &icmp, &flow, a),
         );
         // An invalid entry (backend down): ring choice, and the entry is left alone.
         let mut down = vip.pool.backend(a);
@@ -1441,7 +1447,7 @@ fn icmp_pmtu_error_uses_the_flow_table() {
             &mut dp,
             "ICMP error, entry's backend down: ring",
             &icmp.frame(),
-            &icmp_forwarded(&cfg, &vip, &icmp, hash, b),
+            &icmp_forwarded(&cfg, &vip, &icmp, &flow, b),
         );
         assert_eq!(
             dp.flow_entry(&flow.flow_key()).map(|e| e.backend_id),
@@ -1455,7 +1461,7 @@ fn icmp_pmtu_error_uses_the_flow_table() {
             &mut dp,
             "ICMP error without entry",
             &icmp2.frame(),
-            &icmp_forwarded(&cfg, &vip, &icmp2, other.hash(cfg.hash_seed, false), b),
+            &icmp_forwarded(&cfg, &vip, &icmp2, &other, b),
         );
         assert_eq!(dp.flow_entry(&other.flow_key()), None, "ICMP never inserts");
     }
@@ -1766,14 +1772,14 @@ fn flow_table_stickiness() {
         &mut dp,
         "miss: ring choice inserted",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &f(&ack), hash, a, Counter::FlowMiss),
+        &fwd_to(&cfg, &vip, &ack, a, Counter::FlowMiss),
     );
     assert_eq!(entry(&mut dp), Some(a));
     step(
         &mut dp,
         "hit",
         &f(&fin),
-        &fwd_to(&cfg, &vip, &f(&fin), hash, a, Counter::FlowHit),
+        &fwd_to(&cfg, &vip, &fin, a, Counter::FlowHit),
     );
 
     dp.set_slot(vip.index, slot, b);
@@ -1781,26 +1787,26 @@ fn flow_table_stickiness() {
         &mut dp,
         "ring changed: non-SYN keeps its backend",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &f(&ack), hash, a, Counter::FlowHit),
+        &fwd_to(&cfg, &vip, &ack, a, Counter::FlowHit),
     );
     step(
         &mut dp,
         "SYN|ACK is not a SYN: keeps its backend",
         &f(&synack_like),
-        &fwd_to(&cfg, &vip, &f(&synack_like), hash, a, Counter::FlowHit),
+        &fwd_to(&cfg, &vip, &synack_like, a, Counter::FlowHit),
     );
     step(
         &mut dp,
         "SYN takes the new ring choice",
         &f(&syn),
-        &fwd_to(&cfg, &vip, &f(&syn), hash, b, Counter::FlowSyn),
+        &fwd_to(&cfg, &vip, &syn, b, Counter::FlowSyn),
     );
     assert_eq!(entry(&mut dp), Some(b), "SYN rewrites the entry");
     step(
         &mut dp,
         "after SYN the flow sticks to the new backend",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &f(&ack), hash, b, Counter::FlowHit),
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
     );
 
     // Entry -> a again; a DRAINING keeps it.
@@ -1808,9 +1814,15 @@ fn flow_table_stickiness() {
     let mut draining = vip.pool.backend(a);
     draining.state = BACKEND_DRAINING;
     dp.set_backend(a, draining);
-    let mut exp = fwd_to(&cfg, &vip, &f(&ack), hash, a, Counter::FlowHit);
+    let mut exp = fwd_to(&cfg, &vip, &ack, a, Counter::FlowHit);
     if let Out::Exact(o) = &mut exp.output {
-        *o = expect::forwarded(&f(&ack), &cfg, &draining, vip.mode, hash);
+        *o = expect::forwarded(
+            &f(&ack),
+            &cfg,
+            &draining,
+            vip.mode,
+            ack.entropy(cfg.hash_seed),
+        );
     }
     step(&mut dp, "DRAINING backend keeps its flows", &f(&ack), &exp);
     assert_eq!(entry(&mut dp), Some(a));
@@ -1823,7 +1835,7 @@ fn flow_table_stickiness() {
         &mut dp,
         "DOWN backend: re-hash",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &f(&ack), hash, b, Counter::FlowRehash),
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowRehash),
     );
     assert_eq!(entry(&mut dp), Some(b), "re-hash overwrites the entry");
 
@@ -1836,8 +1848,7 @@ fn flow_table_stickiness() {
         &mut dp,
         "entry of a recycled backend id (stale generation): re-hash",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &f(&ack), hash, b, Counter::FlowRehash)
-            .backend(foreign, stats(0, 0, 0, 0)),
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowRehash).backend(foreign, stats(0, 0, 0, 0)),
     );
     assert_eq!(entry(&mut dp), Some(b));
 
@@ -1847,7 +1858,7 @@ fn flow_table_stickiness() {
         &mut dp,
         "entry names an empty backend: re-hash",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &f(&ack), hash, b, Counter::FlowRehash),
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowRehash),
     );
 
     // UDP flows stick too (no SYN concept).
@@ -1861,14 +1872,14 @@ fn flow_table_stickiness() {
         &mut dp,
         "udp miss",
         &f(&u),
-        &fwd_to(&cfg, &uvip, &f(&u), uh, ua, Counter::FlowMiss),
+        &fwd_to(&cfg, &uvip, &u, ua, Counter::FlowMiss),
     );
     dp.fill_ring(uvip.index, |_| ub);
     step(
         &mut dp,
         "udp hit after ring change",
         &f(&u),
-        &fwd_to(&cfg, &uvip, &f(&u), uh, ua, Counter::FlowHit),
+        &fwd_to(&cfg, &uvip, &u, ua, Counter::FlowHit),
     );
     assert_eq!(dp.flow_entry(&u.flow_key()).map(|e| e.backend_id), Some(ua));
 }
@@ -1899,7 +1910,7 @@ fn source_affinity() {
                 &format!("{} sport {sport}", fam(v4)),
                 &p.frame(),
                 &{
-                    let mut e = fwd_to(&cfg, &vip, &p.frame(), h, id, Counter::FlowSyn);
+                    let mut e = fwd_to(&cfg, &vip, &p, id, Counter::FlowSyn);
                     // Stats accumulate across the steps: check only the global counters here.
                     e.vips.clear();
                     e.backends.clear();

@@ -111,14 +111,20 @@ fn backend_ip(b: &Backend) -> IpAddr {
     addr::from_words(b.family, &b.addr).expect("backend with a valid family")
 }
 
-/// GUE source port of a flow hash (section 5).
-pub fn gue_sport(hash: u32) -> u16 {
-    0xc000 | (hash & 0x3fff) as u16
+/// GUE source port of a flow's entropy (section 5).
+pub fn gue_sport(entropy: u32) -> u16 {
+    0xc000 | (entropy & 0x3fff) as u16
 }
 
-/// The frame the program must transmit when it forwards `input` to `backend` with `mode` and
-/// the flow hash `hash` (docs/datapath.md section 5).
-pub fn forwarded(input: &[u8], cfg: &LbConfig, backend: &Backend, mode: u8, hash: u32) -> Vec<u8> {
+/// The frame the program must transmit when it forwards `input` to `backend` with `mode`, the
+/// flow's entropy being `entropy` (`lb_common::hash::flow_entropy`; docs/datapath.md section 5).
+pub fn forwarded(
+    input: &[u8],
+    cfg: &LbConfig,
+    backend: &Backend,
+    mode: u8,
+    entropy: u32,
+) -> Vec<u8> {
     let info = FrameInfo::parse(input);
     let inner = info.ip(input);
     let l3 = inner.len();
@@ -165,7 +171,7 @@ pub fn forwarded(input: &[u8], cfg: &LbConfig, backend: &Backend, mode: u8, hash
                 out.extend_from_slice(&h);
             } else {
                 let mut h = [0u8; 40];
-                let w = (6u32 << 28) | (u32::from(info.tos) << 20) | (hash & 0xf_ffff);
+                let w = (6u32 << 28) | (u32::from(info.tos) << 20) | (entropy & 0xf_ffff);
                 h[0..4].copy_from_slice(&w.to_be_bytes());
                 h[4..6].copy_from_slice(&((l3 + udp_len) as u16).to_be_bytes());
                 h[6] = proto;
@@ -179,7 +185,7 @@ pub fn forwarded(input: &[u8], cfg: &LbConfig, backend: &Backend, mode: u8, hash
                 out.extend_from_slice(&h);
             }
             if gue {
-                out.extend_from_slice(&gue_sport(hash).to_be_bytes());
+                out.extend_from_slice(&gue_sport(entropy).to_be_bytes());
                 out.extend_from_slice(&cfg.gue_port.to_ne_bytes());
                 out.extend_from_slice(&((l3 + 8) as u16).to_be_bytes());
                 out.extend_from_slice(&[0, 0]);

@@ -526,6 +526,19 @@ pub fn flow_hash(
 }
 
 impl Packet {
+    /// This packet's flow entropy (docs/datapath.md section 5; ports 0 if it is a fragment).
+    pub fn entropy(&self, seed: u32) -> u32 {
+        let (sport, dport) = if self.is_fragment() {
+            (0, 0)
+        } else {
+            self.ports()
+        };
+        let (_, s) = addr::to_words(self.src);
+        let (_, d) = addr::to_words(self.dst);
+        let ports = hash::ports_word(sport.to_be(), dport.to_be());
+        hash::flow_entropy(seed, &s, &d, ports, self.proto())
+    }
+
     /// This packet's flow hash (ports 0 if it is a fragment).
     pub fn hash(&self, seed: u32, affinity: bool) -> u32 {
         let (sport, dport) = if self.is_fragment() {

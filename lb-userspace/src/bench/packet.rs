@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     fixture::{Aux, Fixture, VipSpec, counter_delta},
-    runner::{self, Fixed, Frames, Measurement, V4Flows, scrambled},
+    runner::{self, ACTIVE_FLOWS, Fixed, Frames, Measurement, V4Flows, active_flow, scrambled},
 };
 use crate::{
     loader::LoadOptions,
@@ -342,20 +342,35 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
             p,
         )?);
     }
-    // 1M resident flows; packets pick resident flows in a scrambled order (cache-cold).
-    if want("v4_tcp_hit_1m") {
+    // 1M resident flows. The traffic: established packets of ACTIVE_FLOWS of them (the target
+    // row), then every packet a different resident flow (all cache-cold; context, no target).
+    if want("v4_tcp_hit_1m") || want("v4_tcp_hit_1m_all") {
         let vip = vips[0].id();
         eprintln!("  filling {} flows ...", p.resident);
         fx.fill_flows(&vip, 0..p.resident, p.cpu)?;
         let resident = p.resident;
-        out.push(scenario(
-            &fx,
-            "v4_tcp_hit_1m",
-            "IPv4 TCP established, 1M flows resident (random order)",
-            XDP_TX,
-            &mut V4Flows::new(hit_v4.clone(), move |i| scrambled(i) % resident),
-            p,
-        )?);
+        if want("v4_tcp_hit_1m") {
+            out.push(scenario(
+                &fx,
+                "v4_tcp_hit_1m",
+                "IPv4 TCP established, 1M flows resident, 1,000 of them active",
+                XDP_TX,
+                &mut V4Flows::new(hit_v4.clone(), move |i| {
+                    active_flow(i, resident, ACTIVE_FLOWS)
+                }),
+                p,
+            )?);
+        }
+        if want("v4_tcp_hit_1m_all") {
+            out.push(scenario(
+                &fx,
+                "v4_tcp_hit_1m_all",
+                "IPv4 TCP established, 1M flows resident, all active (random order)",
+                XDP_TX,
+                &mut V4Flows::new(hit_v4.clone(), move |i| scrambled(i) % resident),
+                p,
+            )?);
+        }
     }
 
     // The repeat loop for programs that redo the same work on their own output.

@@ -77,6 +77,19 @@ pub fn client_of(k: u64) -> ([u8; 4], u16) {
     ([198, 51, 100, (k & 0xff) as u8], 1024 + (k >> 8) as u16)
 }
 
+/// Established flows that carry the traffic of the "resident flows" scenario and of the
+/// occupancy curve (the first point of which has 1,000 resident). The table holds many more;
+/// packets cycle, in a scrambled order, over this many of them, spread evenly through the
+/// resident range, so the curve changes one thing: the size of the table, not the working set.
+/// The everything-active case (every packet a different resident flow) is measured separately.
+pub const ACTIVE_FLOWS: u64 = 1000;
+
+/// Flow index of call `i` when `active` of `resident` flows carry the traffic.
+pub fn active_flow(i: u64, resident: u64, active: u64) -> u64 {
+    let active = active.min(resident).max(1);
+    (scrambled(i) % active) * (resident / active)
+}
+
 /// A pseudo-random permutation of flow indices (an odd multiplier is a bijection mod 2^24;
 /// values past [`DISTINCT_CLIENTS`] wrap onto others, which only repeats a few sources).
 pub fn scrambled(i: u64) -> u64 {

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::{
     fixture::{Aux, Fixture, VipSpec, counter_delta},
     packet::{CLIENT_PORT, CLIENT_V4, Params, v4_backends, v6_backends},
-    runner::{self, Cycle, Fixed, Frames, Measurement, V4Flows, scrambled},
+    runner::{
+        self, ACTIVE_FLOWS, Cycle, Fixed, Frames, Measurement, V4Flows, active_flow, scrambled,
+    },
     sys,
 };
 use crate::{
@@ -112,7 +114,8 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
 
     // Backends per VIP: one VIP (IPv4, ipip to IPv6 backends, so 4096 distinct addresses fit
     // the documentation prefix); new flows (SYN from distinct clients: ring pick + insert) and
-    // established hits over 65,536 resident flows spread over the backends.
+    // established hits: 65,536 resident flows spread over the backends, 4096 of them carrying
+    // the packets (as many as the largest pool has backends, so the 4096 point touches them all).
     eprintln!("  curve: backends per VIP");
     let mut fx = Fixture::new(opts, &[])?;
     let mut syn_curve = Vec::new();
@@ -134,7 +137,7 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
         hit_curve.push(point(
             &fx,
             u64::from(n),
-            &mut V4Flows::new(ack.clone(), move |i| scrambled(i) % spread),
+            &mut V4Flows::new(ack.clone(), move |i| active_flow(i, spread, 4096)),
             p,
         )?);
         let base = (1u64 << 23) + u64::from(n) * (1 << 18);
@@ -147,7 +150,8 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
     }
     drop(fx);
 
-    // Flow-table occupancy: established hits cycling (scrambled) over every resident flow.
+    // Flow-table occupancy: established hits over the same ACTIVE_FLOWS as the table fills from
+    // 1k to 1M entries.
     eprintln!("  curve: flow-table occupancy");
     let vip = VipSpec {
         addr: ip("203.0.113.10"),
@@ -167,7 +171,7 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
         let mut pt = point(
             &fx,
             n,
-            &mut V4Flows::new(ack.clone(), move |i| scrambled(i) % n),
+            &mut V4Flows::new(ack.clone(), move |i| active_flow(i, n, ACTIVE_FLOWS)),
             p,
         )?;
         pt.resident = Some(resident);
@@ -193,14 +197,14 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
     )?;
     let after = fx.counters()?;
     eprintln!("    SYN flood, full table: {:.1} ns", syn_flood_full.ns);
-    // Established hits right after the flood, over the flows the fill put on CPU 0's share of
-    // the LRU lists (the flood, on the measuring CPU, evicts from that CPU's share only; the
+    // Established hits right after the flood, over active flows the fill put on CPU 0's share
+    // of the LRU lists (the flood, on the measuring CPU, evicts from that CPU's share only; the
     // counters show how many were still hits).
     let half = cap / sys::online_cpus() as u64;
     let before_hits = fx.counters()?;
     let hit_after_flood = runner::measure(
         fx.prog(),
-        &mut V4Flows::new(ack, move |i| scrambled(i) % half),
+        &mut V4Flows::new(ack, move |i| active_flow(i, half, ACTIVE_FLOWS)),
         p.warmup,
         p.iterations,
         p.runs,
@@ -226,13 +230,13 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
             },
             Curve {
                 name: "backends_hit",
-                label: "established hit over 65,536 flows, one VIP with N backends",
+                label: "established hit, 4,096 of 65,536 resident flows active, one VIP with N backends",
                 x_label: "backends per VIP",
                 points: hit_curve,
             },
             Curve {
                 name: "occupancy",
-                label: "established hit, random order over N resident flows",
+                label: "established hit, 1,000 active flows, N resident flows",
                 x_label: "flow-table entries",
                 points: occ_curve,
             },

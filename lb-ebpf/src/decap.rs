@@ -47,7 +47,7 @@ fn process(ctx: &XdpContext) -> (u32, DecapCounter) {
         Some(c) if c.flags & CONFIG_F_READY != 0 => *c,
         _ => return (PASS, DecapCounter::PassNotReady),
     };
-    let Some(l2) = parse::ethernet(ctx) else {
+    let (Some(l2), Some(macs)) = (parse::ethernet(ctx), parse::macs(ctx)) else {
         return (PASS, DecapCounter::Pass);
     };
     let tunnel = match l2.proto {
@@ -60,7 +60,7 @@ fn process(ctx: &XdpContext) -> (u32, DecapCounter) {
         Err(c) => return (PASS, c),
     };
     if !rewrite::adjust_head(ctx, tunnel.overhead as i32)
-        || !rewrite::write_l2(ctx, &l2, l2.dst, l2.src, tunnel.inner_proto)
+        || !rewrite::write_l2(ctx, &l2, macs.dst, macs.src, tunnel.inner_proto)
     {
         return (xdp_action::XDP_DROP, DecapCounter::DropAdjustFailed);
     }

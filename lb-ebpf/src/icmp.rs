@@ -109,7 +109,10 @@ fn word(hi: u8, lo: u8) -> u16 {
 /// Turns an echo request into its reply in place.
 #[inline(always)]
 fn echo_reply(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Verdict {
-    if !rewrite::write_l2(ctx, l2, l2.src, l2.dst, l2.proto) {
+    let Some(macs) = parse::macs(ctx) else {
+        return Verdict::drop(Counter::DropAdjustFailed);
+    };
+    if !rewrite::write_l2(ctx, l2, macs.src, macs.dst, l2.proto) {
         return Verdict::drop(Counter::DropAdjustFailed);
     }
     let ok = if pkt.family == FAMILY_V4 {
@@ -193,6 +196,9 @@ pub fn too_big(
     if !take_token(cfg) {
         return Verdict::drop(Counter::DropTooBigRateLimited);
     }
+    let Some(macs) = parse::macs(ctx) else {
+        return Verdict::drop(Counter::DropAdjustFailed);
+    };
     let mtu = cfg.mtu as u32 - overhead as u32;
     let v4 = pkt.family == FAMILY_V4;
     let ip_len = if v4 { IPV4_LEN } else { IPV6_LEN };
@@ -203,7 +209,7 @@ pub fn too_big(
         return Verdict::drop(Counter::DropAdjustFailed);
     }
     let eth_proto = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    if !rewrite::write_l2(ctx, l2, l2.src, l2.dst, eth_proto) {
+    if !rewrite::write_l2(ctx, l2, macs.src, macs.dst, eth_proto) {
         return Verdict::drop(Counter::DropAdjustFailed);
     }
     let icmp_off = l2.len + ip_len;

@@ -56,17 +56,35 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
     core::hint::black_box(ctx.data_end() - ctx.data())
 }
 
-/// The link layer of a frame.
+/// The link layer of a frame. The MACs are not in it: forwarding writes new ones, and only the
+/// paths that answer or decapsulate read the old ones (`macs`), so the fast path skips them.
 #[derive(Clone, Copy)]
 pub struct L2 {
     /// 14, or 18 with an 802.1Q tag.
     pub len: usize,
     /// EtherType after the tag, host order.
     pub proto: u16,
-    pub src: [u8; 6],
-    pub dst: [u8; 6],
     /// Network-order TCI of the tag, if `len == 18`.
     pub vlan_tci: u16,
+}
+
+/// Destination and source MAC of the frame, read before anything rewrites the head.
+#[derive(Clone, Copy)]
+pub struct Macs {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+}
+
+#[inline(always)]
+pub fn macs(ctx: &XdpContext) -> Option<Macs> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: bounds checked by `ptr_at`; by-value reads of packed fields.
+    unsafe {
+        Some(Macs {
+            dst: (*eth).dst,
+            src: (*eth).src,
+        })
+    }
 }
 
 /// Ethernet and at most one 802.1Q tag; `None` if the frame is shorter than that.
@@ -80,8 +98,6 @@ pub fn ethernet(ctx: &XdpContext) -> Option<L2> {
         L2 {
             len: ETH_LEN,
             proto: u16::from_be((*eth).proto),
-            src: (*eth).src,
-            dst: (*eth).dst,
             vlan_tci: 0,
         }
     };

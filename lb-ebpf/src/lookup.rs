@@ -80,7 +80,8 @@ pub enum FlowUse {
 /// A chosen backend.
 pub struct Choice {
     pub id: u32,
-    pub backend: Backend,
+    /// The map's entry itself (not a copy: the fast path reads a few fields of it).
+    pub backend: &'static Backend,
     /// A ring choice for a flow (counts as a new flow).
     pub new_flow: bool,
     /// How it was chosen (`Flow*`, `Fragment`), for the verdict's second counter.
@@ -90,15 +91,15 @@ pub struct Choice {
 /// What the flow table says about a flow.
 pub enum Established {
     /// An entry that is still honoured (docs/datapath.md §4).
-    Hit(u32, Backend),
+    Hit(u32, &'static Backend),
     /// An entry whose backend went away, down, or was reallocated.
     Stale,
     Miss,
 }
 
 #[inline(always)]
-fn backend(id: u32) -> Option<Backend> {
-    BACKENDS.get(id).copied()
+fn backend(id: u32) -> Option<&'static Backend> {
+    BACKENDS.get(id)
 }
 
 /// Looks the flow up. A hit carries everything forwarding needs (the backend entry holds its
@@ -110,14 +111,14 @@ pub fn established(key: &FlowKey) -> Established {
         return Established::Miss;
     };
     match backend(entry.backend_id) {
-        Some(b) if entry.honoured_by(&b) => Established::Hit(entry.backend_id, b),
+        Some(b) if entry.honoured_by(b) => Established::Hit(entry.backend_id, b),
         _ => Established::Stale,
     }
 }
 
 /// The ring's backend for `hash`, or the verdict for a VIP without one.
 #[inline(always)]
-fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, Backend), Verdict> {
+fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdict> {
     let slot = vip
         .index
         .wrapping_mul(RING_SIZE)
@@ -188,7 +189,7 @@ pub fn choose(
     };
     let new_flow = flow_use != FlowUse::None;
     if new_flow {
-        remember(key, id, &backend);
+        remember(key, id, backend);
     }
     Ok(Choice {
         id,

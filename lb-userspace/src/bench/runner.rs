@@ -267,3 +267,30 @@ pub fn measure_repeat(
     }
     Ok(summarise("repeat", out, verdict))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn active_flows_are_a_fixed_spread_subset_of_the_resident_ones() {
+        let resident = 1_000_000;
+        let seen: HashSet<u64> = (0..200_000)
+            .map(|i| active_flow(i, resident, ACTIVE_FLOWS))
+            .collect();
+        assert_eq!(seen.len() as u64, ACTIVE_FLOWS, "every active flow is used");
+        assert!(seen.iter().all(|&k| k < resident && k % 1000 == 0));
+        assert!(
+            seen.contains(&0) && seen.contains(&999_000),
+            "spread over the range"
+        );
+    }
+
+    #[test]
+    fn fewer_resident_than_active_uses_them_all() {
+        let seen: HashSet<u64> = (0..10_000).map(|i| active_flow(i, 300, 1000)).collect();
+        assert_eq!(seen, (0..300).collect());
+    }
+}

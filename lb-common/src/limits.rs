@@ -4,9 +4,23 @@
 /// evaluates; a VIP's ring occupies `RING_SIZE` consecutive entries of the ring map.
 pub const RING_SIZE: u32 = 65_537;
 
-/// Default capacity of the VIP index space (ring map = `max_vips * RING_SIZE` u32 entries,
+/// Default capacity of the VIP index space (ring map = `max_vips * RING_SIZE` u32 slots,
 /// 128 MiB at 512). The agent may resize the maps at load time.
 pub const DEFAULT_MAX_VIPS: u32 = 512;
+
+/// Ring slots per element of the ring map. The kernel lays array elements out at
+/// `round_up(value_size, 8)` bytes, so a map of single u32 ids would take twice its size; each
+/// element holds two consecutive slots instead. Global slot `g` (= `vip.index * RING_SIZE +
+/// ring_slot`) is half `g % 2` of element `g / 2`.
+pub const RING_SLOTS_PER_ENTRY: u32 = 2;
+
+/// Elements of the ring map for `max_vips` VIPs (`None` on overflow).
+pub const fn ring_entries(max_vips: u32) -> Option<u32> {
+    match max_vips.checked_mul(RING_SIZE) {
+        Some(slots) => Some(slots.div_ceil(RING_SLOTS_PER_ENTRY)),
+        None => None,
+    }
+}
 
 /// Default number of backend entries. Backend ids index the backend map; id 0 is reserved for
 /// "no backend" so a zeroed ring slot is a counted drop, never a forward.
@@ -33,4 +47,4 @@ pub const ICMP_QUOTE_LEN: usize = 128;
 
 /// Version of the map layout below. Bumped on any change to a key, value or map definition; the
 /// agent refuses to adopt pinned maps of another version.
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;

@@ -2,7 +2,8 @@
 
 /// `HashMap<VipKey, VipMeta>`: every VIP, plus address and fragment entries (see `VipKey`).
 pub const VIPS: &str = "XLB_VIPS";
-/// `Array<u32>` of `max_vips * RING_SIZE` backend ids: VIP `index`'s Maglev table.
+/// `Array<[u32; 2]>` holding `max_vips * RING_SIZE` backend ids, two per element
+/// (`limits::RING_SLOTS_PER_ENTRY`): VIP `index`'s Maglev table is slots `index * RING_SIZE ..`.
 pub const RING: &str = "XLB_RING";
 /// `Array<Backend>` indexed by backend id.
 pub const BACKENDS: &str = "XLB_BACKENDS";

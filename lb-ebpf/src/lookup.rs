@@ -4,7 +4,7 @@ use lb_common::{
     FlowEntry, FlowKey, LbConfig, VipKey, VipMeta,
     addr::AddrWords,
     hash::{addr_filter_bit, ring_slot},
-    limits::RING_SIZE,
+    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
     values::{
         BACKEND_EMPTY, Backend, CONFIG_F_ANY_PORT_VIPS, VIP_F_FRAG_ONLY, VIP_F_NO_BACKEND_PASS,
@@ -123,7 +123,10 @@ fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdic
         .index
         .wrapping_mul(RING_SIZE)
         .wrapping_add(ring_slot(hash));
-    let id = RING.get(slot).copied().unwrap_or(0);
+    let id = match RING.get(slot / RING_SLOTS_PER_ENTRY) {
+        Some(pair) => pair[(slot % RING_SLOTS_PER_ENTRY) as usize],
+        None => 0,
+    };
     if id == 0 {
         if vip.flags & VIP_F_NO_BACKEND_PASS != 0 {
             return Err(Verdict::pass(Counter::PassNoBackend));

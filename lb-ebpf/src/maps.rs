@@ -10,7 +10,7 @@ use lb_common::{
     FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
     limits::{
         ADDR_FILTER_WORDS, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
-        DEFAULT_VIP_MAP_ENTRIES, RING_SIZE,
+        DEFAULT_VIP_MAP_ENTRIES, RING_SIZE, RING_SLOTS_PER_ENTRY,
     },
     stats::GlobalStats,
     values::{Backend, DecapConfig, IcmpBucket},
@@ -23,7 +23,10 @@ pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_VI
 /// Maglev tables, `RING_SIZE` backend ids per VIP index. Mmapable: the agent reads and rewrites
 /// whole tables through a memory mapping instead of one syscall per slot.
 #[map(name = "XLB_RING")]
-pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * RING_SIZE, BPF_F_MMAPABLE);
+pub static RING: Array<[u32; RING_SLOTS_PER_ENTRY as usize]> = Array::with_max_entries(
+    (DEFAULT_MAX_VIPS * RING_SIZE).div_ceil(RING_SLOTS_PER_ENTRY),
+    BPF_F_MMAPABLE,
+);
 
 /// Backends by id (id 0 never used).
 #[map(name = "XLB_BACKENDS")]

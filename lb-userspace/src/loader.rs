@@ -217,9 +217,7 @@ fn load_with(
     if object.is_empty() {
         return Err(LoadError::EmptyObject);
     }
-    let ring = opts
-        .max_vips
-        .checked_mul(limits::RING_SIZE)
+    let ring = limits::ring_entries(opts.max_vips)
         .filter(|_| opts.max_vips > 0)
         .ok_or_else(|| {
             LoadError::InvalidOptions(format!(

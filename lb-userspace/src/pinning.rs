@@ -25,7 +25,7 @@ use aya::{
     },
 };
 use lb_common::{
-    limits::{ADDR_FILTER_WORDS, MAP_LAYOUT_VERSION, RING_SIZE},
+    limits::{ADDR_FILTER_WORDS, MAP_LAYOUT_VERSION, RING_SIZE, RING_SLOTS_PER_ENTRY},
     map_names,
 };
 use tracing::{info, warn};
@@ -140,7 +140,7 @@ fn expected_maps() -> [(&'static str, u32, u32); 10] {
     let s = |n: usize| n as u32;
     [
         (VIPS, s(size_of::<VipKey>()), s(size_of::<VipMeta>())),
-        (RING, 4, 4),
+        (RING, 4, 4 * RING_SLOTS_PER_ENTRY),
         (BACKENDS, 4, s(size_of::<Backend>())),
         (FLOWS, s(size_of::<FlowKey>()), s(size_of::<FlowEntry>())),
         (CONFIG, 4, s(size_of::<LbConfig>())),
@@ -180,7 +180,7 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         }
         let entries = info.max_entries();
         let (field, pinned) = match name {
-            map_names::RING => ("max-vips", entries / RING_SIZE),
+            map_names::RING => ("max-vips", entries * RING_SLOTS_PER_ENTRY / RING_SIZE),
             map_names::BACKENDS => ("max-backends", entries),
             map_names::FLOWS => ("flow-table-size", entries),
             map_names::ADDR_FILTER if entries != ADDR_FILTER_WORDS => {

@@ -230,12 +230,13 @@ fn agent_restart_keeps_forwarding_flows_and_link() {
     );
 }
 
-/// The ring is written through a memory mapping; the program reads it through the map. Both
-/// must see the same slot for the same index (the kernel strides array elements by 8 bytes).
+/// The ring is written through a memory mapping; the program reads it through the map, two
+/// slots per element. Both must see the same slot for the same index, across the odd VIP
+/// boundary too (VIP 1 starts in the second half of an element).
 #[test]
 fn mmapped_ring_matches_the_map_slot_for_slot() {
     use aya::maps::{Array, Map, MapData};
-    use lb_common::limits::RING_SIZE;
+    use lb_common::limits::{RING_SIZE, RING_SLOTS_PER_ENTRY};
 
     let pin = PinDir::new();
     pinning::prepare(&pin.0).expect("prepare pin dir");
@@ -258,25 +259,32 @@ fn mmapped_ring_matches_the_map_slot_for_slot() {
         .set_ring_slots(1, &[(0, 7), (RING_SIZE - 1, 9)])
         .unwrap();
 
-    let ring: Array<MapData, u32> = Array::try_from(Map::Array(
+    let ring: Array<MapData, [u32; RING_SLOTS_PER_ENTRY as usize]> = Array::try_from(Map::Array(
         MapData::from_pin(maps.join(map_names::RING)).unwrap(),
     ))
     .unwrap();
-    for (slot, id) in &writes {
-        assert_eq!(ring.get(slot, 0).unwrap(), *id, "VIP 0 slot {slot}");
+    // What the program reads for global slot `g`.
+    let slot = |g: u32| {
+        ring.get(&(g / RING_SLOTS_PER_ENTRY), 0).unwrap()[(g % RING_SLOTS_PER_ENTRY) as usize]
+    };
+    for (s, id) in &writes {
+        assert_eq!(slot(*s), *id, "VIP 0 slot {s}");
     }
-    assert_eq!(ring.get(&RING_SIZE, 0).unwrap(), 7, "VIP 1 slot 0");
+    assert_eq!(slot(RING_SIZE), 7, "VIP 1 slot 0");
     assert_eq!(
-        ring.get(&(2 * RING_SIZE - 1), 0).unwrap(),
-        9,
-        "VIP 1 last slot"
+        slot(RING_SIZE - 1),
+        101 + 5,
+        "VIP 0's last slot shares VIP 1's first element"
     );
+    assert_eq!(slot(2 * RING_SIZE - 1), 9, "VIP 1 last slot");
     // Nothing else was touched, and the mapping reads back what the map holds.
     let read = store.ring(0).unwrap();
     let nonzero = read.iter().filter(|id| **id != 0).count();
     assert_eq!(nonzero, writes.len());
-    for slot in [4u32, 999, 1001, RING_SIZE - 3] {
-        assert_eq!(ring.get(&slot, 0).unwrap(), 0, "slot {slot} untouched");
-        assert_eq!(read[slot as usize], 0);
+    for s in [4u32, 999, 1001, RING_SIZE - 3] {
+        assert_eq!(slot(s), 0, "slot {s} untouched");
+        assert_eq!(read[s as usize], 0);
     }
+    assert_eq!(read[RING_SIZE as usize - 1], 106);
+    assert_eq!(store.ring(1).unwrap()[0], 7);
 }

@@ -9,25 +9,25 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
-    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, limits::RING_SIZE,
-    map_names, stats::GlobalStats,
+    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
+    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
+    map_names,
+    stats::GlobalStats,
 };
 
 use super::{MapError, MapStore, Result, sum_global, sum_traffic};
 
-/// u32s per element in the mapping: the kernel lays array elements out at
-/// `round_up(value_size, 8)` bytes, so each 4-byte backend id sits at the start of an 8-byte
-/// element.
-const RING_STRIDE: usize = 2;
-
 /// The ring map, memory-mapped (`BPF_F_MMAPABLE`): reading or rewriting a 65537-slot table is
 /// a memory copy instead of 65537 syscalls, which is what makes adopting hundreds of VIPs on
 /// restart, and rebuilding a ring after a health change, fast.
+/// Its elements are pairs of slots (`limits::RING_SLOTS_PER_ENTRY`) laid out back to back, so
+/// the mapping reads as one flat array of u32 slots.
 struct RingMmap {
     _map: MapData,
     ptr: *mut u32,
     len_bytes: usize,
-    entries: u32,
+    /// Slots the map holds (elements x slots per element).
+    slots: u32,
 }
 
 // SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`.
@@ -36,12 +36,23 @@ unsafe impl Sync for RingMmap {}
 
 impl RingMmap {
     fn new(map: MapData) -> Result<Self> {
-        let entries = map
+        let info = map
             .info()
-            .map_err(|e| MapError::new(map_names::RING, "info", e))?
-            .max_entries();
+            .map_err(|e| MapError::new(map_names::RING, "info", e))?;
+        let expected = 4 * RING_SLOTS_PER_ENTRY;
+        if info.value_size() != expected {
+            return Err(MapError::new(
+                map_names::RING,
+                "info",
+                format!(
+                    "value size {} B, expected {expected} B (a map of another layout version)",
+                    info.value_size()
+                ),
+            ));
+        }
+        let entries = info.max_entries();
         let page = 4096usize;
-        let len_bytes = (entries as usize * 4 * RING_STRIDE).div_ceil(page) * page;
+        let len_bytes = (entries as usize * expected as usize).div_ceil(page) * page;
         let fd = map.fd().as_fd().as_raw_fd();
         // SAFETY: mapping a BPF array map fd created with BPF_F_MMAPABLE; length is the map's
         // value area rounded up to pages, as the kernel requires.
@@ -69,20 +80,20 @@ impl RingMmap {
             _map: map,
             ptr: ptr.cast(),
             len_bytes,
-            entries,
+            slots: entries.saturating_mul(RING_SLOTS_PER_ENTRY),
         })
     }
 
     fn vip_range(&self, vip_index: u32) -> Result<std::ops::Range<usize>> {
         let start = vip_index as usize * RING_SIZE as usize;
         let end = start + RING_SIZE as usize;
-        if end > self.entries as usize {
+        if end > self.slots as usize {
             return Err(MapError::new(
                 map_names::RING,
                 "access",
                 format!(
-                    "VIP index {vip_index} beyond the ring map's {} entries",
-                    self.entries
+                    "VIP index {vip_index} beyond the ring map's {} slots",
+                    self.slots
                 ),
             ));
         }
@@ -92,10 +103,8 @@ impl RingMmap {
     fn read(&self, vip_index: u32) -> Result<Vec<u32>> {
         let r = self.vip_range(vip_index)?;
         // Volatile: the kernel side may be reading concurrently; each slot is one aligned u32.
-        Ok(
-            r.map(|i| unsafe { self.ptr.add(i * RING_STRIDE).read_volatile() })
-                .collect(),
-        )
+        Ok(r.map(|i| unsafe { self.ptr.add(i).read_volatile() })
+            .collect())
     }
 
     fn write(&mut self, vip_index: u32, slots: &[(u32, u32)]) -> Result<()> {
@@ -110,11 +119,7 @@ impl RingMmap {
             }
             // SAFETY: in range (checked above); aligned u32 stores are atomic, so the program
             // sees either the old or the new id in a slot, never a torn value.
-            unsafe {
-                self.ptr
-                    .add((r.start + slot as usize) * RING_STRIDE)
-                    .write_volatile(id)
-            };
+            unsafe { self.ptr.add(r.start + slot as usize).write_volatile(id) };
         }
         Ok(())
     }
@@ -207,7 +212,7 @@ fn op<T>(
 
 impl MapStore for AyaStore {
     fn max_vips(&self) -> u32 {
-        self.ring.entries / RING_SIZE
+        self.ring.slots / RING_SIZE
     }
     fn max_backends(&self) -> u32 {
         self.backends.len()

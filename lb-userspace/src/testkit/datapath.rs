@@ -12,7 +12,7 @@ use aya::{
 use lb_common::{
     Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, addr,
     hash::addr_filter_bit,
-    limits::RING_SIZE,
+    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     map_names,
     stats::{COUNTER_SLOTS, GlobalStats},
     values::{CONFIG_F_READY, IcmpBucket},
@@ -251,13 +251,31 @@ impl Datapath {
         m.get(&id, 0).expect("read backend")
     }
 
+    /// The ring map: elements of `RING_SLOTS_PER_ENTRY` slots.
+    fn ring(&mut self) -> Array<&mut MapData, [u32; RING_SLOTS_PER_ENTRY as usize]> {
+        Array::try_from(self.map(map_names::RING)).expect("RING map type")
+    }
+
     /// Writes every slot of VIP `vip_index`'s ring with `id(slot)`.
     pub fn fill_ring(&mut self, vip_index: u32, id: impl Fn(u32) -> u32) {
-        let mut m: Array<_, u32> =
-            Array::try_from(self.map(map_names::RING)).expect("RING map type");
         let base = vip_index * RING_SIZE;
-        for slot in 0..RING_SIZE {
-            m.set(base + slot, id(slot), 0).expect("write ring slot");
+        let slots = base..base + RING_SIZE;
+        let mut m = self.ring();
+        let per = RING_SLOTS_PER_ENTRY;
+        for entry in base / per..=(slots.end - 1) / per {
+            // Edge elements share a half with the neighbouring VIP's ring: keep that half.
+            let mut pair = if slots.contains(&(entry * per)) && slots.contains(&(entry * per + 1)) {
+                [0; RING_SLOTS_PER_ENTRY as usize]
+            } else {
+                m.get(&entry, 0).expect("read ring entry")
+            };
+            for (half, v) in pair.iter_mut().enumerate() {
+                let g = entry * per + half as u32;
+                if slots.contains(&g) {
+                    *v = id(g - base);
+                }
+            }
+            m.set(entry, pair, 0).expect("write ring entry");
         }
     }
 
@@ -269,16 +287,24 @@ impl Datapath {
 
     /// Writes one ring slot.
     pub fn set_slot(&mut self, vip_index: u32, slot: u32, id: u32) {
-        let mut m: Array<_, u32> =
-            Array::try_from(self.map(map_names::RING)).expect("RING map type");
-        m.set(vip_index * RING_SIZE + slot, id, 0)
-            .expect("write ring slot");
+        let g = vip_index * RING_SIZE + slot;
+        let (entry, half) = (
+            g / RING_SLOTS_PER_ENTRY,
+            (g % RING_SLOTS_PER_ENTRY) as usize,
+        );
+        let mut m = self.ring();
+        let mut pair = m.get(&entry, 0).expect("read ring entry");
+        pair[half] = id;
+        m.set(entry, pair, 0).expect("write ring entry");
     }
 
     pub fn slot(&mut self, vip_index: u32, slot: u32) -> u32 {
-        let m: Array<_, u32> = Array::try_from(self.map(map_names::RING)).expect("RING map type");
-        m.get(&(vip_index * RING_SIZE + slot), 0)
-            .expect("read ring slot")
+        let g = vip_index * RING_SIZE + slot;
+        let pair = self
+            .ring()
+            .get(&(g / RING_SLOTS_PER_ENTRY), 0)
+            .expect("read ring entry");
+        pair[(g % RING_SLOTS_PER_ENTRY) as usize]
     }
 
     fn flows(&mut self) -> HashMap<&mut MapData, FlowKey, FlowEntry> {

@@ -18,4 +18,4 @@ pub mod values;
 mod pod;
 
 pub use keys::{FlowKey, VipKey};
-pub use values::{Backend, FlowEntry, LbConfig, TrafficStats, VipMeta};
+pub use values::{Backend, FlowCacheEntry, FlowEntry, LbConfig, TrafficStats, VipMeta};

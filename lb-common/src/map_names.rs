@@ -9,6 +9,9 @@ pub const RING: &str = "XLB_RING";
 pub const BACKENDS: &str = "XLB_BACKENDS";
 /// `LruHashMap<FlowKey, FlowEntry>`: the chosen backend of each recent flow.
 pub const FLOWS: &str = "XLB_FLOWS";
+/// `PerCpuArray<FlowCacheEntry>` of `FLOW_CACHE_SLOTS` entries: each CPU's cache of recently
+/// used flow-table entries. Program state, never pinned: a new program starts with it empty.
+pub const FLOW_CACHE: &str = "XLB_FLOW_CACHE";
 /// `Array<LbConfig>` with one entry.
 pub const CONFIG: &str = "XLB_CONFIG";
 /// `PerCpuArray<GlobalStats>` with one entry: counters by reason.

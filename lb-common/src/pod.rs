@@ -16,6 +16,7 @@ pod!(
     VipMeta,
     Backend,
     FlowEntry,
+    FlowCacheEntry,
     LbConfig,
     IcmpBucket,
     TrafficStats,

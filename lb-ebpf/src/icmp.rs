@@ -15,7 +15,7 @@ use lb_common::{
 };
 
 use crate::{
-    csum, flow_hash,
+    csum, entropy_of, flow_hash,
     hdr::*,
     lookup::{self, FlowUse},
     maps::ICMP_BUCKET,
@@ -90,11 +90,12 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
         family: pkt.family,
         _pad: [0; 2],
     };
-    let choice = match lookup::choose(&vip, &key, hash, FlowUse::ReadOnly) {
+    let entropy = entropy_of(cfg, &key);
+    let choice = match lookup::choose(&vip, &key, hash, entropy, FlowUse::ReadOnly) {
         Ok(c) => c,
         Err(v) => return v,
     };
-    let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &key, false);
+    let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, false);
     if v.is_tx() {
         return v.with_detail(Counter::IcmpErrorForwarded);
     }

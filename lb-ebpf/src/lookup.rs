@@ -1,10 +1,10 @@
 //! Classify and choose: VIP lookup, flow table, Maglev ring.
 
 use lb_common::{
-    FlowEntry, FlowKey, LbConfig, VipKey, VipMeta,
+    FlowCacheEntry, FlowEntry, FlowKey, LbConfig, VipKey, VipMeta,
     addr::AddrWords,
     hash::{addr_filter_bit, ring_slot},
-    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
+    limits::{FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
     values::{
         BACKEND_EMPTY, Backend, CONFIG_F_ANY_PORT_VIPS, VIP_F_FRAG_ONLY, VIP_F_NO_BACKEND_PASS,
@@ -12,7 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{ADDR_FILTER, BACKENDS, FLOWS, RING, VIPS},
+    maps::{ADDR_FILTER, BACKENDS, FLOW_CACHE, FLOWS, RING, VIPS},
     stats::{self, Verdict},
 };
 
@@ -102,10 +102,66 @@ fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
 }
 
-/// Looks the flow up. A hit carries everything forwarding needs (the backend entry holds its
-/// VIP's index, mode and flags), so established packets skip the VIP lookup.
+/// Looks the flow up: this CPU's flow cache, then the flow table (docs/datapath.md §4). A hit
+/// carries everything forwarding needs (the backend entry holds its VIP's index, mode and
+/// flags), so established packets skip the VIP lookup. `entropy` is the flow's
+/// (`flow_entropy`): its low bits pick the cache slot.
 #[inline(always)]
-pub fn established(key: &FlowKey) -> Established {
+pub fn established(key: &FlowKey, entropy: u32) -> Established {
+    let cached = FLOW_CACHE.get_ptr_mut(cache_slot(entropy));
+    if let Some(c) = cached {
+        // SAFETY: this CPU's entry; nothing else writes it while the program runs here.
+        let c = unsafe { &mut *c };
+        if same_flow(&c.key, key) {
+            c.packets = c.packets.wrapping_add(1);
+            if c.packets % FLOW_CACHE_REFRESH != 0
+                && let Some(b) = backend(c.backend_id)
+                && c.entry().honoured_by(b)
+            {
+                return Established::Hit(c.backend_id, b);
+            }
+            // A refresh, or a copy no longer honoured: the table decides. A flow the LRU
+            // evicted while this copy served it is put back, so its backend does not change.
+            let entry = match (unsafe { FLOWS.get(key) }).copied() {
+                Some(e) => e,
+                None => {
+                    let e = c.entry();
+                    if FLOWS.insert(key, e, 0).is_err() {
+                        stats::count(Counter::FlowInsertFailed);
+                    }
+                    e
+                }
+            };
+            return match backend(entry.backend_id) {
+                Some(b) if entry.honoured_by(b) => {
+                    c.backend_id = entry.backend_id;
+                    c.generation = entry.generation;
+                    Established::Hit(entry.backend_id, b)
+                }
+                _ => Established::Stale,
+            };
+        }
+    }
+    // SAFETY: plain data; see `get`.
+    let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
+        return Established::Miss;
+    };
+    match backend(entry.backend_id) {
+        Some(b) if entry.honoured_by(b) => {
+            if let Some(c) = cached {
+                // SAFETY: as above.
+                cache_store(unsafe { &mut *c }, key, &entry);
+            }
+            Established::Hit(entry.backend_id, b)
+        }
+        _ => Established::Stale,
+    }
+}
+
+/// The flow table alone, read-only (relayed ICMP errors: they never write the table or the
+/// cache).
+#[inline(always)]
+fn table_entry(key: &FlowKey) -> Established {
     // SAFETY: plain data; see `get`.
     let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
         return Established::Miss;
@@ -114,6 +170,39 @@ pub fn established(key: &FlowKey) -> Established {
         Some(b) if entry.honoured_by(b) => Established::Hit(entry.backend_id, b),
         _ => Established::Stale,
     }
+}
+
+#[inline(always)]
+fn cache_slot(entropy: u32) -> u32 {
+    entropy & (FLOW_CACHE_SLOTS - 1)
+}
+
+#[inline(always)]
+fn cache_store(c: &mut FlowCacheEntry, key: &FlowKey, entry: &FlowEntry) {
+    c.key = *key;
+    c.backend_id = entry.backend_id;
+    c.generation = entry.generation;
+    c.packets = 0;
+}
+
+/// Key equality as ten word compares without branches (a derived `==` may become a call).
+#[inline(always)]
+fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    const WORDS: usize = size_of::<FlowKey>() / 4;
+    // SAFETY: `FlowKey` is `repr(C)`, 40 bytes, 4-aligned, without implicit padding.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const FlowKey as *const [u32; WORDS]),
+            &*(b as *const FlowKey as *const [u32; WORDS]),
+        )
+    };
+    let mut diff = 0;
+    let mut i = 0;
+    while i < WORDS {
+        diff |= a[i] ^ b[i];
+        i += 1;
+    }
+    diff == 0
 }
 
 /// The ring's backend for `hash`, or the verdict for a VIP without one.
@@ -145,14 +234,19 @@ fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdic
     }
 }
 
+/// Writes the flow table and this CPU's cache slot of the flow.
 #[inline(always)]
-fn remember(key: &FlowKey, id: u32, backend: &Backend) {
+fn remember(key: &FlowKey, entropy: u32, id: u32, backend: &Backend) {
     let entry = FlowEntry {
         backend_id: id,
         generation: backend.generation,
     };
     if FLOWS.insert(key, entry, 0).is_err() {
         stats::count(Counter::FlowInsertFailed);
+    }
+    if let Some(c) = FLOW_CACHE.get_ptr_mut(cache_slot(entropy)) {
+        // SAFETY: this CPU's entry.
+        cache_store(unsafe { &mut *c }, key, &entry);
     }
 }
 
@@ -163,10 +257,11 @@ pub fn choose(
     vip: &VipMeta,
     key: &FlowKey,
     hash: u32,
+    entropy: u32,
     flow_use: FlowUse,
 ) -> Result<Choice, Verdict> {
     if flow_use == FlowUse::ReadOnly
-        && let Established::Hit(id, backend) = established(key)
+        && let Established::Hit(id, backend) = table_entry(key)
     {
         return Ok(Choice {
             id,
@@ -192,7 +287,7 @@ pub fn choose(
     };
     let new_flow = flow_use != FlowUse::None;
     if new_flow {
-        remember(key, id, backend);
+        remember(key, entropy, id, backend);
     }
     Ok(Choice {
         id,

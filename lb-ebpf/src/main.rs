@@ -19,7 +19,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     FlowKey, LbConfig, VipMeta,
     addr::{AddrWords, FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-    hash::{flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
+    hash::{flow_entropy, flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
     stats::Counter,
     values::{CONFIG_F_READY, VIP_F_SRC_AFFINITY},
 };
@@ -140,6 +140,13 @@ pub(crate) fn flow_hash(
     }
 }
 
+/// `flow_entropy` of a flow (docs/datapath.md §5).
+#[inline(always)]
+pub(crate) fn entropy_of(cfg: &LbConfig, flow: &FlowKey) -> u32 {
+    let ports = ports_word(flow.sport, flow.dport);
+    flow_entropy(cfg.hash_seed, &flow.src, &flow.dst, ports, flow.proto)
+}
+
 /// A subprogram, like the slow paths: LLVM spills generously on BPF, and separate frames keep
 /// every call chain under the verifier's 512-byte stack.
 #[inline(never)]
@@ -159,12 +166,14 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     };
     let syn =
         pkt.proto == PROTO_TCP && l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+    // Picks the flow's cache slot and goes into GUE / IPv6 outer headers.
+    let entropy = entropy_of(cfg, &key);
     // Established flows first: a hit carries its VIP's index, mode and flags in the backend
     // entry, so the VIP lookup (a hash lookup) is skipped for most packets.
     let flow_use = if syn {
         FlowUse::Syn
     } else {
-        match lookup::established(&key) {
+        match lookup::established(&key, entropy) {
             Established::Hit(id, backend) => {
                 let vip = VipMeta {
                     index: backend.vip_index,
@@ -178,7 +187,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
                     new_flow: false,
                     counter: Some(Counter::FlowHit),
                 };
-                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &key, true)
+                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
                     .with_detail_opt(choice.counter);
             }
             Established::Stale => FlowUse::Rehash,
@@ -190,8 +199,8 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     };
     let ports = ports_word(l4.sport, l4.dport);
     let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
-    match lookup::choose(&vip, &key, hash, flow_use) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &key, true)
+    match lookup::choose(&vip, &key, hash, entropy, flow_use) {
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
             .with_detail_opt(choice.counter),
         Err(v) => v,
     }
@@ -216,8 +225,9 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
         family: pkt.family,
         _pad: [0; 2],
     };
-    match lookup::choose(&vip, &flow, hash, FlowUse::None) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, &flow, true)
+    let entropy = entropy_of(cfg, &flow);
+    match lookup::choose(&vip, &flow, hash, entropy, FlowUse::None) {
+        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
             .with_detail_opt(choice.counter),
         Err(v) => v,
     }

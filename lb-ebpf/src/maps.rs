@@ -7,10 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
+    FlowCacheEntry, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
     limits::{
         ADDR_FILTER_WORDS, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
-        DEFAULT_VIP_MAP_ENTRIES, RING_SIZE, RING_SLOTS_PER_ENTRY,
+        DEFAULT_VIP_MAP_ENTRIES, FLOW_CACHE_SLOTS, RING_SIZE, RING_SLOTS_PER_ENTRY,
     },
     stats::GlobalStats,
     values::{Backend, DecapConfig, IcmpBucket},
@@ -39,6 +39,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
 
 /// Global configuration (one entry).
+#[map(name = "XLB_FLOW_CACHE")]
+pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+
 #[map(name = "XLB_CONFIG")]
 pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
 

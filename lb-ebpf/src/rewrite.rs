@@ -5,9 +5,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    FlowKey, LbConfig, VipMeta,
+    LbConfig, VipMeta,
     addr::{FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_IPV6, PROTO_UDP},
-    hash::{flow_entropy, ports_word},
     stats::Counter,
     values::{MODE_DSR_L2, MODE_GUE, MODE_IPIP},
 };
@@ -103,10 +102,10 @@ pub fn trim_padding(ctx: &XdpContext, pkt: &Packet) -> bool {
     true
 }
 
-/// Sends the packet to `choice`'s backend (docs/datapath.md §5). `flow` is the flow the packet
-/// belongs to (for a relayed ICMP error, the flow it quotes; ports 0 for fragments): its
-/// entropy goes into the outer headers. `check_mtu` is false for ICMP errors being relayed,
-/// which must never trigger ICMP errors of their own.
+/// Sends the packet to `choice`'s backend (docs/datapath.md §5). `entropy` is the
+/// `flow_entropy` of the flow the packet belongs to (for a relayed ICMP error, the flow it
+/// quotes; ports 0 for fragments): GUE and IPv6 outer headers carry it. `check_mtu` is false
+/// for ICMP errors being relayed, which must never trigger ICMP errors of their own.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -116,7 +115,7 @@ pub fn forward(
     pkt: &Packet,
     vip: &VipMeta,
     choice: &Choice,
-    flow: &FlowKey,
+    entropy: u32,
     check_mtu: bool,
 ) -> Verdict {
     let Some(encap) = encap_for(vip.mode, pkt.family, choice.backend.family) else {
@@ -136,13 +135,6 @@ pub fn forward(
     if encap.overhead != 0 && !adjust_head(ctx, -(encap.overhead as i32)) {
         return stats::vip_drop(vip.index, Verdict::drop(Counter::DropAdjustFailed));
     }
-    // Only GUE and an IPv6 outer header carry entropy: skip the hash for the others.
-    let entropy = if encap.gue || encap.outer_family == FAMILY_V6 {
-        let ports = ports_word(flow.sport, flow.dport);
-        flow_entropy(cfg.hash_seed, &flow.src, &flow.dst, ports, flow.proto)
-    } else {
-        0
-    };
     let ok = match encap.outer_family {
         FAMILY_V4 => {
             write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, ETH_P_IP)

@@ -14,6 +14,7 @@ use lb_common::{
     LbConfig, TrafficStats,
     addr::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
     hash::ring_slot,
+    limits::{FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS},
     stats::{COUNTER_SLOTS, Counter},
     values::*,
 };
@@ -1746,6 +1747,141 @@ fn no_backend_bad_backend_unsupported() {
             dropped_after_pick(Counter::DropUnsupported, &v6_v4b_gue, &p6, Counter::FlowSyn),
         ),
     ]);
+}
+
+/// The per-CPU flow cache (docs/datapath.md §4). A CPU serves an established flow from its copy
+/// of the table's entry; every `FLOW_CACHE_REFRESH`-th packet of the flow goes to the table
+/// instead, which picks up what the copy missed and puts back an entry the LRU evicted; a copy
+/// whose backend is no longer honoured is never used. Counters, outputs and stats are those of
+/// a table hit throughout. (The test thread is pinned to one CPU by `Datapath`.)
+#[test]
+fn flow_cache() {
+    let cfg = base_config();
+    let vip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 0, true);
+    let mut dp = Datapath::new();
+    setup(cfg, &[vip.clone()])(&mut dp);
+    let ack = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_ACK);
+    let key = ack.flow_key();
+    let a = vip.pool.choose(ack.hash(cfg.hash_seed, false));
+    let b = *vip.pool.ids.iter().find(|&&i| i != a).unwrap();
+    let f = ack.frame();
+    let cached = |dp: &mut Datapath| dp.cached_flow(&key).map(|c| c.backend_id);
+
+    step(
+        &mut dp,
+        "miss",
+        &f,
+        &fwd_to(&cfg, &vip, &ack, a, Counter::FlowMiss),
+    );
+    assert_eq!(cached(&mut dp), Some(a), "the ring choice is cached");
+
+    // A write that bypasses the caches (the agent never writes the table; this stands for a
+    // choice made on another CPU): the copy serves until the refresh.
+    dp.set_flow_entry_raw(&key, b);
+    for n in 1..FLOW_CACHE_REFRESH {
+        let name = format!("packet {n} after the table changed: the copy");
+        step(
+            &mut dp,
+            &name,
+            &f,
+            &fwd_to(&cfg, &vip, &ack, a, Counter::FlowHit),
+        );
+    }
+    let name = "the refresh packet follows the table";
+    step(
+        &mut dp,
+        name,
+        &f,
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
+    );
+    assert_eq!(cached(&mut dp), Some(b), "the refresh updated the copy");
+    step(
+        &mut dp,
+        "then the copy",
+        &f,
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
+    );
+
+    // The LRU evicts the entry while the copy serves the flow: the refresh puts it back, so
+    // the flow keeps its backend even if the ring says otherwise by then.
+    dp.fill_ring(vip.index, |_| a);
+    dp.remove_flow_entry_raw(&key);
+    for n in 2..FLOW_CACHE_REFRESH {
+        let name = format!("packet {n} after eviction: the copy");
+        step(
+            &mut dp,
+            &name,
+            &f,
+            &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
+        );
+        assert_eq!(dp.flow_entry(&key), None);
+    }
+    let name = "the refresh packet re-inserts the copy";
+    step(
+        &mut dp,
+        name,
+        &f,
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
+    );
+    assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(b));
+
+    // A copy whose backend went down is not used: the very next packet re-hashes.
+    let mut down = vip.pool.backend(b);
+    down.state = BACKEND_DOWN;
+    dp.set_backend(b, down);
+    let name = "backend of the copy down: re-hash at once";
+    step(
+        &mut dp,
+        name,
+        &f,
+        &fwd_to(&cfg, &vip, &ack, a, Counter::FlowRehash),
+    );
+    assert_eq!(cached(&mut dp), Some(a));
+    assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(a));
+}
+
+/// Two flows in the same cache slot take turns in it; each packet still goes where the table
+/// says.
+#[test]
+fn flow_cache_slot_collision() {
+    let cfg = base_config();
+    let vip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 0, true);
+    let mut dp = Datapath::new();
+    setup(cfg, &[vip.clone()])(&mut dp);
+    let slot = |p: &Packet| p.entropy(cfg.hash_seed) & (FLOW_CACHE_SLOTS - 1);
+    let first = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_ACK);
+    let second = (40002..u16::MAX)
+        .map(|port| Packet::tcp(CLIENT4, port, VIP4, 80, TCP_ACK))
+        .find(|p| slot(p) == slot(&first))
+        .expect("two client ports share a cache slot");
+    let choice = |p: &Packet| vip.pool.choose(p.hash(cfg.hash_seed, false));
+    for p in [&first, &second] {
+        step(
+            &mut dp,
+            "miss",
+            &p.frame(),
+            &fwd_to(&cfg, &vip, p, choice(p), Counter::FlowMiss),
+        );
+    }
+    // Pin them to different backends so a mix-up would show.
+    let (a, b) = (vip.pool.ids[0], vip.pool.ids[1]);
+    dp.set_flow_entry(&first.flow_key(), a);
+    dp.set_flow_entry(&second.flow_key(), b);
+    for round in 0..3 {
+        for (p, id) in [(&first, a), (&second, b)] {
+            let name = format!("round {round}, client port {}", p.ports().0);
+            step(
+                &mut dp,
+                &name,
+                &p.frame(),
+                &fwd_to(&cfg, &vip, p, id, Counter::FlowHit),
+            );
+            assert_eq!(
+                dp.cached_flow(&p.flow_key()).map(|c| c.backend_id),
+                Some(id)
+            );
+        }
+    }
 }
 
 #[test]

@@ -10,15 +10,38 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, addr,
+    Backend, FlowCacheEntry, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, addr,
     hash::addr_filter_bit,
-    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
+    limits::{FLOW_CACHE_SLOTS, RING_SIZE, RING_SLOTS_PER_ENTRY},
     map_names,
     stats::{COUNTER_SLOTS, GlobalStats},
     values::{CONFIG_F_READY, IcmpBucket},
 };
 
 use crate::loader::{self, LoadError, LoadOptions};
+
+/// Pins the calling thread to the CPU it is running on now. Panics if it cannot: a test whose
+/// packets hop between CPUs could see another CPU's flow cache and fail for no datapath reason.
+fn pin_to_current_cpu() {
+    // SAFETY: plain libc calls on this thread; the set is a local value.
+    let rc = unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
 
 /// Headroom the output buffer leaves for encapsulation (XDP_PACKET_HEADROOM).
 const OUT_SLACK: usize = 256;
@@ -58,7 +81,11 @@ impl Datapath {
         }
     }
 
+    /// Also pins the calling thread to the CPU it runs on: `BPF_PROG_TEST_RUN` runs the program
+    /// on the caller's CPU, and the program keeps per-CPU state (the flow cache), so a test's
+    /// packets must all run on one CPU, as a flow's packets do behind a NIC's RSS.
     pub fn try_new(opts: &LoadOptions) -> Result<Self, LoadError> {
+        pin_to_current_cpu();
         let ebpf = loader::load(opts)?;
         let cpus =
             nr_cpus().map_err(|(what, e)| LoadError::InvalidOptions(format!("{what}: {e}")))?;
@@ -325,8 +352,45 @@ impl Datapath {
         self.set_flow_entry_generation(key, backend_id, generation);
     }
 
-    /// Pins `key` to backend `backend_id` with an explicit generation (e.g. a stale one).
+    /// Pins `key` to backend `backend_id` with an explicit generation (e.g. a stale one), and
+    /// empties the per-CPU flow caches so the next packet sees the new entry (without that, a
+    /// CPU that cached the flow follows its copy until its next refresh: see
+    /// [`Datapath::set_flow_entry_raw`]).
     pub fn set_flow_entry_generation(&mut self, key: &FlowKey, backend_id: u32, generation: u32) {
+        self.write_flow_entry(key, backend_id, generation);
+        self.clear_flow_cache();
+    }
+
+    /// Writes the flow table only, as a writer that does not know about the caches would.
+    pub fn set_flow_entry_raw(&mut self, key: &FlowKey, backend_id: u32) {
+        let generation = self.backend(backend_id).generation;
+        self.write_flow_entry(key, backend_id, generation);
+    }
+
+    /// Deletes `key` from the flow table only (as an LRU eviction does).
+    pub fn remove_flow_entry_raw(&mut self, key: &FlowKey) {
+        self.flows().remove(key).expect("delete flow entry");
+    }
+
+    /// Zeroes every slot of every CPU's flow cache.
+    pub fn clear_flow_cache(&mut self) {
+        self.zero_per_cpu::<FlowCacheEntry>(map_names::FLOW_CACHE, FLOW_CACHE_SLOTS);
+    }
+
+    /// A cached copy of `key`'s entry in any CPU's flow cache.
+    pub fn cached_flow(&mut self, key: &FlowKey) -> Option<FlowCacheEntry> {
+        let m: PerCpuArray<_, FlowCacheEntry> =
+            PerCpuArray::try_from(self.map(map_names::FLOW_CACHE)).expect("flow cache map");
+        (0..FLOW_CACHE_SLOTS).find_map(|slot| {
+            m.get(&slot, 0)
+                .expect("read flow cache slot")
+                .iter()
+                .find(|c| c.key == *key)
+                .copied()
+        })
+    }
+
+    fn write_flow_entry(&mut self, key: &FlowKey, backend_id: u32, generation: u32) {
         self.flows()
             .insert(
                 key,

@@ -126,10 +126,15 @@ pub fn established(key: &FlowKey, entropy: u32) -> Established {
                 Some(e) => e,
                 None => {
                     let e = c.entry();
-                    if FLOWS.insert(key, e, 0).is_err() {
-                        stats::count(Counter::FlowInsertFailed);
-                    }
-                    e
+                    return match backend(e.backend_id) {
+                        Some(b) if e.honoured_by(b) => {
+                            if FLOWS.insert(key, e, 0).is_err() {
+                                stats::count(Counter::FlowInsertFailed);
+                            }
+                            Established::Hit(e.backend_id, b)
+                        }
+                        _ => Established::Miss,
+                    };
                 }
             };
             return match backend(entry.backend_id) {

@@ -1838,6 +1838,23 @@ fn flow_cache() {
     );
     assert_eq!(cached(&mut dp), Some(a));
     assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(a));
+
+    // Evicted, and the copy's backend went down too: nothing to put back, a plain miss.
+    let c = *vip.pool.ids.iter().find(|&&i| i != a && i != b).unwrap();
+    dp.fill_ring(vip.index, |_| c);
+    dp.remove_flow_entry_raw(&key);
+    let mut down = vip.pool.backend(a);
+    down.state = BACKEND_DOWN;
+    dp.set_backend(a, down);
+    let name = "evicted, copy's backend down: a miss";
+    step(
+        &mut dp,
+        name,
+        &f,
+        &fwd_to(&cfg, &vip, &ack, c, Counter::FlowMiss),
+    );
+    assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(c));
+    assert_eq!(cached(&mut dp), Some(c));
 }
 
 /// Two flows in the same cache slot take turns in it; each packet still goes where the table

@@ -90,9 +90,11 @@ pub fn src_hash_v6(seed: u32, src: &AddrWords) -> u32 {
 /// Entropy of a flow for the outer headers (GUE source port, IPv6 flow label; docs/datapath.md
 /// section 5) and for its flow-cache slot. It only has to be stable per flow and spread over its
 /// low 20 bits, and it runs for every TCP/UDP packet, so it is as cheap as that allows: each
-/// address folded to one word, the fields weighted by distinct odd multipliers (so source and
-/// destination do not cancel), one 32-bit avalanche. BPF has no rotate instruction; this uses
-/// none. Ports are 0 for fragments, as in the ring hash.
+/// address folded to one word, each field multiplied by its own 64-bit odd constant (a 64-bit
+/// product carries every input bit into the upper half, so fields that differ only in their
+/// top byte, like addresses of one /24 in network order, still differ after the fold), the
+/// halves folded, one 32-bit avalanche. No rotations: BPF has no rotate instruction. Ports are
+/// 0 for fragments, as in the ring hash.
 #[inline(always)]
 pub const fn flow_entropy(
     seed: u32,
@@ -101,14 +103,13 @@ pub const fn flow_entropy(
     ports: u32,
     proto: u8,
 ) -> u32 {
-    let s = src[0] ^ src[1] ^ src[2] ^ src[3];
-    let d = dst[0] ^ dst[1] ^ dst[2] ^ dst[3];
-    let x = seed
-        ^ s.wrapping_mul(0x9e37_79b1)
-        ^ d.wrapping_mul(0x85eb_ca6b)
-        ^ ports.wrapping_mul(0xc2b2_ae35)
-        ^ proto as u32;
-    avalanche(x)
+    let s = (src[0] ^ src[1] ^ src[2] ^ src[3]) as u64;
+    let d = (dst[0] ^ dst[1] ^ dst[2] ^ dst[3]) as u64;
+    let h = (seed as u64 | (proto as u64) << 32)
+        ^ s.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ d.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+        ^ (ports as u64).wrapping_mul(0x1656_67b1_9e37_79f9);
+    avalanche((h ^ (h >> 32)) as u32)
 }
 
 /// A 32-bit integer mixer (xor-shift / multiply, two rounds): every input bit moves about half
@@ -180,7 +181,7 @@ mod tests {
         }
     }
     // Computed independently (Python, the same definition) for 198.51.100.7:999 -> 203.0.113.10:80.
-    const GOLDEN_ENTROPY: u32 = 0x209c_bf2c;
+    const GOLDEN_ENTROPY: u32 = 0xa4d2_30fa;
 
     #[test]
     fn entropy_spreads_over_the_gue_port_bits() {
@@ -196,6 +197,28 @@ mod tests {
         }
         let distinct: u32 = seen.iter().map(|w| w.count_ones()).sum();
         assert!(distinct > 10_000, "{distinct} distinct values");
+    }
+
+    #[test]
+    fn entropy_spreads_flows_that_differ_in_a_top_byte() {
+        // 512 VIPs of one /24 (in network order the last address byte is the word's top byte)
+        // on three ports, one client: the cache slots must fill like a uniform draw
+        // (4096 * (1 - e^(-512/4096)), about 481 distinct).
+        let src = [u32::from_ne_bytes([198, 51, 100, 7]), 0, 0, 0];
+        let mut seen = [0u64; 4096 / 64];
+        for i in 0..512u32 {
+            let dst = [
+                u32::from_ne_bytes([203, 0, 113, 1 + (i % 250) as u8]),
+                0,
+                0,
+                0,
+            ];
+            let ports = ports_word(999u16.to_be(), (80 + (i / 250) as u16).to_be());
+            let v = (flow_entropy(7, &src, &dst, ports, 6) & 4095) as usize;
+            seen[v / 64] |= 1 << (v % 64);
+        }
+        let distinct: u32 = seen.iter().map(|w| w.count_ones()).sum();
+        assert!(distinct >= 450, "{distinct} distinct slots");
     }
 
     #[test]

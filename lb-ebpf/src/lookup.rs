@@ -108,63 +108,51 @@ fn backend(id: u32) -> Option<&'static Backend> {
 /// (`flow_entropy`): its low bits pick the cache slot.
 #[inline(always)]
 pub fn established(key: &FlowKey, entropy: u32) -> Established {
-    let cached = FLOW_CACHE.get_ptr_mut(cache_slot(entropy));
-    if let Some(c) = cached {
-        // SAFETY: this CPU's entry; nothing else writes it while the program runs here.
-        let c = unsafe { &mut *c };
-        if same_flow(&c.key, key) {
-            c.packets = c.packets.wrapping_add(1);
-            if c.packets % FLOW_CACHE_REFRESH != 0
-                && let Some(b) = backend(c.backend_id)
-                && c.entry().honoured_by(b)
-            {
-                return Established::Hit(c.backend_id, b);
-            }
-            // A refresh, or a copy no longer honoured: the table decides. A flow the LRU
-            // evicted while this copy served it is put back, so its backend does not change.
-            let entry = match (unsafe { FLOWS.get(key) }).copied() {
-                Some(e) => e,
-                None => {
-                    let e = c.entry();
-                    return match backend(e.backend_id) {
-                        Some(b) if e.honoured_by(b) => {
-                            if FLOWS.insert(key, e, 0).is_err() {
-                                stats::count(Counter::FlowInsertFailed);
-                            }
-                            Established::Hit(e.backend_id, b)
-                        }
-                        _ => Established::Miss,
-                    };
-                }
-            };
-            return match backend(entry.backend_id) {
-                Some(b) if entry.honoured_by(b) => {
-                    c.backend_id = entry.backend_id;
-                    c.generation = entry.generation;
-                    Established::Hit(entry.backend_id, b)
-                }
-                _ => Established::Stale,
-            };
-        }
-    }
-    // SAFETY: plain data; see `get`.
-    let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
-        return Established::Miss;
+    // SAFETY: this CPU's entry; nothing else writes it while the program runs here.
+    let cached = FLOW_CACHE
+        .get_ptr_mut(cache_slot(entropy))
+        .map(|c| unsafe { &mut *c });
+    let Some(c) = cached else {
+        return table_entry(key);
     };
-    match backend(entry.backend_id) {
-        Some(b) if entry.honoured_by(b) => {
-            if let Some(c) = cached {
-                // SAFETY: as above.
-                cache_store(unsafe { &mut *c }, key, &entry);
-            }
-            Established::Hit(entry.backend_id, b)
+    if !same_flow(&c.key, key) {
+        let found = table_entry(key);
+        if let Established::Hit(id, b) = found {
+            cache_store(c, key, id, b.generation);
         }
-        _ => Established::Stale,
+        return found;
+    }
+    c.packets = c.packets.wrapping_add(1);
+    if c.packets % FLOW_CACHE_REFRESH != 0
+        && let Some(b) = backend(c.backend_id)
+        && c.entry().honoured_by(b)
+    {
+        return Established::Hit(c.backend_id, b);
+    }
+    // A refresh, or a copy no longer honoured: the table decides.
+    match table_entry(key) {
+        Established::Hit(id, b) => {
+            c.backend_id = id;
+            c.generation = b.generation;
+            Established::Hit(id, b)
+        }
+        // The LRU evicted the entry while this copy served the flow: put the copy back, so
+        // the flow keeps its backend whatever the ring says by now.
+        Established::Miss => match backend(c.backend_id) {
+            Some(b) if c.entry().honoured_by(b) => {
+                if FLOWS.insert(key, c.entry(), 0).is_err() {
+                    stats::count(Counter::FlowInsertFailed);
+                }
+                Established::Hit(c.backend_id, b)
+            }
+            _ => Established::Miss,
+        },
+        Established::Stale => Established::Stale,
     }
 }
 
-/// The flow table alone, read-only (relayed ICMP errors: they never write the table or the
-/// cache).
+/// The flow table alone (relayed ICMP errors use only this: they write neither the table nor
+/// the cache).
 #[inline(always)]
 fn table_entry(key: &FlowKey) -> Established {
     // SAFETY: plain data; see `get`.
@@ -183,10 +171,10 @@ fn cache_slot(entropy: u32) -> u32 {
 }
 
 #[inline(always)]
-fn cache_store(c: &mut FlowCacheEntry, key: &FlowKey, entry: &FlowEntry) {
+fn cache_store(c: &mut FlowCacheEntry, key: &FlowKey, backend_id: u32, generation: u32) {
     c.key = *key;
-    c.backend_id = entry.backend_id;
-    c.generation = entry.generation;
+    c.backend_id = backend_id;
+    c.generation = generation;
     c.packets = 0;
 }
 
@@ -251,7 +239,7 @@ fn remember(key: &FlowKey, entropy: u32, id: u32, backend: &Backend) {
     }
     if let Some(c) = FLOW_CACHE.get_ptr_mut(cache_slot(entropy)) {
         // SAFETY: this CPU's entry.
-        cache_store(unsafe { &mut *c }, key, &entry);
+        cache_store(unsafe { &mut *c }, key, id, backend.generation);
     }
 }
 

@@ -26,6 +26,21 @@ pub struct VipKey {
 }
 const _: () = assert!(size_of::<VipKey>() == 20);
 
+impl VipKey {
+    /// The key of `(addr, port, proto)`, `port` in host order (the key holds it in network
+    /// order). Port 0 with a protocol: an all-ports VIP or a fragment alias; port 0 and proto 0:
+    /// the address entry.
+    pub fn of(addr: core::net::IpAddr, port: u16, proto: u8) -> Self {
+        let (family, addr) = crate::addr::to_words(addr);
+        Self {
+            addr,
+            port: port.to_be(),
+            proto,
+            family,
+        }
+    }
+}
+
 /// Key of the flow table: the packet's 5-tuple as it arrived (client -> VIP).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

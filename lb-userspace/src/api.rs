@@ -936,7 +936,6 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use crate::model::Proto;
     use lb_common::Backend;
 
     use super::*;
@@ -1426,14 +1425,8 @@ UDP  [2001:db8::1]:*    dsr-l2  -  !2
         let mut tampered = copy_of(r.store());
         tampered.backends[assigned[0].id as usize] = Backend::default();
         let extra = vip_id("udp/192.0.2.99:53");
-        let (family, words) = lb_common::addr::to_words(extra.addr);
         tampered.vips.insert(
-            lb_common::VipKey {
-                addr: words,
-                port: 53u16.to_be(),
-                proto: Proto::Udp.number(),
-                family,
-            },
+            extra.map_key(),
             lb_common::VipMeta {
                 index: 5,
                 flags: 0,

@@ -107,6 +107,13 @@ pub struct VipId {
     pub proto: Proto,
 }
 
+impl VipId {
+    /// This VIP's key in the VIP map.
+    pub fn map_key(&self) -> VipKey {
+        VipKey::of(self.addr, self.port, self.proto.number())
+    }
+}
+
 impl fmt::Display for VipId {
     /// `tcp/192.0.2.10:80`, `udp/[2001:db8::10]:53`, port 0 shown as `*`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -150,26 +150,6 @@ pub struct Reconciler<S: MapStore> {
     next_generation: u32,
 }
 
-fn vip_key(id: &VipId) -> VipKey {
-    let (family, addr) = to_words(id.addr);
-    VipKey {
-        addr,
-        port: id.port.to_be(),
-        proto: id.proto.number(),
-        family,
-    }
-}
-
-fn addr_key(addr: IpAddr, proto: u8) -> VipKey {
-    let (family, words) = to_words(addr);
-    VipKey {
-        addr: words,
-        port: 0,
-        proto,
-        family,
-    }
-}
-
 fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
     let mut applied = Applied {
         config: store.config()?,
@@ -442,7 +422,7 @@ impl<S: MapStore> Reconciler<S> {
                 })?,
             };
             planned.inputs = Some(in_ring);
-            plan.entries.insert(vip_key(&vip.id), meta);
+            plan.entries.insert(vip.id.map_key(), meta);
             plan.vips.insert(vip.id, planned);
         }
 
@@ -587,7 +567,7 @@ fn add_shared_entries(config: &Config, plan: &mut Plan) {
         let first = plan.vips[&vips[0].id].index;
         let echo = vips.iter().any(|v| v.icmp_echo);
         plan.entries.insert(
-            addr_key(addr, 0),
+            VipKey::of(addr, 0, 0),
             VipMeta {
                 index: first,
                 flags: if echo { VIP_F_ICMP_ECHO } else { 0 },
@@ -606,7 +586,8 @@ fn add_shared_entries(config: &Config, plan: &mut Plan) {
                 .expect("non-empty");
             let mut meta = vip_meta(target, plan.vips[&target.id].index);
             meta.flags |= VIP_F_FRAG_ONLY;
-            plan.entries.insert(addr_key(addr, proto.number()), meta);
+            plan.entries
+                .insert(VipKey::of(addr, 0, proto.number()), meta);
         }
     }
 }
@@ -851,10 +832,10 @@ mod tests {
         r.apply(&cfg, &Overrides::default(), &net(&cfg)).unwrap();
         let s = r.store();
         let addr: IpAddr = "203.0.113.10".parse().unwrap();
-        let entry = s.vips[&addr_key(addr, 0)];
+        let entry = s.vips[&VipKey::of(addr, 0, 0)];
         assert_eq!(entry.flags, VIP_F_ICMP_ECHO);
         // TCP fragments go to the lowest-port TCP VIP (80).
-        let tcp_alias = s.vips[&addr_key(addr, Proto::Tcp.number())];
+        let tcp_alias = s.vips[&VipKey::of(addr, 0, Proto::Tcp.number())];
         assert_eq!(tcp_alias.flags & VIP_F_FRAG_ONLY, VIP_F_FRAG_ONLY);
         let id80 = VipId {
             addr,
@@ -863,7 +844,7 @@ mod tests {
         };
         assert_eq!(tcp_alias.index, r.vip_index(&id80).unwrap());
         // UDP has an all-ports VIP: its own entry, no alias.
-        let udp = s.vips[&addr_key(addr, Proto::Udp.number())];
+        let udp = s.vips[&VipKey::of(addr, 0, Proto::Udp.number())];
         assert_eq!(udp.flags & VIP_F_FRAG_ONLY, 0);
         assert!(s.config.flags & CONFIG_F_ANY_PORT_VIPS != 0);
         assert_eq!(s.vips.len(), 3 + 1 + 1);

@@ -310,16 +310,6 @@ fn proto_of(number: u8) -> Option<Proto> {
         .find(|p| p.number() == number)
 }
 
-fn vip_key(id: &VipId) -> VipKey {
-    let (family, addr) = to_words(id.addr);
-    VipKey {
-        addr,
-        port: id.port.to_be(),
-        proto: id.proto.number(),
-        family,
-    }
-}
-
 fn mode_name(mode: u8) -> String {
     match mode {
         MODE_IPIP => "ipip".into(),
@@ -404,7 +394,7 @@ impl Snapshot {
         };
         let usable = |id: &VipId| {
             self.entries
-                .get(&vip_key(id))
+                .get(&id.map_key())
                 .filter(|m| m.flags & VIP_F_FRAG_ONLY == 0)
                 .and_then(|_| self.vips.iter().find(|v| v.id == *id))
         };
@@ -1725,7 +1715,7 @@ mod tests {
         let s = w.borrow();
         let index = |v: &str| {
             let id = parse_vip(v).unwrap();
-            s.vips[&vip_key(&id)].index
+            s.vips[&id.map_key()].index
         };
         assert_eq!(index("udp/203.0.113.10:*"), 0);
         assert_eq!(index("tcp/203.0.113.10:80"), 1);
@@ -1916,7 +1906,7 @@ mod tests {
         s.config.hash_seed = SEED;
         let id = parse_vip("tcp/192.0.2.10:80").unwrap();
         s.vips.insert(
-            vip_key(&id),
+            id.map_key(),
             VipMeta {
                 index: 3,
                 flags: 0,

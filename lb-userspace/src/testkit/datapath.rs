@@ -130,35 +130,17 @@ impl Datapath {
 
     /// Writes a raw VIP-map entry.
     pub fn set_vip_entry(&mut self, addr: IpAddr, port: u16, proto: u8, meta: VipMeta) {
-        let (family, words) = addr::to_words(addr);
-        let key = VipKey {
-            addr: words,
-            port: port.to_be(),
-            proto,
-            family,
-        };
+        let key = VipKey::of(addr, port, proto);
         self.vips().insert(key, meta, 0).expect("write VIP entry");
     }
 
     pub fn remove_vip_entry(&mut self, addr: IpAddr, port: u16, proto: u8) {
-        let (family, words) = addr::to_words(addr);
-        let key = VipKey {
-            addr: words,
-            port: port.to_be(),
-            proto,
-            family,
-        };
+        let key = VipKey::of(addr, port, proto);
         self.vips().remove(&key).expect("remove VIP entry");
     }
 
     pub fn vip_entry(&mut self, addr: IpAddr, port: u16, proto: u8) -> Option<VipMeta> {
-        let (family, words) = addr::to_words(addr);
-        let key = VipKey {
-            addr: words,
-            port: port.to_be(),
-            proto,
-            family,
-        };
+        let key = VipKey::of(addr, port, proto);
         match self.vips().get(&key, 0) {
             Ok(v) => Some(v),
             Err(MapError::KeyNotFound) => None,

@@ -186,6 +186,17 @@ pub struct TrafficStats {
 }
 const _: () = assert!(size_of::<TrafficStats>() == 32);
 
+impl TrafficStats {
+    pub const fn new(packets: u64, bytes: u64, new_flows: u64, drops: u64) -> Self {
+        Self {
+            packets,
+            bytes,
+            new_flows,
+            drops,
+        }
+    }
+}
+
 /// The single entry of the decap program's config map (backend hosts).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -814,23 +814,16 @@ mod tests {
         }
     }
 
-    fn traffic(packets: u64, bytes: u64, new_flows: u64, drops: u64) -> TrafficStats {
-        TrafficStats {
-            packets,
-            bytes,
-            new_flows,
-            drops,
-        }
-    }
-
     /// A store with one IPv4 and one IPv6 VIP and three backends, and an agent that knows them.
     fn fixture() -> (Arc<Mutex<FakeStore>>, AgentMetrics) {
         let mut s = FakeStore::new(8, 16);
-        s.vip_stats.insert(0, traffic(100, 15_000, 7, 3));
-        s.vip_stats.insert(2, traffic(5, 600, 5, 0));
-        s.backend_stats.insert(1, traffic(60, 9_000, 4, 0));
-        s.backend_stats.insert(2, traffic(40, 6_000, 3, 0));
-        s.backend_stats.insert(5, traffic(5, 600, 5, 0));
+        s.vip_stats.insert(0, TrafficStats::new(100, 15_000, 7, 3));
+        s.vip_stats.insert(2, TrafficStats::new(5, 600, 5, 0));
+        s.backend_stats
+            .insert(1, TrafficStats::new(60, 9_000, 4, 0));
+        s.backend_stats
+            .insert(2, TrafficStats::new(40, 6_000, 3, 0));
+        s.backend_stats.insert(5, TrafficStats::new(5, 600, 5, 0));
         s.backends[1].state = BACKEND_ACTIVE;
         s.backends[2].state = BACKEND_DOWN;
         s.backends[5].state = BACKEND_ACTIVE;

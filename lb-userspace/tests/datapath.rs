@@ -92,7 +92,7 @@ impl Expect {
     }
     /// A drop charged to VIP `index`.
     fn drop_vip(c: Counter, index: u32) -> Self {
-        Self::new(XDP_DROP, &[(c, 1)]).vip(index, stats(0, 0, 0, 1))
+        Self::new(XDP_DROP, &[(c, 1)]).vip(index, TrafficStats::new(0, 0, 0, 1))
     }
     fn vip(mut self, index: u32, s: TrafficStats) -> Self {
         self.vips.push((index, s));
@@ -105,15 +105,6 @@ impl Expect {
     fn output(mut self, bytes: Vec<u8>) -> Self {
         self.output = Out::Exact(bytes);
         self
-    }
-}
-
-fn stats(packets: u64, bytes: u64, new_flows: u64, drops: u64) -> TrafficStats {
-    TrafficStats {
-        packets,
-        bytes,
-        new_flows,
-        drops,
     }
 }
 
@@ -326,8 +317,8 @@ fn fwd_to(cfg: &LbConfig, vip: &Vip, pkt: &Packet, id: u32, flow: Counter) -> Ex
     counters.push((flow, 1));
     Expect::new(XDP_TX, &counters)
         .output(out)
-        .vip(vip.index, stats(1, len, new, 0))
-        .backend(id, stats(1, len, new, 0))
+        .vip(vip.index, TrafficStats::new(1, len, new, 0))
+        .backend(id, TrafficStats::new(1, len, new, 0))
 }
 
 /// `new_flows` a VIP and its backend gain when section 4 took a ring choice (FlowSyn / FlowMiss
@@ -345,8 +336,8 @@ fn dropped_after_pick(c: Counter, vip: &Vip, pkt: &Packet, flow: Counter) -> Exp
         NEW_FLOWS_WITHOUT_FORWARD
     };
     Expect::new(XDP_DROP, &[(c, 1), (flow, 1)])
-        .vip(vip.index, stats(0, 0, new, 1))
-        .backend(id, stats(0, 0, new, 0))
+        .vip(vip.index, TrafficStats::new(0, 0, new, 1))
+        .backend(id, TrafficStats::new(0, 0, new, 0))
 }
 
 const MODES: [(u8, &str); 3] = [(MODE_IPIP, "ipip"), (MODE_GUE, "gue"), (MODE_DSR_L2, "dsr")];
@@ -420,7 +411,7 @@ fn non_vip_traffic_passes_untouched() {
         fo.install(dp);
         dp.add_frag_alias(ip(VIP4), PROTO_TCP, MODE_IPIP, 0, 0);
     });
-    let pass = || Expect::pass(Counter::Pass).vip(0, stats(0, 0, 0, 0));
+    let pass = || Expect::pass(Counter::Pass).vip(0, TrafficStats::new(0, 0, 0, 0));
     run_table(vec![
         case(
             "tcp v4 to another address",
@@ -528,8 +519,8 @@ fn malformed_ip_headers() {
     };
     let bad = |c| {
         Expect::drop(c)
-            .vip(0, stats(0, 0, 0, 0))
-            .vip(1, stats(0, 0, 0, 0))
+            .vip(0, TrafficStats::new(0, 0, 0, 0))
+            .vip(1, TrafficStats::new(0, 0, 0, 0))
     };
     let mut cases = vec![
         case(
@@ -977,7 +968,7 @@ fn kernel_test_run_limits() {
         &mut dp,
         "9000-byte frame",
         &frame,
-        &Expect::drop(Counter::DropBadHeader).vip(0, stats(0, 0, 0, 0)),
+        &Expect::drop(Counter::DropBadHeader).vip(0, TrafficStats::new(0, 0, 0, 0)),
     );
     // The largest frame the kernel keeps linear is forwarded end to end; one byte more is split
     // and dropped as above.
@@ -1212,7 +1203,7 @@ fn icmp_echo() {
         let f = pkt.frame();
         Expect::new(XDP_TX, &[(Counter::IcmpEchoReply, 1)])
             .output(expect::echo_reply(&f))
-            .vip(index, stats(1, accounted_bytes(&f), 0, 0))
+            .vip(index, TrafficStats::new(1, accounted_bytes(&f), 0, 0))
     };
     let p4 = Packet::echo(CLIENT4, VIP4);
     let p4x = Packet::echo(CLIENT4, VIP4)
@@ -1255,7 +1246,7 @@ fn icmp_echo() {
             "v4 echo, flag off",
             echo_off(VIP4),
             p4.frame(),
-            Expect::pass(Counter::Pass).vip(0, stats(0, 0, 0, 0)),
+            Expect::pass(Counter::Pass).vip(0, TrafficStats::new(0, 0, 0, 0)),
         ),
         case(
             "v6 echo, flag off",
@@ -1303,8 +1294,8 @@ fn icmp_forwarded(cfg: &LbConfig, vip: &Vip, icmp: &Packet, flow: &Packet, id: u
         &[(Counter::Tx, 1), (Counter::IcmpErrorForwarded, 1)],
     )
     .output(out)
-    .vip(vip.index, stats(1, len, 0, 0))
-    .backend(id, stats(1, len, 0, 0))
+    .vip(vip.index, TrafficStats::new(1, len, 0, 0))
+    .backend(id, TrafficStats::new(1, len, 0, 0))
 }
 
 #[test]
@@ -1507,8 +1498,8 @@ fn too_big_replies() {
                         &[(Counter::IcmpTooBigSent, 1), (Counter::FlowMiss, 1)],
                     )
                     .output(expect::too_big_reply(&f, 1500, oh))
-                    .vip(1, stats(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 1))
-                    .backend(id, stats(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 0)),
+                    .vip(1, TrafficStats::new(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 1))
+                    .backend(id, TrafficStats::new(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 0)),
                 ));
             }
         }
@@ -1591,8 +1582,8 @@ fn too_big_replies_are_rate_limited() {
             &[(Counter::IcmpTooBigSent, 1), (Counter::FlowMiss, 1)],
         )
         .output(expect::too_big_reply(&f, 1500, 48))
-        .vip(1, stats(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 1))
-        .backend(id, stats(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 0)),
+        .vip(1, TrafficStats::new(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 1))
+        .backend(id, TrafficStats::new(0, 0, NEW_FLOWS_WITHOUT_FORWARD, 0)),
     );
     step(
         &mut dp,
@@ -1602,8 +1593,8 @@ fn too_big_replies_are_rate_limited() {
             XDP_DROP,
             &[(Counter::DropTooBigRateLimited, 1), (Counter::FlowHit, 1)],
         )
-        .vip(1, stats(0, 0, 0, 1))
-        .backend(id, stats(0, 0, 0, 0)),
+        .vip(1, TrafficStats::new(0, 0, 0, 1))
+        .backend(id, TrafficStats::new(0, 0, 0, 0)),
     );
 }
 
@@ -1634,7 +1625,7 @@ fn all_ports_vip_fallback() {
             "exact port wins over all-ports",
             setup(any, &[all.clone(), exact.clone()]),
             p80.frame(),
-            fwd(&any, &exact, &p80, Counter::FlowSyn).vip(0, stats(0, 0, 0, 0)),
+            fwd(&any, &exact, &p80, Counter::FlowSyn).vip(0, TrafficStats::new(0, 0, 0, 0)),
         ),
         case(
             "all-ports VIP without CONFIG_F_ANY_PORT_VIPS: pass",
@@ -1688,13 +1679,13 @@ fn no_backend_bad_backend_unsupported() {
                 })
             },
             pkt.frame(),
-            Expect::pass(Counter::PassNoBackend).vip(0, stats(0, 0, 0, 0)),
+            Expect::pass(Counter::PassNoBackend).vip(0, TrafficStats::new(0, 0, 0, 0)),
         ),
         case(
             "ring slot names an empty backend entry",
             with(Box::new(move |dp| dp.set_slot(0, slot, 40))),
             pkt.frame(),
-            Expect::drop_vip(Counter::DropBadBackend, 0).backend(40, stats(0, 0, 0, 0)),
+            Expect::drop_vip(Counter::DropBadBackend, 0).backend(40, TrafficStats::new(0, 0, 0, 0)),
         ),
         case(
             "ring slot names another VIP's backend",
@@ -1703,7 +1694,7 @@ fn no_backend_bad_backend_unsupported() {
                 dp.set_slot(0, slot, 41);
             })),
             pkt.frame(),
-            Expect::drop_vip(Counter::DropBadBackend, 0).backend(41, stats(0, 0, 0, 0)),
+            Expect::drop_vip(Counter::DropBadBackend, 0).backend(41, TrafficStats::new(0, 0, 0, 0)),
         ),
         case(
             "unknown mode 0",
@@ -2001,7 +1992,8 @@ fn flow_table_stickiness() {
         &mut dp,
         "entry of a recycled backend id (stale generation): re-hash",
         &f(&ack),
-        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowRehash).backend(foreign, stats(0, 0, 0, 0)),
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowRehash)
+            .backend(foreign, TrafficStats::new(0, 0, 0, 0)),
     );
     assert_eq!(entry(&mut dp), Some(b));
 

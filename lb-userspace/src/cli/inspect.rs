@@ -1700,15 +1700,6 @@ mod tests {
         );
     }
 
-    fn traffic(packets: u64, bytes: u64, new_flows: u64, drops: u64) -> TrafficStats {
-        TrafficStats {
-            packets,
-            bytes,
-            new_flows,
-            drops,
-        }
-    }
-
     #[test]
     fn the_world_is_what_the_tests_assume() {
         let w = world();
@@ -1732,10 +1723,10 @@ mod tests {
         let w = world();
         {
             let mut s = w.borrow_mut();
-            s.vip_stats.insert(0, traffic(12, 1_200, 3, 0));
+            s.vip_stats.insert(0, TrafficStats::new(12, 1_200, 3, 0));
             s.vip_stats
-                .insert(1, traffic(1_234_567, 987_654_321, 4_321, 17));
-            s.vip_stats.insert(2, traffic(5, 400, 5, 2));
+                .insert(1, TrafficStats::new(1_234_567, 987_654_321, 4_321, 17));
+            s.vip_stats.insert(2, TrafficStats::new(5, 400, 5, 2));
         }
         let text = run_args(&w, &["vips"]);
         assert_eq!(
@@ -1752,7 +1743,9 @@ mod tests {
     #[test]
     fn vips_json_has_the_documented_fields() {
         let w = world();
-        w.borrow_mut().vip_stats.insert(1, traffic(10, 1000, 2, 1));
+        w.borrow_mut()
+            .vip_stats
+            .insert(1, TrafficStats::new(10, 1000, 2, 1));
         let v = json(&w, &["vips"]);
         let vips = v["vips"].as_array().unwrap();
         assert_eq!(vips.len(), 3);
@@ -1803,11 +1796,12 @@ mod tests {
         let b1 = id_of(&w, "198.51.100.1");
         w.borrow_mut()
             .backend_stats
-            .insert(b1, traffic(100, 15_000, 10, 0));
+            .insert(b1, TrafficStats::new(100, 15_000, 10, 0));
         // Between the two reads (2 s apart): +1000 packets, +150000 bytes.
         let mut pacer = Script::new(&w, |s, call| {
             assert_eq!(call, 1, "backends takes exactly two samples");
-            s.backend_stats.insert(b1, traffic(1_100, 165_000, 30, 0));
+            s.backend_stats
+                .insert(b1, TrafficStats::new(1_100, 165_000, 30, 0));
         });
         let text = run_script(&w, &["backends", "tcp/203.0.113.10:80"], &mut pacer);
         let ls = lines(&text);

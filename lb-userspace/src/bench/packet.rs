@@ -247,86 +247,62 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
         &hit_v4,
         p,
     )?);
-    if want("v4_tcp_hit") {
-        out.push(scenario(
-            &fx,
+    // The single-flow scenarios: one fixed frame each, measured in this order.
+    let non_vip = non_vip_addr(&vips).to_string();
+    let fixed: [(&'static str, &'static str, u32, Vec<u8>); 8] = [
+        (
             "v4_tcp_hit",
             "IPv4 TCP established (flow-table hit), ipip",
             XDP_TX,
-            &mut Fixed(hit_v4.clone()),
-            p,
-        )?);
-    }
-    if want("v6_tcp_hit") {
-        out.push(scenario(
-            &fx,
+            hit_v4.clone(),
+        ),
+        (
             "v6_tcp_hit",
             "IPv6 TCP established (flow-table hit), ipip",
             XDP_TX,
-            &mut Fixed(tcp(CLIENT_V6, VIP_V6, TCP_ACK).frame()),
-            p,
-        )?);
-    }
-    if want("v4_udp_hit") {
-        out.push(scenario(
-            &fx,
+            tcp(CLIENT_V6, VIP_V6, TCP_ACK).frame(),
+        ),
+        (
             "v4_udp_hit",
             "IPv4 UDP (flow-table hit), ipip",
             XDP_TX,
-            &mut Fixed(Packet::udp(CLIENT_V4, CLIENT_PORT, VIP_V4, 53).frame()),
-            p,
-        )?);
-    }
-    if want("gue_hit") {
-        out.push(scenario(
-            &fx,
+            Packet::udp(CLIENT_V4, CLIENT_PORT, VIP_V4, 53).frame(),
+        ),
+        (
             "gue_hit",
             "IPv4 TCP established, GUE",
             XDP_TX,
-            &mut Fixed(tcp(CLIENT_V4, VIP_GUE, TCP_ACK).frame()),
-            p,
-        )?);
-    }
-    if want("dsr_hit") {
-        out.push(scenario(
-            &fx,
+            tcp(CLIENT_V4, VIP_GUE, TCP_ACK).frame(),
+        ),
+        (
             "dsr_hit",
             "IPv4 TCP established, dsr-l2",
             XDP_TX,
-            &mut Fixed(tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame()),
-            p,
-        )?);
-    }
-    if want("affinity_hit") {
-        out.push(scenario(
-            &fx,
+            tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame(),
+        ),
+        (
             "affinity_hit",
             "IPv4 TCP established, source affinity",
             XDP_TX,
-            &mut Fixed(tcp(CLIENT_V4, VIP_AFF, TCP_ACK).frame()),
-            p,
-        )?);
-    }
-    let non_vip = non_vip_addr(&vips).to_string();
-    if want("non_vip_pass") {
-        out.push(scenario(
-            &fx,
+            tcp(CLIENT_V4, VIP_AFF, TCP_ACK).frame(),
+        ),
+        (
             "non_vip_pass",
             "non-VIP destination (pre-filter miss, XDP_PASS)",
             XDP_PASS,
-            &mut Fixed(tcp(CLIENT_V4, &non_vip, TCP_ACK).frame()),
-            p,
-        )?);
-    }
-    if want("icmp_pmtu_relay") {
-        out.push(scenario(
-            &fx,
+            tcp(CLIENT_V4, &non_vip, TCP_ACK).frame(),
+        ),
+        (
             "icmp_pmtu_relay",
             "ICMP frag-needed relayed to the flow's backend",
             XDP_TX,
-            &mut Fixed(pmtu_frame()),
-            p,
-        )?);
+            pmtu_frame(),
+        ),
+    ];
+    for (name, label, verdict, frame) in fixed {
+        if want(name) {
+            out.push(scenario(&fx, name, label, verdict, &mut Fixed(frame), p)?);
+        }
     }
     // New flows: SYNs from distinct clients (ring lookup + flow insert; once this CPU's share of
     // the LRU table is full, every insert also evicts).

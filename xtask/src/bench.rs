@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 
 use crate::{
     bench_e2e, bench_report,
-    cmd::{cargo, display, is_root, run as run_cmd, workspace_root},
-    setup,
+    cmd::{display, is_root, workspace_root},
     toolchain::EbpfToolchain,
 };
 
@@ -53,21 +52,6 @@ pub fn out_dir() -> PathBuf {
     workspace_root().join("target").join("bench")
 }
 
-/// The binaries: `$CARGO_TARGET_DIR` (or `<workspace>/target`) `/release/`.
-fn release_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join("release")
-}
-
 pub struct Bins {
     pub xlb: PathBuf,
     pub bench: PathBuf,
@@ -75,22 +59,11 @@ pub struct Bins {
 
 fn build() -> Result<Bins> {
     let tc = EbpfToolchain::detect()?;
-    setup::check_build_prerequisites(&tc)?;
-    let mut cmd = cargo();
-    cmd.args(["build", "--release", "-p", "lb-userspace", "--bins"]);
-    tc.configure_ebpf_build(&mut cmd);
-    run_cmd(&mut cmd)?;
-    let dir = release_dir();
-    let bins = Bins {
-        xlb: dir.join("xlb"),
-        bench: dir.join("xlb-bench"),
-    };
-    for b in [&bins.xlb, &bins.bench] {
-        if !b.exists() {
-            bail!("{} was not built", b.display());
-        }
-    }
-    Ok(bins)
+    let built = crate::build::lb_userspace(&tc, &["--release", "--bins"])?;
+    Ok(Bins {
+        xlb: built.executable("xlb")?,
+        bench: built.executable("xlb-bench")?,
+    })
 }
 
 /// Runs `cmd` (stderr shown), killing it after `limit`; returns its stdout parsed as JSON.

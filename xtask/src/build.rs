@@ -29,57 +29,80 @@ pub fn run(args: &Args) -> Result<()> {
     if std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         bail!("AYA_BUILD_SKIP is set: the binary would carry an empty eBPF object; unset it");
     }
-    setup::check_build_prerequisites(&tc)?;
-
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--package",
-        "lb-userspace",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if args.release {
-        cmd.arg("--release");
-    }
-    tc.configure_ebpf_build(&mut cmd);
-    let json = run_capturing_stdout(&mut cmd)?;
-
-    let (xlb, out_dir) = find_outputs(&json)?;
-    let object = out_dir.join(EBPF_OBJECT);
+    let mode: &[&str] = if args.release { &["--release"] } else { &[] };
+    let built = lb_userspace(&tc, mode)?;
+    let xlb = built.executable("xlb")?;
+    let object = built.build_script_out_dir("xlb")?.join(EBPF_OBJECT);
     let summary = check_bpf_elf(&object)?;
     println!("build: xlb binary:  {}", xlb.display());
     println!("build: eBPF object: {} ({summary})", object.display());
     Ok(())
 }
 
-/// The `xlb` executable and the OUT_DIR of the build script of the package that owns it.
-fn find_outputs(json: &str) -> Result<(PathBuf, PathBuf)> {
+/// What one `cargo build` of lb-userspace reported.
+pub struct Built {
+    messages: Vec<Message>,
+}
+
+/// `cargo build --package lb-userspace ARGS` with the eBPF toolchain set up (the build script
+/// compiles the XDP programs); diagnostics go to stderr as usual.
+pub fn lb_userspace(tc: &EbpfToolchain, args: &[&str]) -> Result<Built> {
+    setup::check_build_prerequisites(tc)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--package",
+        "lb-userspace",
+        "--message-format=json-render-diagnostics",
+    ])
+    .args(args);
+    tc.configure_ebpf_build(&mut cmd);
+    let json = run_capturing_stdout(&mut cmd)?;
     let messages = Message::parse_stream(json.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("parsing cargo's JSON messages")?;
-    let (xlb, package) = messages
-        .iter()
-        .find_map(|m| match m {
-            Message::CompilerArtifact(a) if a.target.name == "xlb" => a
-                .executable
-                .as_ref()
-                .map(|exe| (exe.clone().into_std_path_buf(), &a.package_id)),
-            _ => None,
-        })
-        .context("cargo reported no `xlb` executable")?;
-    let out_dir = messages
-        .iter()
-        .find_map(|m| match m {
-            Message::BuildScriptExecuted(b) if &b.package_id == package => {
-                Some(b.out_dir.clone().into_std_path_buf())
-            }
-            _ => None,
-        })
-        .context("cargo reported no build-script run for lb-userspace")?;
-    Ok((xlb, out_dir))
+    Ok(Built { messages })
 }
 
-/// The object must be a non-empty 64-bit little-endian ELF file for EM_BPF.
+impl Built {
+    fn artifact(&self, target: &str) -> Result<&cargo_metadata::Artifact> {
+        self.messages
+            .iter()
+            .find_map(|m| match m {
+                Message::CompilerArtifact(a)
+                    if a.target.name == target && a.executable.is_some() =>
+                {
+                    Some(a)
+                }
+                _ => None,
+            })
+            .with_context(|| format!("cargo reported no `{target}` executable"))
+    }
+
+    /// The executable (binary or example) named `target`.
+    pub fn executable(&self, target: &str) -> Result<PathBuf> {
+        let exe = self.artifact(target)?.executable.as_ref();
+        Ok(exe
+            .expect("checked by artifact")
+            .clone()
+            .into_std_path_buf())
+    }
+
+    /// `OUT_DIR` of the build script of the package that built `target` (where the eBPF object is).
+    fn build_script_out_dir(&self, target: &str) -> Result<PathBuf> {
+        let package = &self.artifact(target)?.package_id;
+        self.messages
+            .iter()
+            .find_map(|m| match m {
+                Message::BuildScriptExecuted(b) if &b.package_id == package => {
+                    Some(b.out_dir.clone().into_std_path_buf())
+                }
+                _ => None,
+            })
+            .context("cargo reported no build-script run for lb-userspace")
+    }
+}
+
 fn check_bpf_elf(path: &PathBuf) -> Result<String> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     ensure!(

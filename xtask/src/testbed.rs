@@ -8,11 +8,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{Context as _, Result, bail};
-use cargo_metadata::Message;
+use anyhow::{Result, bail};
 
 use crate::{
-    cmd::{cargo, is_root, run as run_cmd, run_capturing_stdout, workspace_root},
+    cmd::{is_root, run as run_cmd, workspace_root},
     setup,
     toolchain::EbpfToolchain,
 };
@@ -59,35 +58,8 @@ fn demo_config() -> PathBuf {
 /// Builds `xlb` and the testbed tool; returns their paths.
 fn build_tools() -> Result<(PathBuf, PathBuf)> {
     let tc = EbpfToolchain::detect()?;
-    setup::check_build_prerequisites(&tc)?;
-    let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--package",
-        "lb-userspace",
-        "--bin",
-        "xlb",
-        "--example",
-        "xlb-testbed",
-        "--message-format=json-render-diagnostics",
-    ]);
-    tc.configure_ebpf_build(&mut cmd);
-    let json = run_capturing_stdout(&mut cmd)?;
-    let messages = Message::parse_stream(json.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("parsing cargo's JSON messages")?;
-    let exe = |name: &str| {
-        messages
-            .iter()
-            .find_map(|m| match m {
-                Message::CompilerArtifact(a) if a.target.name == name => {
-                    a.executable.as_ref().map(|e| e.clone().into_std_path_buf())
-                }
-                _ => None,
-            })
-            .with_context(|| format!("cargo reported no `{name}` executable"))
-    };
-    Ok((exe("xlb")?, exe("xlb-testbed")?))
+    let built = crate::build::lb_userspace(&tc, &["--bin", "xlb", "--example", "xlb-testbed"])?;
+    Ok((built.executable("xlb")?, built.executable("xlb-testbed")?))
 }
 
 fn require_root(what: &str) -> Result<()> {

@@ -88,7 +88,7 @@ pub fn src_hash_v6(seed: u32, src: &AddrWords) -> u32 {
 }
 
 /// Entropy of a flow for the outer headers (GUE source port, IPv6 flow label; docs/datapath.md
-/// section 5) and for its flow-cache slot. It only has to be stable per flow and spread over its
+/// section 5) and for its flow-table set. It only has to be stable per flow and spread over its
 /// low 20 bits, and it runs for every TCP/UDP packet, so it is as cheap as that allows: each
 /// address folded to one word, each field multiplied by its own 64-bit odd constant (a 64-bit
 /// product carries every input bit into the upper half, so fields that differ only in their
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn entropy_spreads_flows_that_differ_in_a_top_byte() {
         // 512 VIPs of one /24 (in network order the last address byte is the word's top byte)
-        // on three ports, one client: the cache slots must fill like a uniform draw
+        // on three ports, one client: 4096 flow-table sets must fill like a uniform draw
         // (4096 * (1 - e^(-512/4096)), about 481 distinct).
         let src = [u32::from_ne_bytes([198, 51, 100, 7]), 0, 0, 0];
         let mut seen = [0u64; 4096 / 64];

@@ -56,3 +56,35 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// The flow's `hash::flow_entropy`: its flow-table set and tag, and the entropy of its
+    /// outer headers.
+    #[inline(always)]
+    pub const fn entropy(&self, seed: u32) -> u32 {
+        let ports = crate::hash::ports_word(self.sport, self.dport);
+        crate::hash::flow_entropy(seed, &self.src, &self.dst, ports, self.proto)
+    }
+
+    /// Equality as ten word compares without branches (a derived `==` may become a call in
+    /// the program, and compares field by field).
+    #[inline(always)]
+    pub fn same(&self, other: &FlowKey) -> bool {
+        const WORDS: usize = size_of::<FlowKey>() / 4;
+        // SAFETY: `FlowKey` is `repr(C)`, 40 bytes, 4-aligned, without implicit padding: every
+        // byte is a field's, so it reads as ten initialized words.
+        let (a, b) = unsafe {
+            (
+                &*(self as *const FlowKey as *const [u32; WORDS]),
+                &*(other as *const FlowKey as *const [u32; WORDS]),
+            )
+        };
+        let mut diff = 0;
+        let mut i = 0;
+        while i < WORDS {
+            diff |= a[i] ^ b[i];
+            i += 1;
+        }
+        diff == 0
+    }
+}

@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod flows;
 pub mod hash;
 pub mod keys;
 pub mod limits;
@@ -17,5 +18,6 @@ pub mod values;
 #[cfg(feature = "user")]
 mod pod;
 
+pub use flows::{FlowSet, FlowSlot};
 pub use keys::{FlowKey, VipKey};
-pub use values::{Backend, FlowCacheEntry, FlowEntry, LbConfig, TrafficStats, VipMeta};
+pub use values::{Backend, FlowEntry, LbConfig, TrafficStats, VipMeta};

@@ -29,16 +29,8 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 65_536;
 /// Default capacity of the VIP map: each VIP may add an address entry and a fragment alias.
 pub const DEFAULT_VIP_MAP_ENTRIES: u32 = 4 * DEFAULT_MAX_VIPS;
 
-/// Default flow-table (LRU) capacity.
+/// Default flow-table capacity in flows (`flows::flow_sets` of it sets).
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
-
-/// Slots of each CPU's flow cache (a power of two: the slot is the flow's entropy masked).
-pub const FLOW_CACHE_SLOTS: u32 = 4096;
-
-/// Every this many packets of a cached flow (a power of two) are looked up in the flow table
-/// instead: that keeps the flow's LRU entry recently used, puts it back if the LRU evicted it,
-/// and bounds how long a CPU can follow a copy the table no longer holds.
-pub const FLOW_CACHE_REFRESH: u32 = 16;
 
 /// IPv6 extension headers the parser walks before giving up on a packet.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
@@ -55,4 +47,4 @@ pub const ICMP_QUOTE_LEN: usize = 128;
 
 /// Version of the map layout below. Bumped on any change to a key, value or map definition; the
 /// agent refuses to adopt pinned maps of another version.
-pub const MAP_LAYOUT_VERSION: u32 = 3;
+pub const MAP_LAYOUT_VERSION: u32 = 4;

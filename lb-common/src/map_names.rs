@@ -7,11 +7,12 @@ pub const VIPS: &str = "XLB_VIPS";
 pub const RING: &str = "XLB_RING";
 /// `Array<Backend>` indexed by backend id.
 pub const BACKENDS: &str = "XLB_BACKENDS";
-/// `LruHashMap<FlowKey, FlowEntry>`: the chosen backend of each recent flow.
+/// `Array<FlowSet>`, mmapable: the chosen backend of each recent flow, in the set its entropy
+/// selects (`flows`). The number of sets is a power of two; the program learns it from the
+/// global [`FLOW_SET_MASK`].
 pub const FLOWS: &str = "XLB_FLOWS";
-/// `PerCpuArray<FlowCacheEntry>` of `FLOW_CACHE_SLOTS` entries: each CPU's cache of recently
-/// used flow-table entries. Program state, never pinned: a new program starts with it empty.
-pub const FLOW_CACHE: &str = "XLB_FLOW_CACHE";
+/// Global `u32` of the program: the flow table's set count minus one, set at load time.
+pub const FLOW_SET_MASK: &str = "XLB_FLOW_SET_MASK";
 /// `Array<LbConfig>` with one entry.
 pub const CONFIG: &str = "XLB_CONFIG";
 /// `PerCpuArray<GlobalStats>` with one entry: counters by reason.

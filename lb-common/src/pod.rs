@@ -1,7 +1,7 @@
 //! aya `Pod` impls: every type is `#[repr(C)]`, has no implicit padding (explicit `_pad` fields
 //! and size asserts) and accepts any bit pattern.
 
-use crate::{keys::*, stats::GlobalStats, values::*};
+use crate::{flows::*, keys::*, stats::GlobalStats, values::*};
 
 macro_rules! pod {
     ($($t:ty),* $(,)?) => {
@@ -16,7 +16,8 @@ pod!(
     VipMeta,
     Backend,
     FlowEntry,
-    FlowCacheEntry,
+    FlowSlot,
+    FlowSet,
     LbConfig,
     IcmpBucket,
     TrafficStats,

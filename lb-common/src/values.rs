@@ -81,7 +81,7 @@ impl Backend {
     }
 }
 
-/// Value of the flow table.
+/// A flow's entry as callers see it (the flow table stores it in a [`crate::FlowSlot`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
@@ -97,34 +97,6 @@ impl FlowEntry {
     #[inline(always)]
     pub fn honoured_by(&self, backend: &Backend) -> bool {
         backend.accepts_existing_flows() && backend.generation == self.generation
-    }
-}
-
-/// An entry of the per-CPU flow cache (`map_names::FLOW_CACHE`, docs/datapath.md §4): a copy
-/// of a honoured flow-table entry with its key, in a direct-mapped slot chosen by the flow's
-/// entropy. Written only by the program; a zeroed entry matches no flow (family 0).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowCacheEntry {
-    pub key: crate::FlowKey,
-    pub backend_id: u32,
-    /// `Backend::generation` of the entry it copies.
-    pub generation: u32,
-    /// Packets served from this entry since it was written (wraps): every
-    /// `limits::FLOW_CACHE_REFRESH`-th goes to the flow table instead.
-    pub packets: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(size_of::<FlowCacheEntry>() == 56);
-
-impl FlowCacheEntry {
-    /// The flow-table entry this is a copy of.
-    #[inline(always)]
-    pub fn entry(&self) -> FlowEntry {
-        FlowEntry {
-            backend_id: self.backend_id,
-            generation: self.generation,
-        }
     }
 }
 

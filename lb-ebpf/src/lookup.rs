@@ -1,10 +1,10 @@
 //! Classify and choose: VIP lookup, flow table, Maglev ring.
 
 use lb_common::{
-    FlowCacheEntry, FlowEntry, FlowKey, LbConfig, VipKey, VipMeta,
+    FlowEntry, FlowKey, FlowSet, LbConfig, VipKey, VipMeta,
     addr::AddrWords,
     hash::{addr_filter_bit, ring_slot},
-    limits::{FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, RING_SIZE, RING_SLOTS_PER_ENTRY},
+    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
     values::{
         BACKEND_EMPTY, Backend, CONFIG_F_ANY_PORT_VIPS, VIP_F_FRAG_ONLY, VIP_F_NO_BACKEND_PASS,
@@ -12,7 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{ADDR_FILTER, BACKENDS, FLOW_CACHE, FLOWS, RING, VIPS},
+    maps::{ADDR_FILTER, BACKENDS, FLOWS, RING, VIPS, flow_set_mask},
     stats::{self, Verdict},
 };
 
@@ -102,100 +102,47 @@ fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
 }
 
-/// Looks the flow up: this CPU's flow cache, then the flow table (docs/datapath.md §4). A hit
-/// carries everything forwarding needs (the backend entry holds its VIP's index, mode and
-/// flags), so established packets skip the VIP lookup. `entropy` is the flow's
-/// (`flow_entropy`): its low bits pick the cache slot.
+/// The set `entropy` selects (docs/datapath.md §4).
 #[inline(always)]
-pub fn established(key: &FlowKey, entropy: u32) -> Established {
-    // SAFETY: this CPU's entry; nothing else writes it while the program runs here.
-    let cached = FLOW_CACHE
-        .get_ptr_mut(cache_slot(entropy))
-        .map(|c| unsafe { &mut *c });
-    let Some(c) = cached else {
-        return table_entry(key);
-    };
-    if !same_flow(&c.key, key) {
-        let found = table_entry(key);
-        if let Established::Hit(id, b) = found {
-            cache_store(c, key, id, b.generation);
-        }
-        return found;
-    }
-    c.packets = c.packets.wrapping_add(1);
-    if c.packets % FLOW_CACHE_REFRESH != 0
-        && let Some(b) = backend(c.backend_id)
-        && c.entry().honoured_by(b)
-    {
-        return Established::Hit(c.backend_id, b);
-    }
-    // A refresh, or a copy no longer honoured: the table decides.
-    match table_entry(key) {
-        Established::Hit(id, b) => {
-            c.backend_id = id;
-            c.generation = b.generation;
-            Established::Hit(id, b)
-        }
-        // The LRU evicted the entry while this copy served the flow: put the copy back, so
-        // the flow keeps its backend whatever the ring says by now.
-        Established::Miss => match backend(c.backend_id) {
-            Some(b) if c.entry().honoured_by(b) => {
-                if FLOWS.insert(key, c.entry(), 0).is_err() {
-                    stats::count(Counter::FlowInsertFailed);
-                }
-                Established::Hit(c.backend_id, b)
-            }
-            _ => Established::Miss,
-        },
-        Established::Stale => Established::Stale,
-    }
+fn flow_set(entropy: u32) -> Option<&'static mut FlowSet> {
+    // SAFETY: the program writes the table without locks by design; a slot torn by two writers
+    // fails its seal (`lb_common::flows`), and every other bit pattern is a valid value.
+    FLOWS
+        .get_ptr_mut(entropy & flow_set_mask())
+        .map(|s| unsafe { &mut *s })
 }
 
-/// The flow table alone (relayed ICMP errors use only this: they write neither the table nor
-/// the cache).
+/// Looks the flow up in the flow table (docs/datapath.md §4) and marks a honoured entry used.
+/// A hit carries everything forwarding needs (the backend entry holds its VIP's index, mode
+/// and flags), so established packets skip the VIP lookup. `entropy` is the flow's
+/// `flow_entropy`: it selects the set and is the slots' tag.
 #[inline(always)]
-fn table_entry(key: &FlowKey) -> Established {
-    // SAFETY: plain data; see `get`.
-    let Some(entry) = (unsafe { FLOWS.get(key) }).copied() else {
+pub fn established(key: &FlowKey, entropy: u32) -> Established {
+    let Some(slot) = flow_set(entropy).and_then(|set| set.find(key, entropy)) else {
         return Established::Miss;
     };
-    match backend(entry.backend_id) {
-        Some(b) if entry.honoured_by(b) => Established::Hit(entry.backend_id, b),
+    match backend(slot.backend_id) {
+        Some(b) if slot.entry().honoured_by(b) => {
+            // Only the first hit writes: later ones leave the line clean.
+            if slot.used == 0 {
+                slot.used = 1;
+            }
+            Established::Hit(slot.backend_id, b)
+        }
         _ => Established::Stale,
     }
 }
 
+/// The flow table without writing it (relayed ICMP errors).
 #[inline(always)]
-fn cache_slot(entropy: u32) -> u32 {
-    entropy & (FLOW_CACHE_SLOTS - 1)
-}
-
-#[inline(always)]
-fn cache_store(c: &mut FlowCacheEntry, key: &FlowKey, backend_id: u32, generation: u32) {
-    c.key = *key;
-    c.backend_id = backend_id;
-    c.generation = generation;
-    c.packets = 0;
-}
-
-/// Key equality as ten word compares without branches (a derived `==` may become a call).
-#[inline(always)]
-fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
-    const WORDS: usize = size_of::<FlowKey>() / 4;
-    // SAFETY: `FlowKey` is `repr(C)`, 40 bytes, 4-aligned, without implicit padding.
-    let (a, b) = unsafe {
-        (
-            &*(a as *const FlowKey as *const [u32; WORDS]),
-            &*(b as *const FlowKey as *const [u32; WORDS]),
-        )
+fn table_entry(key: &FlowKey, entropy: u32) -> Established {
+    let Some(slot) = flow_set(entropy).and_then(|set| set.find(key, entropy)) else {
+        return Established::Miss;
     };
-    let mut diff = 0;
-    let mut i = 0;
-    while i < WORDS {
-        diff |= a[i] ^ b[i];
-        i += 1;
+    match backend(slot.backend_id) {
+        Some(b) if slot.entry().honoured_by(b) => Established::Hit(slot.backend_id, b),
+        _ => Established::Stale,
     }
-    diff == 0
 }
 
 /// The ring's backend for `hash`, or the verdict for a VIP without one.
@@ -227,19 +174,16 @@ fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdic
     }
 }
 
-/// Writes the flow table and this CPU's cache slot of the flow.
+/// Writes the flow's entry into its set: its own slot, an empty one, or the CLOCK victim.
 #[inline(always)]
 fn remember(key: &FlowKey, entropy: u32, id: u32, backend: &Backend) {
     let entry = FlowEntry {
         backend_id: id,
         generation: backend.generation,
     };
-    if FLOWS.insert(key, entry, 0).is_err() {
-        stats::count(Counter::FlowInsertFailed);
-    }
-    if let Some(c) = FLOW_CACHE.get_ptr_mut(cache_slot(entropy)) {
-        // SAFETY: this CPU's entry.
-        cache_store(unsafe { &mut *c }, key, id, backend.generation);
+    match flow_set(entropy) {
+        Some(set) => set.place(key, entropy).write(key, entropy, entry),
+        None => stats::count(Counter::FlowInsertFailed),
     }
 }
 
@@ -254,7 +198,7 @@ pub fn choose(
     flow_use: FlowUse,
 ) -> Result<Choice, Verdict> {
     if flow_use == FlowUse::ReadOnly
-        && let Established::Hit(id, backend) = table_entry(key)
+        && let Established::Hit(id, backend) = table_entry(key, entropy)
     {
         return Ok(Choice {
             id,

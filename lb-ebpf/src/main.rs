@@ -19,7 +19,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     FlowKey, LbConfig, VipMeta,
     addr::{AddrWords, FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-    hash::{flow_entropy, flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
+    hash::{flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
     stats::Counter,
     values::{CONFIG_F_READY, VIP_F_SRC_AFFINITY},
 };
@@ -143,8 +143,7 @@ pub(crate) fn flow_hash(
 /// `flow_entropy` of a flow (docs/datapath.md §5).
 #[inline(always)]
 pub(crate) fn entropy_of(cfg: &LbConfig, flow: &FlowKey) -> u32 {
-    let ports = ports_word(flow.sport, flow.dport);
-    flow_entropy(cfg.hash_seed, &flow.src, &flow.dst, ports, flow.proto)
+    flow.entropy(cfg.hash_seed)
 }
 
 /// A subprogram, like the slow paths: LLVM spills generously on BPF, and separate frames keep
@@ -166,7 +165,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     };
     let syn =
         pkt.proto == PROTO_TCP && l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-    // Picks the flow's cache slot and goes into GUE / IPv6 outer headers.
+    // Selects the flow's flow-table set and goes into GUE / IPv6 outer headers.
     let entropy = entropy_of(cfg, &key);
     // Established flows first: a hit carries its VIP's index, mode and flags in the backend
     // entry, so the VIP lookup (a hash lookup) is skipped for most packets.

@@ -2,15 +2,16 @@
 //! VIP-, backend- and flow-sized maps at load time. Layouts: `lb_common`.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use lb_common::{
-    FlowCacheEntry, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
+    FlowSet, LbConfig, TrafficStats, VipKey, VipMeta,
+    flows::flow_sets,
     limits::{
         ADDR_FILTER_WORDS, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
-        DEFAULT_VIP_MAP_ENTRIES, FLOW_CACHE_SLOTS, RING_SIZE, RING_SLOTS_PER_ENTRY,
+        DEFAULT_VIP_MAP_ENTRIES, RING_SIZE, RING_SLOTS_PER_ENTRY,
     },
     stats::GlobalStats,
     values::{Backend, DecapConfig, IcmpBucket},
@@ -32,17 +33,24 @@ pub static RING: Array<[u32; RING_SLOTS_PER_ENTRY as usize]> = Array::with_max_e
 #[map(name = "XLB_BACKENDS")]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
-/// 5-tuple -> backend. Per-CPU LRU lists: inserts take no global lock, and RSS keeps a flow on
-/// one CPU so its entry stays on that CPU's list.
+/// 5-tuple -> backend: sets of `FLOW_WAYS` slots (`lb_common::flows`), `FLOW_SET_MASK + 1` of
+/// them. Mmapable: the agent reads the whole table through a memory mapping.
 #[map(name = "XLB_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowEntry> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+pub static FLOWS: Array<FlowSet> =
+    Array::with_max_entries(flow_sets(DEFAULT_FLOW_TABLE_SIZE), BPF_F_MMAPABLE);
+
+/// The flow table's set count minus one. The loader overwrites it together with the map's
+/// size; read it with [`flow_set_mask`] (a plain read would be folded to this default).
+#[unsafe(no_mangle)]
+static XLB_FLOW_SET_MASK: u32 = flow_sets(DEFAULT_FLOW_TABLE_SIZE) - 1;
+
+#[inline(always)]
+pub fn flow_set_mask() -> u32 {
+    // SAFETY: a plain u32 global.
+    unsafe { core::ptr::read_volatile(&XLB_FLOW_SET_MASK) }
+}
 
 /// Global configuration (one entry).
-#[map(name = "XLB_FLOW_CACHE")]
-pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
-    PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
-
 #[map(name = "XLB_CONFIG")]
 pub static CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
 

@@ -13,7 +13,7 @@ use aya::{
     maps::MapError,
     programs::{ProgramError, Xdp},
 };
-use lb_common::{limits, map_names};
+use lb_common::{flows, limits, map_names};
 
 /// The eBPF object built by `build.rs`; empty when built with `AYA_BUILD_SKIP=1`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-ebpf"));
@@ -40,7 +40,8 @@ pub struct LoadOptions {
     pub max_vips: u32,
     /// Backend ids `0..max_backends` (id 0 is "no backend").
     pub max_backends: u32,
-    /// Flow-table (LRU) capacity.
+    /// Flow-table capacity in flows, rounded up to a power of two of at least
+    /// `lb_common::flows::FLOW_WAYS` (the table is `flow_sets(flow_table_size)` sets).
     pub flow_table_size: u32,
 }
 
@@ -172,7 +173,6 @@ pub fn load_decap(maps_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
     let opts = LoadOptions {
         max_vips: 1,
         max_backends: 2,
-        // Per-CPU LRU lists need at least one entry per CPU.
         flow_table_size: 1024,
     };
     load_with(
@@ -232,13 +232,15 @@ fn load_with(
             opts.max_backends, opts.flow_table_size
         )));
     }
+    let flow_set_mask = flows::flow_sets(opts.flow_table_size) - 1;
     let mut loader = EbpfLoader::new();
     loader
+        .override_global(map_names::FLOW_SET_MASK, &flow_set_mask, true)
         .map_max_entries(map_names::RING, ring)
         .map_max_entries(map_names::VIP_STATS, opts.max_vips)
         .map_max_entries(map_names::BACKENDS, opts.max_backends)
         .map_max_entries(map_names::BACKEND_STATS, opts.max_backends)
-        .map_max_entries(map_names::FLOWS, opts.flow_table_size);
+        .map_max_entries(map_names::FLOWS, flow_set_mask + 1);
     if let Some((dir, names)) = pins {
         for name in names {
             loader.map_pin_path(name, dir.join(name));

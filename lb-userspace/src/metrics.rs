@@ -44,8 +44,8 @@
 //!
 //! # Flow-table occupancy
 //!
-//! The flow table is an LRU hash: the kernel keeps no element count, and counting means walking
-//! the keys (two syscalls per entry). The collector walks at most [`FlowWalk::max_entries`]
+//! The flow table keeps no element count: counting means reading every set of it (through its
+//! memory mapping; 64 MiB at the default size). The collector walks at most [`FlowWalk::max_entries`]
 //! entries (default 65536) and at most once per [`FlowWalk::min_interval`] (default 30 s),
 //! serving the cached count in between. Past the cap, `xlb_flow_table_entries` is the cap and
 //! `xlb_flow_table_walk_capped` is 1.

@@ -142,7 +142,7 @@ fn expected_maps() -> [(&'static str, u32, u32); 10] {
         (VIPS, s(size_of::<VipKey>()), s(size_of::<VipMeta>())),
         (RING, 4, 4 * RING_SLOTS_PER_ENTRY),
         (BACKENDS, 4, s(size_of::<Backend>())),
-        (FLOWS, s(size_of::<FlowKey>()), s(size_of::<FlowEntry>())),
+        (FLOWS, 4, s(size_of::<FlowSet>())),
         (CONFIG, 4, s(size_of::<LbConfig>())),
         (STATS, 4, s(size_of::<GlobalStats>())),
         (VIP_STATS, 4, s(size_of::<TrafficStats>())),
@@ -182,7 +182,7 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         let (field, pinned) = match name {
             map_names::RING => ("max-vips", entries * RING_SLOTS_PER_ENTRY / RING_SIZE),
             map_names::BACKENDS => ("max-backends", entries),
-            map_names::FLOWS => ("flow-table-size", entries),
+            map_names::FLOWS => ("flow-table-size", flow_table_size(entries)),
             map_names::ADDR_FILTER if entries != ADDR_FILTER_WORDS => {
                 return Err(PinError::MapMismatch {
                     path,
@@ -196,7 +196,12 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
             "max-backends" => &mut opts.max_backends,
             _ => &mut opts.flow_table_size,
         };
-        if *slot != pinned {
+        // A configured flow-table size is the table it rounds up to.
+        let configured = match field {
+            "flow-table-size" => flow_table_size(lb_common::flows::flow_sets(*slot)),
+            _ => *slot,
+        };
+        if configured != pinned {
             warn!(
                 field,
                 configured = *slot,
@@ -207,6 +212,11 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         }
     }
     Ok(opts)
+}
+
+/// The flow-table size (in flows) of a flow map of `sets` sets.
+fn flow_table_size(sets: u32) -> u32 {
+    u32::try_from(lb_common::flows::flow_capacity(sets)).unwrap_or(u32::MAX)
 }
 
 /// Attaches the LB program to `iface` through a pinned link: a link pinned by a previous agent

@@ -13,8 +13,8 @@
 use lb_common::{
     LbConfig, TrafficStats,
     addr::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    flows::FLOW_WAYS,
     hash::ring_slot,
-    limits::{FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS},
     stats::{COUNTER_SLOTS, Counter},
     values::*,
 };
@@ -1740,13 +1740,111 @@ fn no_backend_bad_backend_unsupported() {
     ]);
 }
 
-/// The per-CPU flow cache (docs/datapath.md §4). A CPU serves an established flow from its copy
-/// of the table's entry; every `FLOW_CACHE_REFRESH`-th packet of the flow goes to the table
-/// instead, which picks up what the copy missed and puts back an entry the LRU evicted; a copy
-/// whose backend is no longer honoured is never used. Counters, outputs and stats are those of
-/// a table hit throughout. (The test thread is pinned to one CPU by `Datapath`.)
+/// `n` client ports of CLIENT4 whose flows to VIP4:80 share one flow-table set.
+fn same_set_flows(dp: &mut Datapath, n: usize) -> Vec<Packet> {
+    let first = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_ACK);
+    let (set, _, _) = dp.flow_set_of(&first.flow_key());
+    let mut out = vec![first];
+    let mut port = 40002;
+    while out.len() < n {
+        let p = Packet::tcp(CLIENT4, port, VIP4, 80, TCP_ACK);
+        if dp.flow_set_of(&p.flow_key()).0 == set {
+            out.push(p);
+        }
+        port = port
+            .checked_add(1)
+            .expect("enough client ports share a set");
+    }
+    out
+}
+
+fn with_flags(p: &Packet, flags: u8) -> Packet {
+    let (sport, dport) = p.ports();
+    Packet::tcp(CLIENT4, sport, VIP4, dport, flags)
+}
+
+/// The flow table's sets (docs/datapath.md §4): a SYN's entry starts unused, the flow's next
+/// packet marks it used, and a new flow in a full set evicts an unused entry, never one that
+/// is carrying traffic. Flows that share a set each go where their own entry says.
 #[test]
-fn flow_cache() {
+fn flow_table_sets_evict_unused_entries_first() {
+    let cfg = base_config();
+    let vip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 0, true);
+    let mut dp = Datapath::new();
+    setup(cfg, &[vip.clone()])(&mut dp);
+    let flows = same_set_flows(&mut dp, FLOW_WAYS + 1);
+    let choice = |p: &Packet| vip.pool.choose(p.hash(cfg.hash_seed, false));
+    let used = |dp: &mut Datapath, p: &Packet| {
+        let (_, set, tag) = dp.flow_set_of(&p.flow_key());
+        set.ways
+            .iter()
+            .find(|s| s.keyed(&p.flow_key(), tag))
+            .map(|s| s.used)
+    };
+    // Fill the set: four SYNs.
+    for p in &flows[..FLOW_WAYS] {
+        let syn = with_flags(p, TCP_SYN);
+        step(
+            &mut dp,
+            "SYN",
+            &syn.frame(),
+            &fwd_to(&cfg, &vip, &syn, choice(p), Counter::FlowSyn),
+        );
+        assert_eq!(used(&mut dp, p), Some(0), "a new entry starts unused");
+    }
+    // The first three send a second packet: hits, now used.
+    for p in &flows[..FLOW_WAYS - 1] {
+        step(
+            &mut dp,
+            "second packet",
+            &p.frame(),
+            &fwd_to(&cfg, &vip, p, choice(p), Counter::FlowHit),
+        );
+        assert_eq!(used(&mut dp, p), Some(1), "a hit marks the entry used");
+    }
+    // Pin the used flows to backends other than their ring choices, so a lost entry shows.
+    let pinned: Vec<u32> = flows[..FLOW_WAYS - 1]
+        .iter()
+        .map(|p| {
+            let other = *vip.pool.ids.iter().find(|&&i| i != choice(p)).unwrap();
+            dp.set_flow_entry(&p.flow_key(), other);
+            // Rewriting an entry resets its mark; mark it again as its traffic would.
+            let f = p.frame();
+            step(
+                &mut dp,
+                "pinned",
+                &f,
+                &fwd_to(&cfg, &vip, p, other, Counter::FlowHit),
+            );
+            other
+        })
+        .collect();
+    // A fifth flow: the set is full, and the one entry that never saw a second packet goes.
+    let new = with_flags(&flows[FLOW_WAYS], TCP_SYN);
+    step(
+        &mut dp,
+        "new flow in a full set",
+        &new.frame(),
+        &fwd_to(&cfg, &vip, &new, choice(&new), Counter::FlowSyn),
+    );
+    assert_eq!(dp.flow_entry(&flows[FLOW_WAYS - 1].flow_key()), None);
+    assert!(dp.flow_entry(&new.flow_key()).is_some());
+    for (p, id) in flows[..FLOW_WAYS - 1].iter().zip(pinned) {
+        step(
+            &mut dp,
+            "used flow kept its entry",
+            &p.frame(),
+            &fwd_to(&cfg, &vip, p, id, Counter::FlowHit),
+        );
+    }
+    let total = dp.flow_set_of(&new.flow_key()).1;
+    assert!(total.ways.iter().all(|s| s.sealed()), "four intact entries");
+}
+
+/// A slot whose fields do not match its seal (two CPUs wrote it at once) is no hit: the flow
+/// takes the ring's choice, which overwrites the same slot.
+#[test]
+fn flow_table_torn_slot_is_a_miss() {
     let cfg = base_config();
     let vip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 0, true);
     let mut dp = Datapath::new();
@@ -1755,141 +1853,37 @@ fn flow_cache() {
     let key = ack.flow_key();
     let a = vip.pool.choose(ack.hash(cfg.hash_seed, false));
     let b = *vip.pool.ids.iter().find(|&&i| i != a).unwrap();
+    dp.set_flow_entry(&key, b);
     let f = ack.frame();
-    let cached = |dp: &mut Datapath| dp.cached_flow(&key).map(|c| c.backend_id);
-
     step(
         &mut dp,
-        "miss",
+        "pinned",
+        &f,
+        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
+    );
+    // Another writer's backend id under this writer's seal.
+    let (index, mut set, tag) = dp.flow_set_of(&key);
+    let slot = set
+        .ways
+        .iter_mut()
+        .find(|s| s.keyed(&key, tag))
+        .expect("the flow's slot");
+    slot.backend_id = a;
+    dp.write_flow_set(index, &set);
+    assert_eq!(dp.flow_entry(&key), None, "a torn slot is no entry");
+    step(
+        &mut dp,
+        "torn slot: the ring decides",
         &f,
         &fwd_to(&cfg, &vip, &ack, a, Counter::FlowMiss),
     );
-    assert_eq!(cached(&mut dp), Some(a), "the ring choice is cached");
-
-    // A write that bypasses the caches (the agent never writes the table; this stands for a
-    // choice made on another CPU): the copy serves until the refresh.
-    dp.set_flow_entry_raw(&key, b);
-    for n in 1..FLOW_CACHE_REFRESH {
-        let name = format!("packet {n} after the table changed: the copy");
-        step(
-            &mut dp,
-            &name,
-            &f,
-            &fwd_to(&cfg, &vip, &ack, a, Counter::FlowHit),
-        );
-    }
-    let name = "the refresh packet follows the table";
-    step(
-        &mut dp,
-        name,
-        &f,
-        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
-    );
-    assert_eq!(cached(&mut dp), Some(b), "the refresh updated the copy");
-    step(
-        &mut dp,
-        "then the copy",
-        &f,
-        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
-    );
-
-    // The LRU evicts the entry while the copy serves the flow: the refresh puts it back, so
-    // the flow keeps its backend even if the ring says otherwise by then.
-    dp.fill_ring(vip.index, |_| a);
-    dp.remove_flow_entry_raw(&key);
-    for n in 2..FLOW_CACHE_REFRESH {
-        let name = format!("packet {n} after eviction: the copy");
-        step(
-            &mut dp,
-            &name,
-            &f,
-            &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
-        );
-        assert_eq!(dp.flow_entry(&key), None);
-    }
-    let name = "the refresh packet re-inserts the copy";
-    step(
-        &mut dp,
-        name,
-        &f,
-        &fwd_to(&cfg, &vip, &ack, b, Counter::FlowHit),
-    );
-    assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(b));
-
-    // A copy whose backend went down is not used: the very next packet re-hashes.
-    let mut down = vip.pool.backend(b);
-    down.state = BACKEND_DOWN;
-    dp.set_backend(b, down);
-    let name = "backend of the copy down: re-hash at once";
-    step(
-        &mut dp,
-        name,
-        &f,
-        &fwd_to(&cfg, &vip, &ack, a, Counter::FlowRehash),
-    );
-    assert_eq!(cached(&mut dp), Some(a));
     assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(a));
-
-    // Evicted, and the copy's backend went down too: nothing to put back, a plain miss.
-    let c = *vip.pool.ids.iter().find(|&&i| i != a && i != b).unwrap();
-    dp.fill_ring(vip.index, |_| c);
-    dp.remove_flow_entry_raw(&key);
-    let mut down = vip.pool.backend(a);
-    down.state = BACKEND_DOWN;
-    dp.set_backend(a, down);
-    let name = "evicted, copy's backend down: a miss";
-    step(
-        &mut dp,
-        name,
-        &f,
-        &fwd_to(&cfg, &vip, &ack, c, Counter::FlowMiss),
+    let (_, set, _) = dp.flow_set_of(&key);
+    assert_eq!(
+        set.ways.iter().filter(|s| s.key == key).count(),
+        1,
+        "the flow's own slot was rewritten"
     );
-    assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(c));
-    assert_eq!(cached(&mut dp), Some(c));
-}
-
-/// Two flows in the same cache slot take turns in it; each packet still goes where the table
-/// says.
-#[test]
-fn flow_cache_slot_collision() {
-    let cfg = base_config();
-    let vip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 0, true);
-    let mut dp = Datapath::new();
-    setup(cfg, &[vip.clone()])(&mut dp);
-    let slot = |p: &Packet| p.entropy(cfg.hash_seed) & (FLOW_CACHE_SLOTS - 1);
-    let first = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_ACK);
-    let second = (40002..u16::MAX)
-        .map(|port| Packet::tcp(CLIENT4, port, VIP4, 80, TCP_ACK))
-        .find(|p| slot(p) == slot(&first))
-        .expect("two client ports share a cache slot");
-    let choice = |p: &Packet| vip.pool.choose(p.hash(cfg.hash_seed, false));
-    for p in [&first, &second] {
-        step(
-            &mut dp,
-            "miss",
-            &p.frame(),
-            &fwd_to(&cfg, &vip, p, choice(p), Counter::FlowMiss),
-        );
-    }
-    // Pin them to different backends so a mix-up would show.
-    let (a, b) = (vip.pool.ids[0], vip.pool.ids[1]);
-    dp.set_flow_entry(&first.flow_key(), a);
-    dp.set_flow_entry(&second.flow_key(), b);
-    for round in 0..3 {
-        for (p, id) in [(&first, a), (&second, b)] {
-            let name = format!("round {round}, client port {}", p.ports().0);
-            step(
-                &mut dp,
-                &name,
-                &p.frame(),
-                &fwd_to(&cfg, &vip, p, id, Counter::FlowHit),
-            );
-            assert_eq!(
-                dp.cached_flow(&p.flow_key()).map(|c| c.backend_id),
-                Some(id)
-            );
-        }
-    }
 }
 
 #[test]

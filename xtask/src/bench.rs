@@ -206,7 +206,7 @@ pub fn run(args: &Args) -> Result<()> {
         display(&bench_cmd(b, &control_args)),
         || run_json(&mut bench_cmd(b, &control_args), Duration::from_secs(90)),
     );
-    let memory_args: Vec<String> = vec!["memory".into(), "--cpu".into(), cpu.clone()];
+    let memory_args: Vec<String> = vec!["memory".into()];
     stage(
         &mut stages,
         &a.only,

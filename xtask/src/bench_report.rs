@@ -270,9 +270,7 @@ fn control(r: &Value, mem: Option<&Value>, md: &mut String, key: &mut Vec<Value>
                 f(&x["memlock_bytes"]) / 1048576.0
             );
         }
-        md.push_str(
-            "\n(maps under 1 MiB omitted; types: 1 hash, 2 array, 6 per-CPU array, 9 LRU hash)\n",
-        );
+        md.push_str("\n(maps under 1 MiB omitted; types: 1 hash, 2 array, 6 per-CPU array)\n");
         key.push(json!({"section": "control", "name": "memory_1m_flows",
             "rss_mib": f(&rss["rss_kib"]) / 1024.0, "anon_mib": f(&rss["anon_kib"]) / 1024.0,
             "memlock_mib": f(&m["memlock_total_bytes"]) / 1048576.0}));

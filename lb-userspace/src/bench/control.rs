@@ -294,13 +294,13 @@ pub struct MemoryReport {
 
 /// Loads the program with the default sizes (1M-entry flow table), fills `flows` entries, and
 /// reads this process's RSS and the kernel's accounting of its maps.
-pub fn memory(flows: u64, cpu: usize) -> anyhow::Result<MemoryReport> {
+pub fn memory(flows: u64) -> anyhow::Result<MemoryReport> {
     let opts = LoadOptions::default();
     let vip = big_config(1, 16).remove(0);
     let mut fx = Fixture::new(opts, std::slice::from_ref(&vip))?;
     let rss_after_load = sys::rss("self");
     let t = Instant::now();
-    fx.fill_flows(&vip.id(), 0..flows, cpu)?;
+    fx.fill_flows(&vip.id(), 0..flows)?;
     let fill_seconds = t.elapsed().as_secs_f64();
     let rss_after_fill = sys::rss("self");
     let flows_resident = fx.flow_count();

@@ -5,21 +5,16 @@
 use std::collections::HashMap as StdHashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, anyhow};
-use aya::{
-    Ebpf,
-    maps::{HashMap, Map, MapData},
-    programs::Xdp,
-};
+use aya::{Ebpf, programs::Xdp};
 use lb_common::{FlowEntry, FlowKey, addr, map_names, stats::Counter};
 
-use super::{runner::client_of, sys};
+use super::runner::client_of;
 use crate::{
     config,
     loader::{self, LoadOptions},
-    maps::{AyaStore, MapStore},
+    maps::{AyaStore, MapStore, mmap::FlowTable},
     model::{Config, Proto, VipId},
     reconcile::{NetInfo, Overrides, Reconciler},
 };
@@ -112,7 +107,8 @@ pub fn net_info(cfg: &Config) -> NetInfo {
 pub struct Fixture {
     ebpf: Ebpf,
     pub reconciler: Reconciler<AyaStore>,
-    flows: HashMap<MapData, FlowKey, FlowEntry>,
+    /// A second mapping of the flow table (the store holds the first).
+    flows: FlowTable,
     pub opts: LoadOptions,
     pub config: Config,
 }
@@ -121,14 +117,11 @@ impl Fixture {
     /// Loads the LB program with `opts` and applies `vips`.
     pub fn new(opts: LoadOptions, vips: &[VipSpec]) -> anyhow::Result<Self> {
         let mut ebpf = loader::load(&opts).context("loading xlb (root with CAP_BPF needed)")?;
-        // A second fd on the flow table before the store takes the maps.
-        let flows = match ebpf.map(map_names::FLOWS) {
-            Some(Map::LruHashMap(data)) => {
-                let fd = data.fd().as_fd().try_clone_to_owned()?;
-                HashMap::try_from(Map::LruHashMap(MapData::from_fd(fd)?))?
-            }
-            _ => anyhow::bail!("XLB_FLOWS is missing or not an LRU hash map"),
-        };
+        // A second mapping of the flow table before the store takes the maps.
+        let flows = FlowTable::of(
+            ebpf.map(map_names::FLOWS)
+                .context("XLB_FLOWS is missing from the object")?,
+        )?;
         let store = AyaStore::from_ebpf(&mut ebpf)?;
         let reconciler = Reconciler::adopt(store)?;
         let mut f = Fixture {
@@ -169,16 +162,10 @@ impl Fixture {
             .collect()
     }
 
-    /// Inserts the flow-table entries of flow indices `range` (clients from
-    /// [`client_of`]) to `vip`, spread over its backends. The table's LRU lists are per CPU and
-    /// an insert takes from the calling CPU's list, so the range is split over the online CPUs
-    /// (each holds `flow_table_size / cpus`). Leaves the thread pinned to `back_to`.
-    pub fn fill_flows(
-        &mut self,
-        vip: &VipId,
-        range: std::ops::Range<u64>,
-        back_to: usize,
-    ) -> anyhow::Result<()> {
+    /// Inserts the flow-table entries of flow indices `range` (clients from [`client_of`]) to
+    /// `vip`, spread over its backends, each where the program would put it (so a full set
+    /// evicts as the program's inserts do).
+    pub fn fill_flows(&mut self, vip: &VipId, range: std::ops::Range<u64>) -> anyhow::Result<()> {
         let ids = self.backend_ids(vip);
         let generations: std::collections::HashMap<u32, u32> = self
             .reconciler
@@ -187,40 +174,38 @@ impl Fixture {
             .map(|b| (b.id, b.entry.generation))
             .collect();
         anyhow::ensure!(!ids.is_empty(), "VIP {vip} has no backends");
+        let seed = self.reconciler.store().config()?.hash_seed;
         let (_, dst) = addr::to_words(vip.addr);
-        let cpus = sys::online_cpus() as u64;
-        let per_cpu = (range.end - range.start).div_ceil(cpus);
-        for cpu in 0..cpus {
-            sys::pin_to_cpu(cpu as usize)?;
-            let lo = range.start + cpu * per_cpu;
-            let hi = (lo + per_cpu).min(range.end);
-            for k in lo..hi {
-                let (src, sport) = client_of(k);
-                let (family, src) = addr::to_words(IpAddr::from(src));
-                let key = FlowKey {
-                    src,
-                    dst,
-                    sport: sport.to_be(),
-                    dport: vip.port.to_be(),
-                    proto: vip.proto.number(),
-                    family,
-                    _pad: [0; 2],
-                };
-                let id = ids[(k % ids.len() as u64) as usize];
-                let entry = FlowEntry {
-                    backend_id: id,
-                    generation: generations[&id],
-                };
-                self.flows.insert(key, entry, 0)?;
-            }
+        for k in range {
+            let (src, sport) = client_of(k);
+            let (family, src) = addr::to_words(IpAddr::from(src));
+            let key = FlowKey {
+                src,
+                dst,
+                sport: sport.to_be(),
+                dport: vip.port.to_be(),
+                proto: vip.proto.number(),
+                family,
+                _pad: [0; 2],
+            };
+            let id = ids[(k % ids.len() as u64) as usize];
+            let entry = FlowEntry {
+                backend_id: id,
+                generation: generations[&id],
+            };
+            self.flows.insert(&key, seed, entry);
         }
-        sys::pin_to_cpu(back_to)?;
         Ok(())
     }
 
-    /// Entries in the flow table (walks every key: about a second per million).
+    /// Entries in the flow table (reads the whole table).
     pub fn flow_count(&self) -> usize {
-        self.flows.keys().count()
+        self.flows.count()
+    }
+
+    /// Flows the table holds at most.
+    pub fn flow_capacity(&self) -> u64 {
+        self.flows.capacity()
     }
 
     /// Global counters summed over CPUs.

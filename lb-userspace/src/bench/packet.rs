@@ -304,8 +304,8 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
             out.push(scenario(&fx, name, label, verdict, &mut Fixed(frame), p)?);
         }
     }
-    // New flows: SYNs from distinct clients (ring lookup + flow insert; once this CPU's share of
-    // the LRU table is full, every insert also evicts).
+    // New flows: SYNs from distinct clients (ring lookup + flow insert; once the table's sets
+    // are full, every insert also evicts).
     let syn = Packet::tcp(CLIENT_V4, CLIENT_PORT, VIP_V4, 80, TCP_SYN).frame();
     let offset = 1 << 23;
     if want("v4_tcp_new") {
@@ -323,7 +323,7 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
     if want("v4_tcp_hit_1m") || want("v4_tcp_hit_1m_all") {
         let vip = vips[0].id();
         eprintln!("  filling {} flows ...", p.resident);
-        fx.fill_flows(&vip, 0..p.resident, p.cpu)?;
+        fx.fill_flows(&vip, 0..p.resident)?;
         let resident = p.resident;
         if want("v4_tcp_hit_1m") {
             out.push(scenario(

@@ -13,7 +13,6 @@ use super::{
     runner::{
         self, ACTIVE_FLOWS, Cycle, Fixed, Frames, Measurement, V4Flows, active_flow, scrambled,
     },
-    sys,
 };
 use crate::{
     loader::LoadOptions,
@@ -131,20 +130,17 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
         affinity: false,
         backends: v6_backends(n),
     };
-    // Unmeasured: fill this CPU's share of the LRU with SYNs first, so every point meets the
-    // table in the same state (full, recycling elements in LRU order). Without it the first
-    // point alone inserts into a fresh table, whose free list hands out elements in address
-    // order (cheaper), and the curve would also measure that.
+    // Unmeasured: fill the flow table with SYNs first, so every point meets it in the same
+    // state (full: each insert evicts).
     fx.apply(&[pool(BACKEND_COUNTS[0])])?;
-    let lru_share = u64::from(opts.flow_table_size) / sys::online_cpus() as u64;
     let mut warm = V4Flows::new(syn.clone(), |i| (1u64 << 22) + i);
-    for i in 0..lru_share {
+    for i in 0..fx.flow_capacity() {
         runner::run_once(fx.prog(), warm.frame(i))?;
     }
     for &n in &BACKEND_COUNTS {
         let vip = pool(n);
         fx.apply(std::slice::from_ref(&vip))?;
-        fx.fill_flows(&vip.id(), 0..spread, p.cpu)?;
+        fx.fill_flows(&vip.id(), 0..spread)?;
         hit_curve.push(point(
             &fx,
             u64::from(n),
@@ -176,7 +172,7 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
     let mut occ_curve = Vec::new();
     let mut filled = 0u64;
     for &n in &OCCUPANCY {
-        fx.fill_flows(&vip.id(), filled..n, p.cpu)?;
+        fx.fill_flows(&vip.id(), filled..n)?;
         filled = n;
         let resident = fx.flow_count();
         let mut pt = point(
@@ -194,7 +190,7 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
     }
     // Fill to capacity, then flood with SYNs from random clients (each insert evicts).
     let cap = u64::from(opts.flow_table_size);
-    fx.fill_flows(&vip.id(), filled..cap, p.cpu)?;
+    fx.fill_flows(&vip.id(), filled..cap)?;
     let before = fx.counters()?;
     let flood_base = 1u64 << 23;
     let syn_flood_full = runner::measure(
@@ -208,14 +204,12 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
     )?;
     let after = fx.counters()?;
     eprintln!("    SYN flood, full table: {:.1} ns", syn_flood_full.ns);
-    // Established hits right after the flood, over active flows the fill put on CPU 0's share
-    // of the LRU lists (the flood, on the measuring CPU, evicts from that CPU's share only; the
-    // counters show how many were still hits).
-    let half = cap / sys::online_cpus() as u64;
+    // Established hits right after the flood, over active flows of the fill (the counters
+    // show how many the flood left in the table).
     let before_hits = fx.counters()?;
     let hit_after_flood = runner::measure(
         fx.prog(),
-        &mut V4Flows::new(ack, move |i| active_flow(i, half, ACTIVE_FLOWS)),
+        &mut V4Flows::new(ack, move |i| active_flow(i, cap, ACTIVE_FLOWS)),
         p.warmup,
         p.iterations,
         p.runs,

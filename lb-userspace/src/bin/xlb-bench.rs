@@ -71,8 +71,6 @@ enum Cmd {
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
         flows: u64,
-        #[arg(long, default_value_t = 1)]
-        cpu: usize,
     },
     /// RSS and BPF map memory (fdinfo `memlock:`) of another process, e.g. the agent.
     ProcMemory {
@@ -152,7 +150,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             emit(&scale::run(&a.params())?)
         }
         Cmd::Control { reps } => emit(&control::run(reps)?),
-        Cmd::Memory { flows, cpu } => emit(&control::memory(flows, cpu)?),
+        Cmd::Memory { flows } => emit(&control::memory(flows)?),
         Cmd::ProcMemory { pid } => {
             let pid = pid.to_string();
             let maps = sys::map_memory(&pid);

@@ -1,7 +1,6 @@
 //! [`MapStore`] over the real BPF maps: those of a freshly loaded program, or the ones pinned
 //! under bpffs by a running (or departed) agent.
 
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use aya::{
@@ -15,7 +14,11 @@ use lb_common::{
     stats::GlobalStats,
 };
 
-use super::{MapError, MapStore, Result, sum_global, sum_traffic};
+use super::{
+    MapError, MapStore, Result,
+    mmap::{ArrayMmap, FlowTable},
+    sum_global, sum_traffic,
+};
 
 /// The ring map, memory-mapped (`BPF_F_MMAPABLE`): reading or rewriting a 65537-slot table is
 /// a memory copy instead of 65537 syscalls, which is what makes adopting hundreds of VIPs on
@@ -23,64 +26,23 @@ use super::{MapError, MapStore, Result, sum_global, sum_traffic};
 /// Its elements are pairs of slots (`limits::RING_SLOTS_PER_ENTRY`) laid out back to back, so
 /// the mapping reads as one flat array of u32 slots.
 struct RingMmap {
-    _map: MapData,
+    _m: ArrayMmap,
     ptr: *mut u32,
-    len_bytes: usize,
     /// Slots the map holds (elements x slots per element).
     slots: u32,
 }
 
-// SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`.
+// SAFETY: `ptr` points into the mapping `m` owns; accessed only through `&self`/`&mut self`.
 unsafe impl Send for RingMmap {}
 unsafe impl Sync for RingMmap {}
 
 impl RingMmap {
     fn new(map: MapData) -> Result<Self> {
-        let info = map
-            .info()
-            .map_err(|e| MapError::new(map_names::RING, "info", e))?;
-        let expected = 4 * RING_SLOTS_PER_ENTRY;
-        if info.value_size() != expected {
-            return Err(MapError::new(
-                map_names::RING,
-                "info",
-                format!(
-                    "value size {} B, expected {expected} B (a map of another layout version)",
-                    info.value_size()
-                ),
-            ));
-        }
-        let entries = info.max_entries();
-        let page = 4096usize;
-        let len_bytes = (entries as usize * expected as usize).div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: mapping a BPF array map fd created with BPF_F_MMAPABLE; length is the map's
-        // value area rounded up to pages, as the kernel requires.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(MapError::new(
-                map_names::RING,
-                "mmap",
-                format!(
-                    "{} (the ring map must be created with BPF_F_MMAPABLE)",
-                    std::io::Error::last_os_error()
-                ),
-            ));
-        }
+        let m = ArrayMmap::new(map_names::RING, map, 4 * RING_SLOTS_PER_ENTRY)?;
         Ok(Self {
-            _map: map,
-            ptr: ptr.cast(),
-            len_bytes,
-            slots: entries.saturating_mul(RING_SLOTS_PER_ENTRY),
+            ptr: m.as_ptr(),
+            slots: m.entries().saturating_mul(RING_SLOTS_PER_ENTRY),
+            _m: m,
         })
     }
 
@@ -125,18 +87,11 @@ impl RingMmap {
     }
 }
 
-impl Drop for RingMmap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
-    }
-}
-
 pub struct AyaStore {
     vips: HashMap<MapData, VipKey, VipMeta>,
     ring: RingMmap,
     backends: Array<MapData, Backend>,
-    flows: HashMap<MapData, FlowKey, FlowEntry>,
+    flows: FlowTable,
     config: Array<MapData, LbConfig>,
     stats: PerCpuArray<MapData, GlobalStats>,
     vip_stats: PerCpuArray<MapData, TrafficStats>,
@@ -182,11 +137,21 @@ impl AyaStore {
             Map::Array(data) => RingMmap::new(data)?,
             _ => return Err(MapError::new(RING, "open", "not an array map")),
         };
+        let flows = match get(FLOWS)? {
+            Map::Array(data) => FlowTable::new(data)?,
+            _ => {
+                return Err(MapError::new(
+                    FLOWS,
+                    "open",
+                    "not an array map (a map of another layout version)",
+                ));
+            }
+        };
         Ok(Self {
             vips: conv(VIPS, HashMap::try_from(get(VIPS)?))?,
             ring,
             backends: conv(BACKENDS, Array::try_from(get(BACKENDS)?))?,
-            flows: conv(FLOWS, HashMap::try_from(get(FLOWS)?))?,
+            flows,
             config: conv(CONFIG, Array::try_from(get(CONFIG)?))?,
             stats: conv(STATS, PerCpuArray::try_from(get(STATS)?))?,
             vip_stats: conv(VIP_STATS, PerCpuArray::try_from(get(VIP_STATS)?))?,
@@ -304,25 +269,10 @@ impl MapStore for AyaStore {
         )
     }
     fn flows(&self, limit: usize) -> Result<Vec<(FlowKey, FlowEntry)>> {
-        let mut out = Vec::new();
-        for r in self.flows.iter() {
-            if out.len() >= limit {
-                break;
-            }
-            match r {
-                Ok(kv) => out.push(kv),
-                // An LRU entry evicted between "next key" and "lookup": skip it.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(MapError::new(map_names::FLOWS, "iterate", e)),
-            }
-        }
-        Ok(out)
+        Ok(self.flows.entries(limit))
     }
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
-        match self.flows.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(MapError::new(map_names::FLOWS, "lookup", e)),
-        }
+        let seed = self.config()?.hash_seed;
+        Ok(self.flows.get(key, seed))
     }
 }

@@ -6,6 +6,7 @@
 
 mod aya_store;
 pub mod fake;
+pub mod mmap;
 
 use lb_common::{
     Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, stats::GlobalStats,

@@ -10,38 +10,16 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, FlowCacheEntry, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, addr,
+    Backend, FlowEntry, FlowKey, FlowSet, LbConfig, TrafficStats, VipKey, VipMeta, addr,
     hash::addr_filter_bit,
-    limits::{FLOW_CACHE_SLOTS, RING_SIZE, RING_SLOTS_PER_ENTRY},
+    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     map_names,
     stats::{COUNTER_SLOTS, GlobalStats},
     values::{CONFIG_F_READY, IcmpBucket},
 };
 
 use crate::loader::{self, LoadError, LoadOptions};
-
-/// Pins the calling thread to the CPU it is running on now. Panics if it cannot: a test whose
-/// packets hop between CPUs could see another CPU's flow cache and fail for no datapath reason.
-fn pin_to_current_cpu() {
-    // SAFETY: plain libc calls on this thread; the set is a local value.
-    let rc = unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(
-            cpu >= 0,
-            "sched_getcpu: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(
-        rc,
-        0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-}
+use crate::maps::mmap::FlowTable;
 
 /// Headroom the output buffer leaves for encapsulation (XDP_PACKET_HEADROOM).
 const OUT_SLACK: usize = 256;
@@ -56,6 +34,8 @@ pub const TEST_LOAD_OPTIONS: LoadOptions = LoadOptions {
 /// A loaded program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The flow map, memory-mapped.
+    flows: FlowTable,
     cpus: usize,
     /// VIP index -> (mode, flags) of its main entry: backends carry their VIP's mode and flags,
     /// which the agent writes with every backend entry; this fixture does the same.
@@ -81,16 +61,17 @@ impl Datapath {
         }
     }
 
-    /// Also pins the calling thread to the CPU it runs on: `BPF_PROG_TEST_RUN` runs the program
-    /// on the caller's CPU, and the program keeps per-CPU state (the flow cache), so a test's
-    /// packets must all run on one CPU, as a flow's packets do behind a NIC's RSS.
     pub fn try_new(opts: &LoadOptions) -> Result<Self, LoadError> {
-        pin_to_current_cpu();
         let ebpf = loader::load(opts)?;
+        let flows = ebpf
+            .map(map_names::FLOWS)
+            .ok_or_else(|| LoadError::InvalidOptions("no flow map in the object".into()))
+            .and_then(|m| FlowTable::of(m).map_err(|e| LoadError::InvalidOptions(e.to_string())))?;
         let cpus =
             nr_cpus().map_err(|(what, e)| LoadError::InvalidOptions(format!("{what}: {e}")))?;
         Ok(Datapath {
             ebpf,
+            flows,
             cpus,
             vip_modes: Default::default(),
         })
@@ -316,16 +297,16 @@ impl Datapath {
         pair[(g % RING_SLOTS_PER_ENTRY) as usize]
     }
 
-    fn flows(&mut self) -> HashMap<&mut MapData, FlowKey, FlowEntry> {
-        HashMap::try_from(self.map(map_names::FLOWS)).expect("FLOWS map type")
+    fn seed(&mut self) -> u32 {
+        let m: Array<_, LbConfig> =
+            Array::try_from(self.map(map_names::CONFIG)).expect("CONFIG map type");
+        m.get(&0, 0).expect("read config").hash_seed
     }
 
+    /// `key`'s intact flow-table entry.
     pub fn flow_entry(&mut self, key: &FlowKey) -> Option<FlowEntry> {
-        match self.flows().get(key, 0) {
-            Ok(v) => Some(v),
-            Err(MapError::KeyNotFound) => None,
-            Err(e) => panic!("read flow entry: {e}"),
-        }
+        let seed = self.seed();
+        self.flows.get(key, seed)
     }
 
     /// Pins `key` to backend `backend_id` as its current holder (its generation).
@@ -334,59 +315,37 @@ impl Datapath {
         self.set_flow_entry_generation(key, backend_id, generation);
     }
 
-    /// Pins `key` to backend `backend_id` with an explicit generation (e.g. a stale one), and
-    /// empties the per-CPU flow caches so the next packet sees the new entry (without that, a
-    /// CPU that cached the flow follows its copy until its next refresh: see
-    /// [`Datapath::set_flow_entry_raw`]).
+    /// Pins `key` to backend `backend_id` with an explicit generation (e.g. a stale one),
+    /// placed where the program would place it.
     pub fn set_flow_entry_generation(&mut self, key: &FlowKey, backend_id: u32, generation: u32) {
-        self.write_flow_entry(key, backend_id, generation);
-        self.clear_flow_cache();
+        let seed = self.seed();
+        let entry = FlowEntry {
+            backend_id,
+            generation,
+        };
+        self.flows.insert(key, seed, entry);
     }
 
-    /// Writes the flow table only, as a writer that does not know about the caches would.
-    pub fn set_flow_entry_raw(&mut self, key: &FlowKey, backend_id: u32) {
-        let generation = self.backend(backend_id).generation;
-        self.write_flow_entry(key, backend_id, generation);
+    /// Empties `key`'s slot (as an eviction does). Returns whether it had one.
+    pub fn remove_flow_entry(&mut self, key: &FlowKey) -> bool {
+        let seed = self.seed();
+        self.flows.remove(key, seed)
     }
 
-    /// Deletes `key` from the flow table only (as an LRU eviction does).
-    pub fn remove_flow_entry_raw(&mut self, key: &FlowKey) {
-        self.flows().remove(key).expect("delete flow entry");
+    /// The set holding `key` (or where it would go) and the key's tag.
+    pub fn flow_set_of(&mut self, key: &FlowKey) -> (u32, FlowSet, u32) {
+        let seed = self.seed();
+        let (i, tag) = self.flows.locate(key, seed);
+        (i, self.flows.raw_set(i), tag)
     }
 
-    /// Zeroes every slot of every CPU's flow cache.
-    pub fn clear_flow_cache(&mut self) {
-        self.zero_per_cpu::<FlowCacheEntry>(map_names::FLOW_CACHE, FLOW_CACHE_SLOTS);
-    }
-
-    /// A cached copy of `key`'s entry in any CPU's flow cache.
-    pub fn cached_flow(&mut self, key: &FlowKey) -> Option<FlowCacheEntry> {
-        let m: PerCpuArray<_, FlowCacheEntry> =
-            PerCpuArray::try_from(self.map(map_names::FLOW_CACHE)).expect("flow cache map");
-        (0..FLOW_CACHE_SLOTS).find_map(|slot| {
-            m.get(&slot, 0)
-                .expect("read flow cache slot")
-                .iter()
-                .find(|c| c.key == *key)
-                .copied()
-        })
-    }
-
-    fn write_flow_entry(&mut self, key: &FlowKey, backend_id: u32, generation: u32) {
-        self.flows()
-            .insert(
-                key,
-                FlowEntry {
-                    backend_id,
-                    generation,
-                },
-                0,
-            )
-            .expect("write flow entry");
+    /// Overwrites a whole set of the flow table.
+    pub fn write_flow_set(&mut self, index: u32, set: &FlowSet) {
+        self.flows.write_raw_set(index, set);
     }
 
     pub fn flow_count(&mut self) -> usize {
-        self.flows().keys().count()
+        self.flows.count()
     }
 
     // ---- counters ----------------------------------------------------------------------------

@@ -1,0 +1,294 @@
+//! The flow table (docs/datapath.md §4): a set-associative array of [`FlowSet`]s, each holding
+//! [`FLOW_WAYS`] slots, shared by every CPU. A flow lives in the set its entropy
+//! (`hash::flow_entropy`) selects, so finding it, or a place for it, touches one set: one
+//! random memory access, where a hash map walks a bucket and a chain and an LRU map also
+//! unlinks an evicted element from another bucket.
+//!
+//! The program is the only writer on a live system and takes no lock: two CPUs that write one
+//! slot at once can leave a mix of both entries, so every slot carries a seal over its fields
+//! ([`FlowSlot::seal_of`]) and a slot whose seal does not match is not a hit. A flow whose entry
+//! was torn that way (or evicted) takes the ring's choice again, which is its backend unless the
+//! ring changed in between, as after an LRU eviction.
+//!
+//! Eviction is CLOCK within the set: a hit marks its slot `used`; a flow without a slot takes an
+//! empty one, else the first unused one from a start point its tag picks, and every used slot
+//! it passes on the way loses its mark. A new entry starts unused, so a flood of SYNs that
+//! never send a second packet replaces its own entries, not the flows that are carrying
+//! traffic.
+//!
+//! The logic lives here, not in the program, so the agent, the test kit and the host tests
+//! place and find entries exactly as the program does.
+
+use crate::{FlowEntry, FlowKey};
+
+/// Slots per set. Four 64-byte slots fill four consecutive cache lines of one page.
+pub const FLOW_WAYS: usize = 4;
+
+/// Sets of a table with room for `flows` entries: `flows / FLOW_WAYS` rounded up to a power of
+/// two (the set index is the entropy masked), at least one.
+pub const fn flow_sets(flows: u32) -> u32 {
+    let sets = flows.div_ceil(FLOW_WAYS as u32);
+    if sets <= 1 {
+        1
+    } else {
+        // Saturates at 2^31 sets (2^33 flows): beyond any map the kernel allows.
+        match sets.checked_next_power_of_two() {
+            Some(n) => n,
+            None => 1 << 31,
+        }
+    }
+}
+
+/// Flows a table of `sets` sets holds.
+pub const fn flow_capacity(sets: u32) -> u64 {
+    sets as u64 * FLOW_WAYS as u64
+}
+
+/// The set of a flow with entropy `tag` in a table of `sets` sets (a power of two).
+#[inline(always)]
+pub const fn set_index(tag: u32, sets: u32) -> u32 {
+    tag & (sets.wrapping_sub(1))
+}
+
+/// One entry of the flow table. An empty slot is all zeroes (`key.family == 0`, which no
+/// packet's key has).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlot {
+    pub key: FlowKey,
+    pub backend_id: u32,
+    /// `Backend::generation` when the entry was written.
+    pub generation: u32,
+    /// The flow's `flow_entropy`: compared before the key, and the seal's input.
+    pub tag: u32,
+    /// [`FlowSlot::seal_of`] the fields above: a slot torn by two concurrent writers fails it.
+    pub seal: u32,
+    /// 1 once a packet found the entry since it was written or the CLOCK hand passed it.
+    pub used: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FlowSlot>() == 64);
+
+/// The element of the flow-table map: one set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSet {
+    pub ways: [FlowSlot; FLOW_WAYS],
+}
+const _: () = assert!(size_of::<FlowSet>() == 256);
+
+impl FlowSlot {
+    /// The seal of an entry. Each field is multiplied by its own odd constant, so a slot that
+    /// mixes two writers' backend ids, generations or tags matches with probability 2^-32; the
+    /// constant term keeps an all-zero slot unsealed.
+    #[inline(always)]
+    pub const fn seal_of(tag: u32, backend_id: u32, generation: u32) -> u32 {
+        tag.wrapping_mul(0x2c1b_3c6d)
+            ^ backend_id.wrapping_mul(0x9e37_79b1)
+            ^ generation.wrapping_mul(0x85eb_ca77)
+            ^ 0x5851_f42d
+    }
+
+    /// Whether the slot is `key`'s (tag and key match; seal not checked).
+    #[inline(always)]
+    pub fn keyed(&self, key: &FlowKey, tag: u32) -> bool {
+        self.tag == tag && self.key.same(key)
+    }
+
+    /// Whether the slot holds an intact entry (not empty, not torn).
+    #[inline(always)]
+    pub fn sealed(&self) -> bool {
+        self.key.family != 0
+            && self.seal == Self::seal_of(self.tag, self.backend_id, self.generation)
+    }
+
+    #[inline(always)]
+    pub fn entry(&self) -> FlowEntry {
+        FlowEntry {
+            backend_id: self.backend_id,
+            generation: self.generation,
+        }
+    }
+
+    /// Writes `key`'s entry, unused.
+    #[inline(always)]
+    pub fn write(&mut self, key: &FlowKey, tag: u32, entry: FlowEntry) {
+        self.key = *key;
+        self.backend_id = entry.backend_id;
+        self.generation = entry.generation;
+        self.tag = tag;
+        self.seal = Self::seal_of(tag, entry.backend_id, entry.generation);
+        self.used = 0;
+    }
+}
+
+impl FlowSet {
+    /// `key`'s intact slot.
+    #[inline(always)]
+    pub fn find(&mut self, key: &FlowKey, tag: u32) -> Option<&mut FlowSlot> {
+        self.ways
+            .iter_mut()
+            .find(|s| s.keyed(key, tag) && s.sealed())
+    }
+
+    /// Where `key`'s entry goes: its own slot (intact or torn), else an empty one, else the
+    /// CLOCK victim (module docs). Clears the `used` marks the hand passes.
+    #[inline(always)]
+    pub fn place(&mut self, key: &FlowKey, tag: u32) -> &mut FlowSlot {
+        let mut way = FLOW_WAYS;
+        for (w, s) in self.ways.iter().enumerate() {
+            if s.keyed(key, tag) {
+                way = w;
+                break;
+            }
+            if way == FLOW_WAYS && s.key.family == 0 {
+                way = w;
+            }
+        }
+        if way == FLOW_WAYS {
+            let start = (tag >> 30) as usize;
+            way = start % FLOW_WAYS;
+            for i in 0..FLOW_WAYS {
+                let w = (start + i) % FLOW_WAYS;
+                let s = &mut self.ways[w];
+                if s.used == 0 {
+                    way = w;
+                    break;
+                }
+                s.used = 0;
+            }
+        }
+        &mut self.ways[way % FLOW_WAYS]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> FlowKey {
+        FlowKey {
+            src: [n, 0, 0, 0],
+            dst: [0xcb00_710a, 0, 0, 0],
+            sport: 4000,
+            dport: 80,
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        }
+    }
+
+    fn entry(backend_id: u32) -> FlowEntry {
+        FlowEntry {
+            backend_id,
+            generation: 7,
+        }
+    }
+
+    /// Inserts `n` with tag `tag`, as the program's `remember` does.
+    fn insert(set: &mut FlowSet, n: u32, tag: u32, backend: u32) {
+        set.place(&key(n), tag).write(&key(n), tag, entry(backend));
+    }
+
+    #[test]
+    fn sizes_round_up_to_powers_of_two() {
+        assert_eq!(flow_sets(0), 1);
+        assert_eq!(flow_sets(4), 1);
+        assert_eq!(flow_sets(5), 2);
+        assert_eq!(flow_sets(1 << 20), 1 << 18);
+        assert_eq!(flow_sets(1_000_000), 1 << 18);
+        assert_eq!(flow_sets(u32::MAX), 1 << 30);
+        assert_eq!(flow_capacity(flow_sets(1_000_000)), 1 << 20);
+        assert_eq!(set_index(0xdead_beef, 1 << 18), 0xdead_beef & 0x3_ffff);
+        assert_eq!(set_index(0xdead_beef, 1), 0);
+    }
+
+    #[test]
+    fn fills_empty_slots_before_evicting() {
+        let mut set = FlowSet::default();
+        for n in 0..FLOW_WAYS as u32 {
+            insert(&mut set, n, 0xc000_0000 | n, 10 + n);
+        }
+        for n in 0..FLOW_WAYS as u32 {
+            let s = set
+                .find(&key(n), 0xc000_0000 | n)
+                .expect("every flow has a slot");
+            assert_eq!(s.entry(), entry(10 + n));
+        }
+    }
+
+    #[test]
+    fn a_rewrite_reuses_the_flows_own_slot() {
+        let mut set = FlowSet::default();
+        insert(&mut set, 1, 5, 10);
+        insert(&mut set, 2, 6, 11);
+        insert(&mut set, 1, 5, 12);
+        let held: u32 = set.ways.iter().filter(|s| s.key == key(1)).count() as u32;
+        assert_eq!(held, 1, "one slot per flow");
+        assert_eq!(set.find(&key(1), 5).unwrap().backend_id, 12);
+    }
+
+    #[test]
+    fn used_flows_survive_a_flood_of_new_ones() {
+        let mut set = FlowSet::default();
+        // Three flows carrying traffic (a second packet found each), one that never did.
+        for n in 0..4 {
+            insert(&mut set, n, n, 10 + n);
+        }
+        for n in 0..3 {
+            set.find(&key(n), n).unwrap().used = 1;
+        }
+        // Single-packet flows (a SYN flood) replace each other, never the used flows, as long
+        // as the used flows keep getting packets between two floods' passes of the hand.
+        for n in 100..200 {
+            insert(&mut set, n, n << 30 | n, 0);
+            for k in 0..3 {
+                set.find(&key(k), k).expect("used flow kept").used = 1;
+            }
+        }
+        assert!(
+            set.find(&key(3), 3).is_none(),
+            "the unused flow was evicted"
+        );
+    }
+
+    #[test]
+    fn the_hand_clears_marks_and_evicts_when_every_slot_is_used() {
+        let mut set = FlowSet::default();
+        for n in 0..4 {
+            insert(&mut set, n, n, 10 + n);
+            set.find(&key(n), n).unwrap().used = 1;
+        }
+        // Tag 0 starts the hand at way 0: every slot is used, so it clears all four and takes
+        // way 0.
+        insert(&mut set, 50, 0, 60);
+        assert_eq!(set.ways[0].key, key(50));
+        assert!(set.ways[1..].iter().all(|s| s.used == 0));
+        // Next, way 1 is unused: the hand (start 1) takes it without touching the others.
+        set.ways[2].used = 1;
+        insert(&mut set, 51, 1 << 30, 61);
+        assert_eq!(set.ways[1].key, key(51));
+        assert_eq!(set.ways[2].used, 1);
+    }
+
+    #[test]
+    fn torn_or_empty_slots_are_no_hits() {
+        let mut set = FlowSet::default();
+        assert!(set.find(&FlowKey::default(), 0).is_none(), "zeroed slot");
+        insert(&mut set, 1, 9, 10);
+        set.ways[0].backend_id = 11; // another writer's backend id, this writer's seal
+        assert!(set.find(&key(1), 9).is_none());
+        // The flow's next entry overwrites the torn slot instead of taking a second one.
+        insert(&mut set, 1, 9, 12);
+        assert_eq!(set.find(&key(1), 9).unwrap().backend_id, 12);
+        assert_eq!(set.ways.iter().filter(|s| s.key == key(1)).count(), 1);
+    }
+
+    #[test]
+    fn a_tag_match_alone_is_no_hit() {
+        let mut set = FlowSet::default();
+        insert(&mut set, 1, 9, 10);
+        assert!(set.find(&key(2), 9).is_none());
+        assert!(set.find(&key(1), 8).is_none());
+    }
+}

@@ -1,0 +1,225 @@
+//! Array maps created with `BPF_F_MMAPABLE`, memory-mapped: reading or rewriting a whole table
+//! is a memory copy instead of a syscall per element. The ring map and the flow table use it.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::MapData;
+use lb_common::{FlowEntry, FlowKey, FlowSet, flows};
+
+use super::{MapError, Result};
+
+/// One mapping of an array map's value area (elements back to back, `value_size` apart).
+pub struct ArrayMmap {
+    _map: MapData,
+    name: &'static str,
+    ptr: *mut u8,
+    len_bytes: usize,
+    entries: u32,
+}
+
+// SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`.
+unsafe impl Send for ArrayMmap {}
+unsafe impl Sync for ArrayMmap {}
+
+impl ArrayMmap {
+    /// Maps `map` (named `name`), refusing one whose values are not `value_size` bytes: a map
+    /// of another layout version.
+    pub fn new(name: &'static str, map: MapData, value_size: u32) -> Result<Self> {
+        let info = map.info().map_err(|e| MapError::new(name, "info", e))?;
+        if info.value_size() != value_size {
+            return Err(MapError::new(
+                name,
+                "info",
+                format!(
+                    "value size {} B, expected {value_size} B (a map of another layout version)",
+                    info.value_size()
+                ),
+            ));
+        }
+        let entries = info.max_entries();
+        let page = 4096usize;
+        let len_bytes = (entries as usize * value_size as usize).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: mapping a BPF array map fd; the length is the map's value area rounded up
+        // to pages, as the kernel requires.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MapError::new(
+                name,
+                "mmap",
+                format!(
+                    "{} (the map must be created with BPF_F_MMAPABLE)",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok(Self {
+            _map: map,
+            name,
+            ptr: ptr.cast(),
+            len_bytes,
+            entries,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// The value area as `T`s (`T` must be the element type, or a divisor of it for flat
+    /// views such as the ring's u32 slots).
+    pub fn as_ptr<T>(&self) -> *mut T {
+        self.ptr.cast()
+    }
+}
+
+impl Drop for ArrayMmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+    }
+}
+
+/// The flow table (`lb_common::flows`) as the program sees it. Reads copy one set at a time, so
+/// a set the program rewrites meanwhile reads as old or new slots, or as a torn slot that fails
+/// its seal and is skipped, as the program would.
+pub struct FlowTable {
+    m: ArrayMmap,
+}
+
+impl FlowTable {
+    pub fn new(map: MapData) -> Result<Self> {
+        let m = ArrayMmap::new(
+            lb_common::map_names::FLOWS,
+            map,
+            size_of::<FlowSet>() as u32,
+        )?;
+        Ok(Self { m })
+    }
+
+    /// A second mapping of a loaded program's flow map (the program keeps its own handle).
+    pub fn of(map: &aya::maps::Map) -> Result<Self> {
+        let name = lb_common::map_names::FLOWS;
+        let aya::maps::Map::Array(data) = map else {
+            return Err(MapError::new(name, "open", "not an array map"));
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| MapError::new(name, "open", e))?;
+        Self::new(MapData::from_fd(fd).map_err(|e| MapError::new(name, "open", e))?)
+    }
+
+    /// Intact entries (reads the whole table).
+    pub fn count(&self) -> usize {
+        (0..self.sets())
+            .map(|i| self.read(i).ways.iter().filter(|s| s.sealed()).count())
+            .sum()
+    }
+
+    pub fn sets(&self) -> u32 {
+        self.m.entries()
+    }
+
+    /// Flows the table holds at most.
+    pub fn capacity(&self) -> u64 {
+        flows::flow_capacity(self.sets())
+    }
+
+    fn read(&self, set: u32) -> FlowSet {
+        assert!(set < self.sets());
+        // SAFETY: in range; volatile because the program writes the table concurrently.
+        unsafe { self.m.as_ptr::<FlowSet>().add(set as usize).read_volatile() }
+    }
+
+    fn write(&mut self, set: u32, value: &FlowSet) {
+        assert!(set < self.sets());
+        // SAFETY: in range.
+        unsafe {
+            self.m
+                .as_ptr::<FlowSet>()
+                .add(set as usize)
+                .write_volatile(*value)
+        }
+    }
+
+    fn set_of(&self, key: &FlowKey, seed: u32) -> (u32, u32) {
+        let tag = key.entropy(seed);
+        (flows::set_index(tag, self.sets()), tag)
+    }
+
+    /// `key`'s intact entry; `seed` is `LbConfig::hash_seed`.
+    pub fn get(&self, key: &FlowKey, seed: u32) -> Option<FlowEntry> {
+        let (i, tag) = self.set_of(key, seed);
+        self.read(i).find(key, tag).map(|s| s.entry())
+    }
+
+    /// Writes `key`'s entry where the program would (its own slot, an empty one, or the CLOCK
+    /// victim), unused. For tests and benchmarks: on a live system only the program writes.
+    pub fn insert(&mut self, key: &FlowKey, seed: u32, entry: FlowEntry) {
+        let (i, tag) = self.set_of(key, seed);
+        let mut set = self.read(i);
+        set.place(key, tag).write(key, tag, entry);
+        self.write(i, &set);
+    }
+
+    /// Empties `key`'s slot, as an eviction does. Returns whether it had one.
+    pub fn remove(&mut self, key: &FlowKey, seed: u32) -> bool {
+        let (i, tag) = self.set_of(key, seed);
+        let mut set = self.read(i);
+        let Some(slot) = set.ways.iter_mut().find(|s| s.keyed(key, tag)) else {
+            return false;
+        };
+        *slot = Default::default();
+        self.write(i, &set);
+        true
+    }
+
+    /// Up to `limit` intact entries, in table order.
+    pub fn entries(&self, limit: usize) -> Vec<(FlowKey, FlowEntry)> {
+        let mut out = Vec::new();
+        for i in 0..self.sets() {
+            if out.len() >= limit {
+                break;
+            }
+            let set = self.read(i);
+            out.extend(
+                set.ways
+                    .iter()
+                    .filter(|s| s.sealed())
+                    .map(|s| (s.key, s.entry()))
+                    .take(limit - out.len()),
+            );
+        }
+        out
+    }
+
+    /// Every slot of set `set`, as stored (tests).
+    pub fn raw_set(&self, set: u32) -> FlowSet {
+        self.read(set)
+    }
+
+    /// Overwrites set `set` (tests).
+    pub fn write_raw_set(&mut self, set: u32, value: &FlowSet) {
+        self.write(set, value);
+    }
+
+    /// The set `key` lives in and its tag.
+    pub fn locate(&self, key: &FlowKey, seed: u32) -> (u32, u32) {
+        self.set_of(key, seed)
+    }
+}

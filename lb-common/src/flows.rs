@@ -39,9 +39,9 @@ pub const fn flow_sets(flows: u32) -> u32 {
     }
 }
 
-/// Flows a table of `sets` sets holds.
-pub const fn flow_capacity(sets: u32) -> u64 {
-    sets as u64 * FLOW_WAYS as u64
+/// Flows a table of `sets` sets holds (saturating at `u32::MAX`, past any configurable size).
+pub const fn flow_capacity(sets: u32) -> u32 {
+    sets.saturating_mul(FLOW_WAYS as u32)
 }
 
 /// The set of a flow with entropy `tag` in a table of `sets` sets (a power of two).
@@ -199,6 +199,7 @@ mod tests {
         assert_eq!(flow_sets(1_000_000), 1 << 18);
         assert_eq!(flow_sets(u32::MAX), 1 << 30);
         assert_eq!(flow_capacity(flow_sets(1_000_000)), 1 << 20);
+        assert_eq!(flow_capacity(1 << 30), u32::MAX);
         assert_eq!(set_index(0xdead_beef, 1 << 18), 0xdead_beef & 0x3_ffff);
         assert_eq!(set_index(0xdead_beef, 1), 0);
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::future::join_all;
-use lb_common::values::BACKEND_ACTIVE;
+use lb_common::{flows, values::BACKEND_ACTIVE};
 use tokio::io::{Interest, unix::AsyncFd};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -121,7 +121,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let (health_tx, mut health_rx) = mpsc::channel::<HealthEvent>(1024);
     let health = HealthMonitor::new(health_tx);
     let metrics = AgentMetrics::new();
-    metrics.set_flow_table_capacity(opts.flow_table_size);
+    metrics.set_flow_table_capacity(flows::flow_capacity(flows::flow_sets(opts.flow_table_size)));
     let (net_tx, mut net_rx) = mpsc::channel::<(NetInfo, Link)>(4);
 
     let mut agent = Agent {

@@ -224,7 +224,8 @@ impl AgentMetrics {
         lock(&self.inner.state).health.insert((*vip, backend), up);
     }
 
-    /// Flow-table size (the config's `flow_table_size`, which the loaded map was created with).
+    /// Flow-table capacity in flows (the config's `flow_table_size` rounded up as the loader
+    /// rounds it: `lb_common::flows::flow_sets`).
     pub fn set_flow_table_capacity(&self, entries: u32) {
         lock(&self.inner.state).flow_capacity = Some(entries);
     }

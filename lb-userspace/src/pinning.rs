@@ -25,6 +25,7 @@ use aya::{
     },
 };
 use lb_common::{
+    flows::{flow_capacity, flow_sets},
     limits::{ADDR_FILTER_WORDS, MAP_LAYOUT_VERSION, RING_SIZE, RING_SLOTS_PER_ENTRY},
     map_names,
 };
@@ -182,7 +183,7 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         let (field, pinned) = match name {
             map_names::RING => ("max-vips", entries * RING_SLOTS_PER_ENTRY / RING_SIZE),
             map_names::BACKENDS => ("max-backends", entries),
-            map_names::FLOWS => ("flow-table-size", flow_table_size(entries)),
+            map_names::FLOWS => ("flow-table-size", flow_capacity(entries)),
             map_names::ADDR_FILTER if entries != ADDR_FILTER_WORDS => {
                 return Err(PinError::MapMismatch {
                     path,
@@ -198,7 +199,7 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         };
         // A configured flow-table size is the table it rounds up to.
         let configured = match field {
-            "flow-table-size" => flow_table_size(lb_common::flows::flow_sets(*slot)),
+            "flow-table-size" => flow_capacity(flow_sets(*slot)),
             _ => *slot,
         };
         if configured != pinned {
@@ -212,11 +213,6 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         }
     }
     Ok(opts)
-}
-
-/// The flow-table size (in flows) of a flow map of `sets` sets.
-fn flow_table_size(sets: u32) -> u32 {
-    u32::try_from(lb_common::flows::flow_capacity(sets)).unwrap_or(u32::MAX)
 }
 
 /// Attaches the LB program to `iface` through a pinned link: a link pinned by a previous agent

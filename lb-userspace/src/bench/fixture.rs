@@ -205,7 +205,7 @@ impl Fixture {
 
     /// Flows the table holds at most.
     pub fn flow_capacity(&self) -> u64 {
-        self.flows.capacity()
+        u64::from(self.flows.capacity())
     }
 
     /// Global counters summed over CPUs.

@@ -136,7 +136,7 @@ impl FlowTable {
     }
 
     /// Flows the table holds at most.
-    pub fn capacity(&self) -> u64 {
+    pub fn capacity(&self) -> u32 {
         flows::flow_capacity(self.sets())
     }
 

@@ -52,6 +52,9 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     /// The idempotent programs measured with the kernel's repeat loop (see `runner`).
     pub repeat_method: Vec<Scenario>,
+    /// Entries in the flow table after the "1M resident" fill (fewer than inserted: a flow
+    /// whose set is full evicts another, as in the program).
+    pub resident_after_fill: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -320,10 +323,14 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
     }
     // 1M resident flows. The traffic: established packets of ACTIVE_FLOWS of them (the target
     // row), then every packet a different resident flow (all cache-cold; context, no target).
+    let mut resident_after_fill = None;
     if want("v4_tcp_hit_1m") || want("v4_tcp_hit_1m_all") {
         let vip = vips[0].id();
         eprintln!("  filling {} flows ...", p.resident);
         fx.fill_flows(&vip, 0..p.resident)?;
+        let count = fx.flow_count();
+        eprintln!("  {count} flows resident");
+        resident_after_fill = Some(count);
         let resident = p.resident;
         if want("v4_tcp_hit_1m") {
             out.push(scenario(
@@ -391,5 +398,6 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
         load_options: opts.into(),
         scenarios: out,
         repeat_method,
+        resident_after_fill,
     })
 }

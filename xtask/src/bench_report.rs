@@ -90,6 +90,8 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
         r["load_options"]["max_vips"],
         r["load_options"]["max_backends"],
         r["load_options"]["flow_table_size"],
+        p["resident"],
+        r["resident_after_fill"],
     );
     let _ = writeln!(
         md,
@@ -284,11 +286,13 @@ fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
         md,
         "Testbed: client, LB, switch (bridge) and {} backend namespaces on veth pairs, native \
          XDP on the LB's veth (`xlb_pass` on its peer). Backends: nginx (1 worker, `return \
-         200`), iperf3 on backend 1. wrk `-t1 -c{}` (keep-alive) and `-c{}` with `Connection: \
-         close` (one connection per request: requests/s = connections/s), {} s each; iperf3 {} \
-         s. Direct = one wrk per backend at once, connections split, summed (p99 = the worse \
-         of the two). xlb: VIP 203.0.113.10, dsr-l2. HAProxy: TCP mode, `nbthread 1`, pinned \
-         to CPU 1. Everything (client, backends, LB) shares the machine's CPUs.\n",
+         200`), iperf3 on backend 1. wrk `-c{}` in total (keep-alive) and `-c{}` with \
+         `Connection: close` (one connection per request: requests/s = connections/s), {} s \
+         each; iperf3 {} s. Every path runs one `wrk -t1` per backend at once, connections \
+         split, summed (p99 = the worse): direct to the backends' addresses, xlb to VIP \
+         203.0.113.10 (dsr-l2), HAProxy (TCP mode, `nbthread 1`, pinned to CPU 1) to its \
+         address. The bridge runs no netfilter hooks. Everything (client, backends, LB) shares \
+         the machine's CPUs.\n",
         r["backends"],
         r["wrk_connections"],
         f(&r["wrk_connections"]) / 2.0,

@@ -468,6 +468,13 @@ impl Testbed {
         ip(&switch, "link set lo up");
         ip(&switch, "link add br0 type bridge mcast_snooping 0");
         ip(&switch, "link set br0 up");
+        // The bridge stands in for a switch: no netfilter on bridged frames (with br_netfilter
+        // loaded on the host, a new namespace starts with these at 1).
+        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+            for proto in ["iptables", "ip6tables", "arptables"] {
+                switch.sysctl(&format!("net/bridge/bridge-nf-call-{proto}"), "0");
+            }
+        }
         let port = |node: &Netns, port: &str, mac: [u8; 6], v4: Ipv4Addr, v6: Ipv6Addr| {
             for key in ["all", "default"] {
                 node.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0");

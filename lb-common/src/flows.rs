@@ -11,8 +11,8 @@
 //! ring changed in between, as after an LRU eviction.
 //!
 //! Eviction is CLOCK within the set: a hit marks its slot `used`; a flow without a slot takes an
-//! empty one, else the first unused one from a start point its tag picks, and every used slot
-//! it passes on the way loses its mark. A new entry starts unused, so a flood of SYNs that
+//! empty one, else the first unused one, and every used slot it passes on the way loses its
+//! mark. Both searches, and lookups, start at a way the flow's tag picks ([`first_way`]). A new entry starts unused, so a flood of SYNs that
 //! never send a second packet replaces its own entries, not the flows that are carrying
 //! traffic.
 //!
@@ -122,21 +122,41 @@ impl FlowSlot {
     }
 }
 
+/// The way a flow's probes start at (`tag`'s top bits; the set index uses its low bits). The
+/// flows of one set start at different ways, and a flow is written at its start way whenever
+/// that slot is free or unused, so a lookup usually ends at its first probe: one cache line.
+#[inline(always)]
+pub const fn first_way(tag: u32) -> usize {
+    (tag >> 30) as usize % FLOW_WAYS
+}
+
 impl FlowSet {
-    /// `key`'s intact slot.
+    /// `key`'s intact slot, probing from [`first_way`].
     #[inline(always)]
     pub fn find(&mut self, key: &FlowKey, tag: u32) -> Option<&mut FlowSlot> {
-        self.ways
-            .iter_mut()
-            .find(|s| s.keyed(key, tag) && s.sealed())
+        let start = first_way(tag);
+        let mut way = FLOW_WAYS;
+        for i in 0..FLOW_WAYS {
+            let w = (start + i) % FLOW_WAYS;
+            let s = &self.ways[w];
+            if s.keyed(key, tag) && s.sealed() {
+                way = w;
+                break;
+            }
+        }
+        self.ways.get_mut(way)
     }
 
-    /// Where `key`'s entry goes: its own slot (intact or torn), else an empty one, else the
-    /// CLOCK victim (module docs). Clears the `used` marks the hand passes.
+    /// Where `key`'s entry goes, probing from [`first_way`]: its own slot (intact or torn),
+    /// else the first empty one, else the CLOCK victim (module docs). Clears the `used` marks
+    /// the hand passes.
     #[inline(always)]
     pub fn place(&mut self, key: &FlowKey, tag: u32) -> &mut FlowSlot {
+        let start = first_way(tag);
         let mut way = FLOW_WAYS;
-        for (w, s) in self.ways.iter().enumerate() {
+        for i in 0..FLOW_WAYS {
+            let w = (start + i) % FLOW_WAYS;
+            let s = &self.ways[w];
             if s.keyed(key, tag) {
                 way = w;
                 break;
@@ -146,8 +166,7 @@ impl FlowSet {
             }
         }
         if way == FLOW_WAYS {
-            let start = (tag >> 30) as usize;
-            way = start % FLOW_WAYS;
+            way = start;
             for i in 0..FLOW_WAYS {
                 let w = (start + i) % FLOW_WAYS;
                 let s = &mut self.ways[w];
@@ -216,6 +235,22 @@ mod tests {
                 .expect("every flow has a slot");
             assert_eq!(s.entry(), entry(10 + n));
         }
+    }
+
+    #[test]
+    fn flows_sit_at_their_first_way_when_it_is_free() {
+        let mut set = FlowSet::default();
+        for n in 0..FLOW_WAYS as u32 {
+            insert(&mut set, n, n << 30, 10 + n);
+        }
+        for n in 0..FLOW_WAYS {
+            assert_eq!(set.ways[n].key, key(n as u32));
+        }
+        // Two flows with one first way: the second takes the next free way.
+        let mut set = FlowSet::default();
+        insert(&mut set, 1, 2 << 30, 10);
+        insert(&mut set, 2, 2 << 30 | 1, 11);
+        assert_eq!((set.ways[2].key, set.ways[3].key), (key(1), key(2)));
     }
 
     #[test]

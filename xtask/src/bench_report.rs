@@ -81,8 +81,9 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
          over runs (\"spread\" = (max - min) / median over runs). Map sizes: the agent's \
          defaults ({} VIPs, {} backends, {}-entry flow table), configured through \
          `config` -> `Reconciler` like the agent does. The \"1M resident\" rows insert {} \
-         flows where the program would put them; {} stay resident (the table is made of \
-         4-entry sets, and a flow whose set is full evicts another).\n",
+         flows where the program would put them, into the table the earlier rows left; {} of \
+         them stay resident (the table is made of 4-entry sets, and a flow whose set is full \
+         evicts another).\n",
         p["iterations"],
         p["runs"],
         p["warmup"],

@@ -175,27 +175,23 @@ impl Fixture {
             .collect();
         anyhow::ensure!(!ids.is_empty(), "VIP {vip} has no backends");
         let seed = self.reconciler.store().config()?.hash_seed;
-        let (_, dst) = addr::to_words(vip.addr);
         for k in range {
-            let (src, sport) = client_of(k);
-            let (family, src) = addr::to_words(IpAddr::from(src));
-            let key = FlowKey {
-                src,
-                dst,
-                sport: sport.to_be(),
-                dport: vip.port.to_be(),
-                proto: vip.proto.number(),
-                family,
-                _pad: [0; 2],
-            };
             let id = ids[(k % ids.len() as u64) as usize];
             let entry = FlowEntry {
                 backend_id: id,
                 generation: generations[&id],
             };
-            self.flows.insert(&key, seed, entry);
+            self.flows.insert(&flow_key(vip, k), seed, entry);
         }
         Ok(())
+    }
+
+    /// How many of the flows `range` (as [`Fixture::fill_flows`] made them) have an entry.
+    pub fn resident(&self, vip: &VipId, range: std::ops::Range<u64>) -> anyhow::Result<usize> {
+        let seed = self.reconciler.store().config()?.hash_seed;
+        Ok(range
+            .filter(|&k| self.flows.get(&flow_key(vip, k), seed).is_some())
+            .count())
     }
 
     /// Entries in the flow table (reads the whole table).
@@ -211,6 +207,21 @@ impl Fixture {
     /// Global counters summed over CPUs.
     pub fn counters(&self) -> anyhow::Result<Vec<u64>> {
         Ok(self.reconciler.store().global_stats()?.counters.to_vec())
+    }
+}
+
+/// The flow key of flow index `k` (client from [`client_of`]) to `vip`.
+fn flow_key(vip: &VipId, k: u64) -> FlowKey {
+    let (src, sport) = client_of(k);
+    let (family, src) = addr::to_words(IpAddr::from(src));
+    FlowKey {
+        src,
+        dst: addr::to_words(vip.addr).1,
+        sport: sport.to_be(),
+        dport: vip.port.to_be(),
+        proto: vip.proto.number(),
+        family,
+        _pad: [0; 2],
     }
 }
 

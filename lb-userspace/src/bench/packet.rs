@@ -52,8 +52,8 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     /// The idempotent programs measured with the kernel's repeat loop (see `runner`).
     pub repeat_method: Vec<Scenario>,
-    /// Entries in the flow table after the "1M resident" fill (fewer than inserted: a flow
-    /// whose set is full evicts another, as in the program).
+    /// Flows of the "1M resident" fill that have an entry after it (fewer than inserted: a
+    /// flow whose set is full evicts another, as in the program).
     pub resident_after_fill: Option<usize>,
 }
 
@@ -328,8 +328,8 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
         let vip = vips[0].id();
         eprintln!("  filling {} flows ...", p.resident);
         fx.fill_flows(&vip, 0..p.resident)?;
-        let count = fx.flow_count();
-        eprintln!("  {count} flows resident");
+        let count = fx.resident(&vip, 0..p.resident)?;
+        eprintln!("  {count} of them resident");
         resident_after_fill = Some(count);
         let resident = p.resident;
         if want("v4_tcp_hit_1m") {

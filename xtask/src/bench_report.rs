@@ -83,7 +83,7 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
          `config` -> `Reconciler` like the agent does. The \"1M resident\" rows insert {} \
          flows where the program would put them, into the table the earlier rows left; {} of \
          them stay resident (the table is made of 4-entry sets, and a flow whose set is full \
-         evicts another).\n",
+         evicts another), and the table then holds {} entries.\n",
         p["iterations"],
         p["runs"],
         p["warmup"],
@@ -93,6 +93,7 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
         r["load_options"]["flow_table_size"],
         p["resident"],
         r["resident_after_fill"],
+        r["table_entries_after_fill"],
     );
     let _ = writeln!(
         md,

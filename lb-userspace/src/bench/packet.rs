@@ -55,6 +55,8 @@ pub struct Report {
     /// Flows of the "1M resident" fill that have an entry after it (fewer than inserted: a
     /// flow whose set is full evicts another, as in the program).
     pub resident_after_fill: Option<usize>,
+    /// Entries in the whole table after that fill.
+    pub table_entries_after_fill: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -323,14 +325,16 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
     }
     // 1M resident flows. The traffic: established packets of ACTIVE_FLOWS of them (the target
     // row), then every packet a different resident flow (all cache-cold; context, no target).
-    let mut resident_after_fill = None;
+    let (mut resident_after_fill, mut table_entries_after_fill) = (None, None);
     if want("v4_tcp_hit_1m") || want("v4_tcp_hit_1m_all") {
         let vip = vips[0].id();
         eprintln!("  filling {} flows ...", p.resident);
         fx.fill_flows(&vip, 0..p.resident)?;
         let count = fx.resident(&vip, 0..p.resident)?;
-        eprintln!("  {count} of them resident");
+        let entries = fx.flow_count();
+        eprintln!("  {count} of them resident; {entries} entries in the table");
         resident_after_fill = Some(count);
+        table_entries_after_fill = Some(entries);
         let resident = p.resident;
         if want("v4_tcp_hit_1m") {
             out.push(scenario(
@@ -399,5 +403,6 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
         scenarios: out,
         repeat_method,
         resident_after_fill,
+        table_entries_after_fill,
     })
 }

@@ -249,8 +249,8 @@ fn control(r: &Value, mem: Option<&Value>, md: &mut String, key: &mut Vec<Value>
             "\n### Memory with a 1M-entry flow table\n\n`xlb-bench memory`: a process that loads \
              the program with the default sizes and inserts {} flows ({} resident after the \
              fill, {:.2} s): RSS {:.1} MiB = anonymous {:.1} MiB (the process's own heap) + \
-             file/shared {:.1} MiB (the memory-mapped ring map: kernel memory that shows in RSS \
-             because it is mapped). Kernel memory of its BPF maps (fdinfo `memlock:`), total \
+             file/shared {:.1} MiB (the memory-mapped ring and flow maps, the flow map mapped \
+             twice: kernel memory that shows in RSS because it is mapped). Kernel memory of its BPF maps (fdinfo `memlock:`), total \
              **{:.1} MiB**:\n\n| map id | type | max entries | key | value | memlock, MiB |\n\
              |---:|---:|---:|---:|---:|---:|",
             m["flows_inserted"],
@@ -400,6 +400,7 @@ fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
         f(&am["memlock_total_bytes"]) / 1048576.0,
     );
     key.push(json!({"section": "e2e", "name": "agent memory", "rss_mib": f(&am["rss"]["rss_kib"]) / 1024.0,
+        "anon_mib": f(&am["rss"]["anon_kib"]) / 1024.0,
         "memlock_mib": f(&am["memlock_total_bytes"]) / 1048576.0}));
 }
 

@@ -39,8 +39,9 @@ pub struct Rss {
     pub hwm_kib: u64,
     /// The process's own memory (heap, stacks).
     pub anon_kib: u64,
-    /// File-backed and shared mappings: includes the memory-mapped ring map, which is kernel
-    /// (BPF map) memory shown in this process's RSS because it is mapped.
+    /// File-backed and shared mappings: includes the memory-mapped ring and flow maps, which
+    /// are kernel (BPF map) memory shown in this process's RSS because they are mapped (the
+    /// kernel maps every page of a BPF array at mmap time).
     pub file_kib: u64,
     pub shmem_kib: u64,
 }

@@ -186,10 +186,16 @@ impl Fixture {
         Ok(())
     }
 
-    /// How many of the flows `range` (as [`Fixture::fill_flows`] made them) have an entry.
-    pub fn resident(&self, vip: &VipId, range: std::ops::Range<u64>) -> anyhow::Result<usize> {
+    /// How many of the flow indices `flows` (as [`Fixture::fill_flows`] makes them) have an
+    /// entry.
+    pub fn resident(
+        &self,
+        vip: &VipId,
+        flows: impl IntoIterator<Item = u64>,
+    ) -> anyhow::Result<usize> {
         let seed = self.reconciler.store().config()?.hash_seed;
-        Ok(range
+        Ok(flows
+            .into_iter()
             .filter(|&k| self.flows.get(&flow_key(vip, k), seed).is_some())
             .count())
     }

@@ -46,6 +46,13 @@ pub struct Report {
     /// Per-packet cost of SYNs from random sources with the flow table full (every insert
     /// evicts), and of established hits measured right after that flood.
     pub syn_flood_full: Measurement,
+    /// Of the ACTIVE_FLOWS flows the hits after the flood use (each had one packet just
+    /// before the flood), how many had an entry right before the flood and right after it.
+    pub active_before_flood: usize,
+    pub active_after_flood: usize,
+    /// The same for as many flows of the fill that had no packet.
+    pub idle_before_flood: usize,
+    pub idle_after_flood: usize,
     pub hit_after_flood: Measurement,
     pub flood_counters: std::collections::HashMap<String, u64>,
     pub hit_after_flood_counters: std::collections::HashMap<String, u64>,
@@ -191,6 +198,17 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
     // Fill to capacity, then flood with SYNs from random clients (each insert evicts).
     let cap = u64::from(opts.flow_table_size);
     fx.fill_flows(&vip.id(), filled..cap)?;
+    // Two sets of 1,000 flows of the fill: the active ones (one packet each now, and the hits
+    // after the flood) and as many idle ones (no packet), resident before and after the flood.
+    let step = cap / ACTIVE_FLOWS;
+    let active = move || (0..ACTIVE_FLOWS).map(move |j| j * step);
+    let idle = move || (0..ACTIVE_FLOWS).map(move |j| j * step + step / 2);
+    let mut marking = V4Flows::new(ack.clone(), |k| k);
+    for k in active() {
+        runner::run_once(fx.prog(), marking.frame(k))?;
+    }
+    let active_before_flood = fx.resident(&vip.id(), active())?;
+    let idle_before_flood = fx.resident(&vip.id(), idle())?;
     let before = fx.counters()?;
     let flood_base = 1u64 << 23;
     let syn_flood_full = runner::measure(
@@ -203,9 +221,16 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
         p.runs,
     )?;
     let after = fx.counters()?;
-    eprintln!("    SYN flood, full table: {:.1} ns", syn_flood_full.ns);
-    // Established hits right after the flood, over active flows of the fill (the counters
-    // show how many the flood left in the table).
+    let active_after_flood = fx.resident(&vip.id(), active())?;
+    let idle_after_flood = fx.resident(&vip.id(), idle())?;
+    eprintln!(
+        "    SYN flood, full table: {:.1} ns; of {ACTIVE_FLOWS} flows resident before -> after: \
+         with a packet {active_before_flood} -> {active_after_flood}, idle \
+         {idle_before_flood} -> {idle_after_flood}",
+        syn_flood_full.ns
+    );
+    // Established hits right after the flood, over those flows (the ones the flood evicted
+    // are inserted again by their first packet, during the warm-up).
     let before_hits = fx.counters()?;
     let hit_after_flood = runner::measure(
         fx.prog(),
@@ -247,6 +272,10 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
             },
         ],
         syn_flood_full,
+        active_before_flood,
+        active_after_flood,
+        idle_before_flood,
+        idle_after_flood,
         hit_after_flood,
         flood_counters: counter_delta(&before, &after),
         hit_after_flood_counters: counter_delta(&before_hits, &after_hits),

@@ -32,7 +32,7 @@ struct RingMmap {
     slots: u32,
 }
 
-// SAFETY: `ptr` points into the mapping `m` owns; accessed only through `&self`/`&mut self`.
+// SAFETY: `ptr` points into the mapping `_m` owns; accessed only through `&self`/`&mut self`.
 unsafe impl Send for RingMmap {}
 unsafe impl Sync for RingMmap {}
 

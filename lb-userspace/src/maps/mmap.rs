@@ -11,7 +11,6 @@ use super::{MapError, Result};
 /// One mapping of an array map's value area (elements back to back, `value_size` apart).
 pub struct ArrayMmap {
     _map: MapData,
-    name: &'static str,
     ptr: *mut u8,
     len_bytes: usize,
     entries: u32,
@@ -64,15 +63,10 @@ impl ArrayMmap {
         }
         Ok(Self {
             _map: map,
-            name,
             ptr: ptr.cast(),
             len_bytes,
             entries,
         })
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
     }
 
     pub fn entries(&self) -> u32 {

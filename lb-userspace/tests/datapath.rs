@@ -1886,6 +1886,40 @@ fn flow_table_torn_slot_is_a_miss() {
     );
 }
 
+/// One flow table for all CPUs: a flow whose packets arrive on different CPUs (no RSS, as on
+/// a veth) keeps the backend its first packet got, even after the ring changed.
+#[test]
+fn flow_table_is_shared_by_every_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "this test needs two CPUs (found {cpus})");
+    let cfg = base_config();
+    let vip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 0, true);
+    let mut dp = Datapath::new();
+    setup(cfg, &[vip.clone()])(&mut dp);
+    let syn = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_SYN);
+    let ack = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_ACK);
+    let a = vip.pool.choose(syn.hash(cfg.hash_seed, false));
+    {
+        let _pin = PinCpu::to(0);
+        step(
+            &mut dp,
+            "SYN on CPU 0",
+            &syn.frame(),
+            &fwd_to(&cfg, &vip, &syn, a, Counter::FlowSyn),
+        );
+    }
+    // The ring now sends the flow elsewhere; its entry still decides.
+    let b = *vip.pool.ids.iter().find(|&&i| i != a).unwrap();
+    dp.fill_ring(vip.index, |_| b);
+    let _pin = PinCpu::to(1);
+    step(
+        &mut dp,
+        "ACK on CPU 1",
+        &ack.frame(),
+        &fwd_to(&cfg, &vip, &ack, a, Counter::FlowHit),
+    );
+}
+
 #[test]
 fn flow_table_stickiness() {
     let cfg = base_config();

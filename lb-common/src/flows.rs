@@ -98,8 +98,13 @@ impl FlowSlot {
     /// Whether the slot holds an intact entry (not empty, not torn).
     #[inline(always)]
     pub fn sealed(&self) -> bool {
-        self.key.family != 0
-            && self.seal == Self::seal_of(self.tag, self.backend_id, self.generation)
+        self.key.family != 0 && self.seal_matches()
+    }
+
+    /// The seal check alone: enough once the key matched a packet's (whose family is never 0).
+    #[inline(always)]
+    fn seal_matches(&self) -> bool {
+        self.seal == Self::seal_of(self.tag, self.backend_id, self.generation)
     }
 
     #[inline(always)]
@@ -131,7 +136,7 @@ pub const fn first_way(tag: u32) -> usize {
 }
 
 impl FlowSet {
-    /// `key`'s intact slot, probing from [`first_way`].
+    /// `key`'s intact slot, probing from [`first_way`]. `key` is a packet's (family not 0).
     #[inline(always)]
     pub fn find(&mut self, key: &FlowKey, tag: u32) -> Option<&mut FlowSlot> {
         let start = first_way(tag);
@@ -139,7 +144,7 @@ impl FlowSet {
         for i in 0..FLOW_WAYS {
             let w = (start + i) % FLOW_WAYS;
             let s = &self.ways[w];
-            if s.keyed(key, tag) && s.sealed() {
+            if s.keyed(key, tag) && s.seal_matches() {
                 way = w;
                 break;
             }

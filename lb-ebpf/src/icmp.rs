@@ -15,7 +15,7 @@ use lb_common::{
 };
 
 use crate::{
-    csum, entropy_of, flow_hash,
+    csum, flow_hash,
     hdr::*,
     lookup::{self, FlowUse},
     maps::ICMP_BUCKET,
@@ -90,7 +90,7 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
         family: pkt.family,
         _pad: [0; 2],
     };
-    let entropy = entropy_of(cfg, &key);
+    let entropy = key.entropy(cfg.hash_seed);
     let choice = match lookup::choose(&vip, &key, hash, entropy, FlowUse::ReadOnly) {
         Ok(c) => c,
         Err(v) => return v,

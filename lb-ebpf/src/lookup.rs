@@ -118,29 +118,28 @@ fn flow_set(entropy: u32) -> Option<&'static mut FlowSet> {
 /// `flow_entropy`: it selects the set and is the slots' tag.
 #[inline(always)]
 pub fn established(key: &FlowKey, entropy: u32) -> Established {
+    table(key, entropy, true)
+}
+
+/// The flow table without writing it (relayed ICMP errors).
+#[inline(always)]
+fn table_entry(key: &FlowKey, entropy: u32) -> Established {
+    table(key, entropy, false)
+}
+
+#[inline(always)]
+fn table(key: &FlowKey, entropy: u32, mark_used: bool) -> Established {
     let Some(slot) = flow_set(entropy).and_then(|set| set.find(key, entropy)) else {
         return Established::Miss;
     };
     match backend(slot.backend_id) {
         Some(b) if slot.entry().honoured_by(b) => {
             // Only the first hit writes: later ones leave the line clean.
-            if slot.used == 0 {
+            if mark_used && slot.used == 0 {
                 slot.used = 1;
             }
             Established::Hit(slot.backend_id, b)
         }
-        _ => Established::Stale,
-    }
-}
-
-/// The flow table without writing it (relayed ICMP errors).
-#[inline(always)]
-fn table_entry(key: &FlowKey, entropy: u32) -> Established {
-    let Some(slot) = flow_set(entropy).and_then(|set| set.find(key, entropy)) else {
-        return Established::Miss;
-    };
-    match backend(slot.backend_id) {
-        Some(b) if slot.entry().honoured_by(b) => Established::Hit(slot.backend_id, b),
         _ => Established::Stale,
     }
 }

@@ -140,12 +140,6 @@ pub(crate) fn flow_hash(
     }
 }
 
-/// `flow_entropy` of a flow (docs/datapath.md §5).
-#[inline(always)]
-pub(crate) fn entropy_of(cfg: &LbConfig, flow: &FlowKey) -> u32 {
-    flow.entropy(cfg.hash_seed)
-}
-
 /// A subprogram, like the slow paths: LLVM spills generously on BPF, and separate frames keep
 /// every call chain under the verifier's 512-byte stack.
 #[inline(never)]
@@ -166,7 +160,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let syn =
         pkt.proto == PROTO_TCP && l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
     // Selects the flow's flow-table set and goes into GUE / IPv6 outer headers.
-    let entropy = entropy_of(cfg, &key);
+    let entropy = key.entropy(cfg.hash_seed);
     // Established flows first: a hit carries its VIP's index, mode and flags in the backend
     // entry, so the VIP lookup (a hash lookup) is skipped for most packets.
     let flow_use = if syn {
@@ -224,7 +218,7 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
         family: pkt.family,
         _pad: [0; 2],
     };
-    let entropy = entropy_of(cfg, &flow);
+    let entropy = flow.entropy(cfg.hash_seed);
     match lookup::choose(&vip, &flow, hash, entropy, FlowUse::None) {
         Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
             .with_detail_opt(choice.counter),

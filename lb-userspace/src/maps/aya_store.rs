@@ -8,88 +8,19 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
 };
 use lb_common::{
-    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta,
-    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
-    map_names,
-    stats::GlobalStats,
+    Backend, FlowEntry, FlowKey, LbConfig, TrafficStats, VipKey, VipMeta, limits::RING_SIZE,
+    map_names, stats::GlobalStats,
 };
 
 use super::{
     MapError, MapStore, Result,
-    mmap::{ArrayMmap, FlowTable},
+    mmap::{FlowTable, RingTable},
     sum_global, sum_traffic,
 };
 
-/// The ring map, memory-mapped (`BPF_F_MMAPABLE`): reading or rewriting a 65537-slot table is
-/// a memory copy instead of 65537 syscalls, which is what makes adopting hundreds of VIPs on
-/// restart, and rebuilding a ring after a health change, fast.
-/// Its elements are pairs of slots (`limits::RING_SLOTS_PER_ENTRY`) laid out back to back, so
-/// the mapping reads as one flat array of u32 slots.
-struct RingMmap {
-    _m: ArrayMmap,
-    ptr: *mut u32,
-    /// Slots the map holds (elements x slots per element).
-    slots: u32,
-}
-
-// SAFETY: `ptr` points into the mapping `_m` owns; accessed only through `&self`/`&mut self`.
-unsafe impl Send for RingMmap {}
-unsafe impl Sync for RingMmap {}
-
-impl RingMmap {
-    fn new(map: MapData) -> Result<Self> {
-        let m = ArrayMmap::new(map_names::RING, map, 4 * RING_SLOTS_PER_ENTRY)?;
-        Ok(Self {
-            ptr: m.as_ptr(),
-            slots: m.entries().saturating_mul(RING_SLOTS_PER_ENTRY),
-            _m: m,
-        })
-    }
-
-    fn vip_range(&self, vip_index: u32) -> Result<std::ops::Range<usize>> {
-        let start = vip_index as usize * RING_SIZE as usize;
-        let end = start + RING_SIZE as usize;
-        if end > self.slots as usize {
-            return Err(MapError::new(
-                map_names::RING,
-                "access",
-                format!(
-                    "VIP index {vip_index} beyond the ring map's {} slots",
-                    self.slots
-                ),
-            ));
-        }
-        Ok(start..end)
-    }
-
-    fn read(&self, vip_index: u32) -> Result<Vec<u32>> {
-        let r = self.vip_range(vip_index)?;
-        // Volatile: the kernel side may be reading concurrently; each slot is one aligned u32.
-        Ok(r.map(|i| unsafe { self.ptr.add(i).read_volatile() })
-            .collect())
-    }
-
-    fn write(&mut self, vip_index: u32, slots: &[(u32, u32)]) -> Result<()> {
-        let r = self.vip_range(vip_index)?;
-        for &(slot, id) in slots {
-            if slot >= RING_SIZE {
-                return Err(MapError::new(
-                    map_names::RING,
-                    "update",
-                    format!("slot {slot}"),
-                ));
-            }
-            // SAFETY: in range (checked above); aligned u32 stores are atomic, so the program
-            // sees either the old or the new id in a slot, never a torn value.
-            unsafe { self.ptr.add(r.start + slot as usize).write_volatile(id) };
-        }
-        Ok(())
-    }
-}
-
 pub struct AyaStore {
     vips: HashMap<MapData, VipKey, VipMeta>,
-    ring: RingMmap,
+    ring: RingTable,
     backends: Array<MapData, Backend>,
     flows: FlowTable,
     config: Array<MapData, LbConfig>,
@@ -134,7 +65,7 @@ impl AyaStore {
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| MapError::new("stats", "nr_cpus", format!("{what}: {e}")))?;
         let ring = match get(RING)? {
-            Map::Array(data) => RingMmap::new(data)?,
+            Map::Array(data) => RingTable::new(data)?,
             _ => return Err(MapError::new(RING, "open", "not an array map")),
         };
         let flows = match get(FLOWS)? {
@@ -177,7 +108,7 @@ fn op<T>(
 
 impl MapStore for AyaStore {
     fn max_vips(&self) -> u32 {
-        self.ring.slots / RING_SIZE
+        self.ring.slots() / RING_SIZE
     }
     fn max_backends(&self) -> u32 {
         self.backends.len()

@@ -1,10 +1,15 @@
 //! Array maps created with `BPF_F_MMAPABLE`, memory-mapped: reading or rewriting a whole table
-//! is a memory copy instead of a syscall per element. The ring map and the flow table use it.
+//! is a memory copy instead of a syscall per element: the ring map ([`RingTable`]) and the flow
+//! table ([`FlowTable`]), for the agent, `xlb inspect`, the test kit and the benchmarks.
 
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::maps::MapData;
-use lb_common::{FlowEntry, FlowKey, FlowSet, flows};
+use lb_common::{
+    FlowEntry, FlowKey, FlowSet, flows,
+    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
+    map_names,
+};
 
 use super::{MapError, Result};
 
@@ -87,6 +92,112 @@ impl Drop for ArrayMmap {
     }
 }
 
+/// A handle of its own on the array map `map` of a loaded program.
+fn second_handle(name: &'static str, map: &aya::maps::Map) -> Result<MapData> {
+    let aya::maps::Map::Array(data) = map else {
+        return Err(MapError::new(name, "open", "not an array map"));
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| MapError::new(name, "open", e))?;
+    MapData::from_fd(fd).map_err(|e| MapError::new(name, "open", e))
+}
+
+/// The ring map, memory-mapped (`BPF_F_MMAPABLE`): reading or rewriting a 65537-slot table is
+/// a memory copy instead of 65537 syscalls, which is what makes adopting hundreds of VIPs on
+/// restart, and rebuilding a ring after a health change, fast.
+/// Its elements are pairs of slots (`limits::RING_SLOTS_PER_ENTRY`) laid out back to back, so
+/// the mapping reads as one flat array of u32 slots.
+pub struct RingTable {
+    _m: ArrayMmap,
+    ptr: *mut u32,
+    /// Slots the map holds (elements x slots per element).
+    slots: u32,
+}
+
+// SAFETY: `ptr` points into the mapping `_m` owns; accessed only through `&self`/`&mut self`.
+unsafe impl Send for RingTable {}
+unsafe impl Sync for RingTable {}
+
+impl RingTable {
+    pub fn new(map: MapData) -> Result<Self> {
+        let m = ArrayMmap::new(map_names::RING, map, 4 * RING_SLOTS_PER_ENTRY)?;
+        Ok(Self {
+            ptr: m.as_ptr(),
+            slots: m.entries().saturating_mul(RING_SLOTS_PER_ENTRY),
+            _m: m,
+        })
+    }
+
+    /// A second mapping of a loaded program's ring map (the program keeps its own handle).
+    pub fn of(map: &aya::maps::Map) -> Result<Self> {
+        Self::new(second_handle(map_names::RING, map)?)
+    }
+
+    /// Slots the map holds.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn vip_range(&self, vip_index: u32) -> Result<std::ops::Range<usize>> {
+        let start = vip_index as usize * RING_SIZE as usize;
+        let end = start + RING_SIZE as usize;
+        if end > self.slots as usize {
+            return Err(MapError::new(
+                map_names::RING,
+                "access",
+                format!(
+                    "VIP index {vip_index} beyond the ring map's {} slots",
+                    self.slots
+                ),
+            ));
+        }
+        Ok(start..end)
+    }
+
+    /// VIP `vip_index`'s table, `RING_SIZE` ids.
+    pub fn read(&self, vip_index: u32) -> Result<Vec<u32>> {
+        let r = self.vip_range(vip_index)?;
+        // Volatile: the kernel side may be reading concurrently; each slot is one aligned u32.
+        Ok(r.map(|i| unsafe { self.ptr.add(i).read_volatile() })
+            .collect())
+    }
+
+    /// One slot of VIP `vip_index`'s table.
+    pub fn slot(&self, vip_index: u32, slot: u32) -> Result<u32> {
+        let r = self.vip_range(vip_index)?;
+        if slot >= RING_SIZE {
+            return Err(MapError::new(
+                map_names::RING,
+                "lookup",
+                format!("slot {slot}"),
+            ));
+        }
+        // SAFETY: in range (checked above); see `read`.
+        Ok(unsafe { self.ptr.add(r.start + slot as usize).read_volatile() })
+    }
+
+    /// Writes `(slot, id)` pairs of VIP `vip_index`'s table.
+    pub fn write(&mut self, vip_index: u32, slots: &[(u32, u32)]) -> Result<()> {
+        let r = self.vip_range(vip_index)?;
+        for &(slot, id) in slots {
+            if slot >= RING_SIZE {
+                return Err(MapError::new(
+                    map_names::RING,
+                    "update",
+                    format!("slot {slot}"),
+                ));
+            }
+            // SAFETY: in range (checked above); aligned u32 stores are atomic, so the program
+            // sees either the old or the new id in a slot, never a torn value.
+            unsafe { self.ptr.add(r.start + slot as usize).write_volatile(id) };
+        }
+        Ok(())
+    }
+}
+
 /// The flow table (`lb_common::flows`) as the program sees it. Reads copy one set at a time, so
 /// a set the program rewrites meanwhile reads as old or new slots, or as a torn slot that fails
 /// its seal and is skipped, as the program would.
@@ -96,26 +207,13 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(map: MapData) -> Result<Self> {
-        let m = ArrayMmap::new(
-            lb_common::map_names::FLOWS,
-            map,
-            size_of::<FlowSet>() as u32,
-        )?;
+        let m = ArrayMmap::new(map_names::FLOWS, map, size_of::<FlowSet>() as u32)?;
         Ok(Self { m })
     }
 
     /// A second mapping of a loaded program's flow map (the program keeps its own handle).
     pub fn of(map: &aya::maps::Map) -> Result<Self> {
-        let name = lb_common::map_names::FLOWS;
-        let aya::maps::Map::Array(data) = map else {
-            return Err(MapError::new(name, "open", "not an array map"));
-        };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| MapError::new(name, "open", e))?;
-        Self::new(MapData::from_fd(fd).map_err(|e| MapError::new(name, "open", e))?)
+        Self::new(second_handle(map_names::FLOWS, map)?)
     }
 
     /// Intact entries (reads the whole table).

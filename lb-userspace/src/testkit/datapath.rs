@@ -12,14 +12,14 @@ use aya::{
 use lb_common::{
     Backend, FlowEntry, FlowKey, FlowSet, LbConfig, TrafficStats, VipKey, VipMeta, addr,
     hash::addr_filter_bit,
-    limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
+    limits::RING_SIZE,
     map_names,
     stats::{COUNTER_SLOTS, GlobalStats},
     values::{CONFIG_F_READY, IcmpBucket},
 };
 
 use crate::loader::{self, LoadError, LoadOptions};
-use crate::maps::mmap::FlowTable;
+use crate::maps::mmap::{FlowTable, RingTable};
 
 /// Headroom the output buffer leaves for encapsulation (XDP_PACKET_HEADROOM).
 const OUT_SLACK: usize = 256;
@@ -34,7 +34,8 @@ pub const TEST_LOAD_OPTIONS: LoadOptions = LoadOptions {
 /// A loaded program and its maps.
 pub struct Datapath {
     ebpf: Ebpf,
-    /// The flow map, memory-mapped.
+    /// The ring and flow maps, memory-mapped as the agent maps them.
+    ring: RingTable,
     flows: FlowTable,
     cpus: usize,
     /// VIP index -> (mode, flags) of its main entry: backends carry their VIP's mode and flags,
@@ -63,14 +64,18 @@ impl Datapath {
 
     pub fn try_new(opts: &LoadOptions) -> Result<Self, LoadError> {
         let ebpf = loader::load(opts)?;
-        let flows = ebpf
-            .map(map_names::FLOWS)
-            .ok_or_else(|| LoadError::InvalidOptions("no flow map in the object".into()))
-            .and_then(|m| FlowTable::of(m).map_err(|e| LoadError::InvalidOptions(e.to_string())))?;
+        let map = |name: &str| {
+            ebpf.map(name)
+                .ok_or_else(|| LoadError::InvalidOptions(format!("no map {name} in the object")))
+        };
+        let mapped = |e: crate::maps::MapError| LoadError::InvalidOptions(e.to_string());
+        let ring = RingTable::of(map(map_names::RING)?).map_err(mapped)?;
+        let flows = FlowTable::of(map(map_names::FLOWS)?).map_err(mapped)?;
         let cpus =
             nr_cpus().map_err(|(what, e)| LoadError::InvalidOptions(format!("{what}: {e}")))?;
         Ok(Datapath {
             ebpf,
+            ring,
             flows,
             cpus,
             vip_modes: Default::default(),
@@ -241,32 +246,10 @@ impl Datapath {
         m.get(&id, 0).expect("read backend")
     }
 
-    /// The ring map: elements of `RING_SLOTS_PER_ENTRY` slots.
-    fn ring(&mut self) -> Array<&mut MapData, [u32; RING_SLOTS_PER_ENTRY as usize]> {
-        Array::try_from(self.map(map_names::RING)).expect("RING map type")
-    }
-
     /// Writes every slot of VIP `vip_index`'s ring with `id(slot)`.
     pub fn fill_ring(&mut self, vip_index: u32, id: impl Fn(u32) -> u32) {
-        let base = vip_index * RING_SIZE;
-        let slots = base..base + RING_SIZE;
-        let mut m = self.ring();
-        let per = RING_SLOTS_PER_ENTRY;
-        for entry in base / per..=(slots.end - 1) / per {
-            // Edge elements share a half with the neighbouring VIP's ring: keep that half.
-            let mut pair = if slots.contains(&(entry * per)) && slots.contains(&(entry * per + 1)) {
-                [0; RING_SLOTS_PER_ENTRY as usize]
-            } else {
-                m.get(&entry, 0).expect("read ring entry")
-            };
-            for (half, v) in pair.iter_mut().enumerate() {
-                let g = entry * per + half as u32;
-                if slots.contains(&g) {
-                    *v = id(g - base);
-                }
-            }
-            m.set(entry, pair, 0).expect("write ring entry");
-        }
+        let slots: Vec<(u32, u32)> = (0..RING_SIZE).map(|s| (s, id(s))).collect();
+        self.ring.write(vip_index, &slots).expect("write ring");
     }
 
     /// Writes VIP `vip_index`'s ring from a full table of `RING_SIZE` ids.
@@ -277,24 +260,13 @@ impl Datapath {
 
     /// Writes one ring slot.
     pub fn set_slot(&mut self, vip_index: u32, slot: u32, id: u32) {
-        let g = vip_index * RING_SIZE + slot;
-        let (entry, half) = (
-            g / RING_SLOTS_PER_ENTRY,
-            (g % RING_SLOTS_PER_ENTRY) as usize,
-        );
-        let mut m = self.ring();
-        let mut pair = m.get(&entry, 0).expect("read ring entry");
-        pair[half] = id;
-        m.set(entry, pair, 0).expect("write ring entry");
+        self.ring
+            .write(vip_index, &[(slot, id)])
+            .expect("write ring slot");
     }
 
     pub fn slot(&mut self, vip_index: u32, slot: u32) -> u32 {
-        let g = vip_index * RING_SIZE + slot;
-        let pair = self
-            .ring()
-            .get(&(g / RING_SLOTS_PER_ENTRY), 0)
-            .expect("read ring entry");
-        pair[(g % RING_SLOTS_PER_ENTRY) as usize]
+        self.ring.slot(vip_index, slot).expect("read ring slot")
     }
 
     fn seed(&mut self) -> u32 {

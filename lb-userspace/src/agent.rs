@@ -195,10 +195,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             Err(e) => Response::error(format!("stopped, but detaching failed: {e}")),
         };
         let _ = reply.send(answer);
-        // Let the connection task write the answer before the API goes away.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    api_task.abort();
+    // Closing the API's channel ends its server, which first lets the open connections write
+    // their answers (this one included).
+    drop(api_rx);
+    let _ = tokio::time::timeout(TEARDOWN_LIMIT, api_task).await;
     result?;
     Ok(())
 }

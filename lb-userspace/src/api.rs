@@ -59,6 +59,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 64;
+/// How long a closing server lets open connections finish writing their answers (the agent
+/// answers `xlb stop` last, just before it closes the API).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// `VipId` as its `Display` string (`tcp/203.0.113.10:80`) in serde, parsed back with its
 /// `FromStr`. Use with `#[serde(with = "crate::api::vip_id_serde")]`.
@@ -725,17 +728,21 @@ impl ApiServer {
         &self.path
     }
 
-    /// Accepts connections concurrently until `handler`'s receiver is dropped, then removes
-    /// the socket file (if it is still ours).
+    /// Accepts connections concurrently until `handler`'s receiver is dropped, then gives the
+    /// open connections [`CLOSE_GRACE`] to write their answers and removes the socket file (if
+    /// it is still ours).
     pub async fn serve(self, handler: mpsc::Sender<ApiCall>) -> Result<(), ApiError> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut connections = tokio::task::JoinSet::new();
         let result = loop {
             let permit = tokio::select! {
                 _ = handler.closed() => break Ok(()),
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
             let stream = tokio::select! {
                 _ = handler.closed() => break Ok(()),
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 r = self.listener.accept() => match r {
                     Ok((s, _)) => s,
                     Err(e) if is_transient_accept_error(&e) => {
@@ -747,13 +754,17 @@ impl ApiServer {
                 },
             };
             let handler = handler.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(e) = serve_connection(stream, handler).await {
                     tracing::debug!(error = %e, "API connection ended with an error");
                 }
                 drop(permit);
             });
         };
+        drop(handler);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        // Past the grace, dropping the set aborts what is left (idle connections).
+        let _ = tokio::time::timeout(CLOSE_GRACE, drained).await;
         if let Ok(meta) = std::fs::symlink_metadata(&self.path)
             && (meta.dev(), meta.ino()) == self.file_id
         {

@@ -93,9 +93,9 @@ pub enum InspectCmd {
     /// Flow-table entries: 5-tuple, VIP, backend and whether the entry is still honoured.
     ///
     /// Columns: PROTO SOURCE DESTINATION VIP BACKEND ID STATE VALID. Entries outlive their
-    /// connections until a new flow needs their slot (docs/datapath.md §4). VALID = no means the next packet of the
-    /// flow re-hashes (backend down, removed, or its id reallocated since). Sorted by protocol,
-    /// destination, then source.
+    /// connections until a new flow needs their slot (docs/datapath.md §4). VALID = no means
+    /// the next packet of the flow re-hashes (backend down, removed, or its id reallocated
+    /// since). Sorted by protocol, destination, then source.
     Flows(FlowsArgs),
     /// Global packet counters by reason (one per verdict or flow-table outcome).
     ///

@@ -1320,12 +1320,11 @@ UDP  [2001:db8::1]:*    dsr-l2  -  !2
         assert_eq!(rfc3339(1_776_686_399), "2026-04-20T11:59:59Z");
     }
 
-    use crate::testkit::fixtures::config;
+    use crate::test_fixtures::config;
 
     fn vip(id: &str, backends: &[(&str, u32)]) -> Vip {
         let id = vip_id(id);
-        let mut v =
-            crate::testkit::fixtures::vip(&id.addr.to_string(), id.port, id.proto, backends);
+        let mut v = crate::test_fixtures::vip(&id.addr.to_string(), id.port, id.proto, backends);
         v.health.kind = CheckKind::Tcp;
         v
     }

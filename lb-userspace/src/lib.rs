@@ -15,4 +15,6 @@ pub mod model;
 pub mod netlink;
 pub mod pinning;
 pub mod reconcile;
+#[cfg(test)]
+mod test_fixtures;
 pub mod testkit;

@@ -622,7 +622,7 @@ mod tests {
     use super::*;
     use crate::maps::FakeStore;
     use crate::maps::fake::Write;
-    use crate::testkit::fixtures::{config, net, vip};
+    use crate::test_fixtures::{config, net, vip};
 
     fn four() -> Vec<(&'static str, u32)> {
         vec![

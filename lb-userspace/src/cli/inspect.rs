@@ -1477,7 +1477,7 @@ mod tests {
     use crate::maps::{FakeStore, Result as MapResult};
     use crate::model::{Config, ForwardMode, NoBackend};
     use crate::reconcile::{Overrides, Reconciler};
-    use crate::testkit::fixtures::{SEED, config, net, vip};
+    use crate::test_fixtures::{SEED, config, net, vip};
 
     /// A `MapStore` over a shared `FakeStore`, so a test pacer can change counters between the
     /// samples of one `run_with` call, and the reconciler can fill the same store.

@@ -102,7 +102,7 @@ mod tests {
     use crate::model::Proto;
 
     fn vip(port: u16) -> Vip {
-        let mut v = crate::testkit::fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
+        let mut v = crate::test_fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
         v.health.kind = CheckKind::Tcp;
         v
     }

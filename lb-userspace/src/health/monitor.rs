@@ -467,7 +467,7 @@ mod tests {
     }
 
     fn vip(port: u16, health: HealthCheck, backends: Vec<BackendSpec>) -> Vip {
-        let mut v = crate::testkit::fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
+        let mut v = crate::test_fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
         v.health = health;
         v.backends = backends;
         v
@@ -481,7 +481,7 @@ mod tests {
         }
     }
 
-    use crate::testkit::fixtures::config;
+    use crate::test_fixtures::config;
 
     /// The next event, or `None` if there is none within `within`.
     async fn next_event(

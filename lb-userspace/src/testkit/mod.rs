@@ -7,7 +7,6 @@
 pub mod csum;
 pub mod datapath;
 pub mod expect;
-pub mod fixtures;
 pub mod netns;
 pub mod packet;
 pub mod testbed;

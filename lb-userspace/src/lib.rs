@@ -2,7 +2,6 @@
 
 pub mod agent;
 pub mod api;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod decap;
@@ -17,4 +16,3 @@ pub mod pinning;
 pub mod reconcile;
 #[cfg(test)]
 mod test_fixtures;
-pub mod testkit;

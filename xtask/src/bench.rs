@@ -59,7 +59,10 @@ pub struct Bins {
 
 fn build() -> Result<Bins> {
     let tc = EbpfToolchain::detect()?;
-    let built = crate::build::lb_userspace(&tc, &["--release", "--bins"])?;
+    let built = crate::build::with_ebpf(
+        &tc,
+        &["--release", "--package", "lb-userspace", "--package", "xlb-bench", "--bins"],
+    )?;
     Ok(Bins {
         xlb: built.executable("xlb")?,
         bench: built.executable("xlb-bench")?,

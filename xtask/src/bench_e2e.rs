@@ -1,5 +1,5 @@
 //! The end-to-end part of `cargo xtask bench`: a testbed of network namespaces of its own
-//! (same address plan as `lb-userspace/src/testkit/testbed.rs`), three paths measured with the
+//! (same address plan as `xlb-testkit/src/testbed.rs`), three paths measured with the
 //! same client, backends and traffic:
 //!
 //! ```text

@@ -30,7 +30,7 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("AYA_BUILD_SKIP is set: the binary would carry an empty eBPF object; unset it");
     }
     let mode: &[&str] = if args.release { &["--release"] } else { &[] };
-    let built = lb_userspace(&tc, mode)?;
+    let built = with_ebpf(&tc, &[&["--package", "lb-userspace"], mode].concat())?;
     let xlb = built.executable("xlb")?;
     let object = built.build_script_out_dir("xlb")?.join(EBPF_OBJECT);
     let summary = check_bpf_elf(&object)?;
@@ -39,23 +39,19 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// What one `cargo build` of lb-userspace reported.
+/// What one `cargo build` reported.
 pub struct Built {
     messages: Vec<Message>,
 }
 
-/// `cargo build --package lb-userspace ARGS` with the eBPF toolchain set up (the build script
-/// compiles the XDP programs); diagnostics go to stderr as usual.
-pub fn lb_userspace(tc: &EbpfToolchain, args: &[&str]) -> Result<Built> {
+/// `cargo build ARGS` (which name the packages) with the eBPF toolchain set up: lb-userspace's
+/// build script compiles the XDP programs, and every tool that links lb-userspace embeds them.
+/// Diagnostics go to stderr as usual.
+pub fn with_ebpf(tc: &EbpfToolchain, args: &[&str]) -> Result<Built> {
     setup::check_build_prerequisites(tc)?;
     let mut cmd = cargo();
-    cmd.args([
-        "build",
-        "--package",
-        "lb-userspace",
-        "--message-format=json-render-diagnostics",
-    ])
-    .args(args);
+    cmd.args(["build", "--message-format=json-render-diagnostics"])
+        .args(args);
     tc.configure_ebpf_build(&mut cmd);
     let json = run_capturing_stdout(&mut cmd)?;
     let messages = Message::parse_stream(json.as_bytes())
@@ -79,7 +75,7 @@ impl Built {
             .with_context(|| format!("cargo reported no `{target}` executable"))
     }
 
-    /// The executable (binary or example) named `target`.
+    /// The executable named `target`.
     pub fn executable(&self, target: &str) -> Result<PathBuf> {
         let exe = self.artifact(target)?.executable.as_ref();
         Ok(exe

@@ -1,4 +1,7 @@
-//! `cargo xtask test`: the test command of README and CI.
+//! `cargo xtask test`: the test command of README and CI, and the only one that runs every tier:
+//! the unit tests (what a plain `cargo test` runs, no root) and the privileged suites of the
+//! `integration-tests` crate (XDP programs, bpffs, network namespaces), which the workspace
+//! leaves out of its default members.
 //!
 //! setup (full, idempotent) -> `cargo fmt --check` -> clippy on the host crates -> clippy on
 //! lb-ebpf for the BPF target -> `cargo test --no-fail-fast` (one failing test binary must not

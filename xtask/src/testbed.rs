@@ -1,9 +1,8 @@
 //! `cargo xtask testbed up|status|down` and `cargo xtask demo`.
 //!
-//! The topology lives in one place, `lb-userspace/src/testkit/testbed.rs` (the end-to-end tests
-//! build it in-process); these commands drive it through the example binary
-//! `lb-userspace/examples/xlb-testbed`, built here together with `xlb`. `up` records what it
-//! created in `target/testbed/state.json`; `down` removes exactly that.
+//! The topology lives in one place, `xlb-testkit/src/testbed.rs` (the end-to-end tests
+//! build it in-process); these commands drive it through xlb-testkit's `xlb-testbed` binary,
+//! built here together with `xlb`. `up` records what it created in `target/testbed/state.json`; `down` removes exactly that.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,7 +57,10 @@ fn demo_config() -> PathBuf {
 /// Builds `xlb` and the testbed tool; returns their paths.
 fn build_tools() -> Result<(PathBuf, PathBuf)> {
     let tc = EbpfToolchain::detect()?;
-    let built = crate::build::lb_userspace(&tc, &["--bin", "xlb", "--example", "xlb-testbed"])?;
+    let built = crate::build::with_ebpf(
+        &tc,
+        &["--package", "lb-userspace", "--package", "xlb-testkit", "--bins"],
+    )?;
     Ok((built.executable("xlb")?, built.executable("xlb-testbed")?))
 }
 

@@ -17,8 +17,8 @@ use lb_userspace::{
     model::{Config, XdpMode},
     pinning::{self, PinError},
     reconcile::{NetInfo, Overrides, Reconciler},
-    testkit::{Packet, datapath::run_named, netns::Netns, packet::TCP_ACK},
 };
+use xlb_testkit::{Packet, datapath::run_named, netns::Netns, packet::TCP_ACK};
 
 const MAC: [u8; 6] = [0x02, 0, 0x5e, 0, 0, 0x42];
 

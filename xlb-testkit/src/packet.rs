@@ -623,7 +623,7 @@ mod tests {
     use etherparse::{Ipv4HeaderSlice, TcpHeader, UdpHeader};
 
     use super::*;
-    use crate::testkit::expect;
+    use crate::expect;
 
     fn v4(a: IpAddr) -> [u8; 4] {
         match a {

@@ -18,12 +18,9 @@ use super::{
     packet::{CLIENT_PORT, CLIENT_V4, VIP_DSR, v4_backends},
     runner::run_once,
 };
-use crate::{
-    loader::LoadOptions,
-    model::Proto,
-    testkit::packet::{Packet, TCP_ACK, ip},
-};
 use lb_common::map_names::PROG_REFLECT;
+use lb_userspace::{loader::LoadOptions, model::Proto};
+use xlb_testkit::packet::{Packet, TCP_ACK, ip};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LiveRun {

@@ -8,7 +8,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use lb_userspace::netlink::{NetEvent, NetWatch, Netlink, NetlinkError};
-use lb_userspace::testkit::netns::{Netns, run_ip};
+use xlb_testkit::netns::{Netns, run_ip};
 
 const VETH_A: &str = "xlbt-a";
 const VETH_B: &str = "xlbt-b";

@@ -18,12 +18,12 @@ use lb_userspace::{
     loader,
     maps::sum_global,
     model::XdpMode,
-    testkit::{
-        Datapath, Packet,
-        datapath::run_named,
-        packet::{TCP_ACK, ip},
-        world,
-    },
+};
+use xlb_testkit::{
+    Datapath, Packet,
+    datapath::run_named,
+    packet::{TCP_ACK, ip},
+    world,
 };
 
 const XDP_PASS: u32 = 2;
@@ -200,7 +200,7 @@ fn decap_leaves_everything_else_alone() {
     let sum = {
         frag[14 + 10] = 0;
         frag[14 + 11] = 0;
-        lb_userspace::testkit::csum::checksum(&frag[14..34])
+        xlb_testkit::csum::checksum(&frag[14..34])
     };
     frag[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
     assert_eq!(decap.run(&frag), (XDP_PASS, frag.clone()));

@@ -102,7 +102,7 @@ impl Frames for V4Flows {
         let ihl = usize::from(self.frame[L2] & 0x0f) * 4;
         self.frame[L2 + 12..L2 + 16].copy_from_slice(&addr);
         self.frame[L2 + ihl..L2 + ihl + 2].copy_from_slice(&port.to_be_bytes());
-        crate::testkit::packet::fix_ipv4_checksum(&mut self.frame, L2);
+        xlb_testkit::packet::fix_ipv4_checksum(&mut self.frame, L2);
         &self.frame
     }
 }

@@ -40,11 +40,11 @@ use lb_common::map_names;
 use serde::{Deserialize, Serialize};
 
 use super::netns::{Netns, run_ip};
-use crate::api::{self, Request, Response, StatusReport};
-use crate::decap::{self, DecapOptions};
-use crate::loader;
-use crate::model::XdpMode;
-use crate::pinning;
+use lb_userspace::api::{self, Request, Response, StatusReport};
+use lb_userspace::decap::{self, DecapOptions};
+use lb_userspace::loader;
+use lb_userspace::model::XdpMode;
+use lb_userspace::pinning;
 
 /// The LB's address on the segment (also the tunnels' outer source).
 pub const LB_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -556,7 +556,7 @@ impl Testbed {
                     iface: "eth0".into(),
                     lb_src_v4: Some(LB_V4),
                     lb_src_v6: Some(LB_V6),
-                    gue_port: crate::config::DEFAULT_GUE_PORT,
+                    gue_port: lb_userspace::config::DEFAULT_GUE_PORT,
                     pin_dir: decap_dir,
                     mode: XdpMode::Native,
                 })
@@ -1020,14 +1020,14 @@ impl VipSpec {
     }
 
     /// The VIP as `xlb` writes it (`tcp/203.0.113.10:80`).
-    pub fn id(&self) -> crate::model::VipId {
-        crate::model::VipId {
+    pub fn id(&self) -> lb_userspace::model::VipId {
+        lb_userspace::model::VipId {
             addr: self.mode.vip(self.v6),
             port: if self.udp { UDP_PORT } else { HTTP_PORT },
             proto: if self.udp {
-                crate::model::Proto::Udp
+                lb_userspace::model::Proto::Udp
             } else {
-                crate::model::Proto::Tcp
+                lb_userspace::model::Proto::Tcp
             },
         }
     }
@@ -1479,7 +1479,7 @@ pub fn ip_in(ns: &str, args: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use lb_userspace::config;
 
     fn documentation_range(a: IpAddr) -> bool {
         match a {
@@ -1539,7 +1539,7 @@ mod tests {
 
     #[test]
     fn the_demo_config_validates_as_written_and_adapted() {
-        let template = include_str!("../../../examples/demo.toml");
+        let template = include_str!("../../examples/demo.toml");
         config::load_str(template, &|_: &str| true).unwrap_or_else(|e| panic!("{e}"));
         let text = adapt_config(
             template,

@@ -1,4 +1,4 @@
-//! The testbed of `lb_userspace::testkit::testbed` as a command (what `cargo xtask testbed` and
+//! The testbed of `xlb_testkit::testbed` as a command (what `cargo xtask testbed` and
 //! `cargo xtask demo` run; root only):
 //!
 //! ```text
@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use lb_userspace::testkit::testbed::{Options, Resources, Testbed};
+use xlb_testkit::testbed::{Options, Resources, Testbed};
 
 mod demo;
 

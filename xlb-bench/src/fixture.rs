@@ -11,7 +11,7 @@ use aya::{Ebpf, programs::Xdp};
 use lb_common::{FlowEntry, FlowKey, addr, map_names, stats::Counter};
 
 use super::runner::client_of;
-use crate::{
+use lb_userspace::{
     config,
     loader::{self, LoadOptions},
     maps::{AyaStore, MapStore, mmap::FlowTable},

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lb_userspace::{
-    api::MapState,
-    testkit::testbed::{CLIENT_V4, LB_V4, Mode, Options, Testbed, UDP_PORT, http_load, udp_ask},
+use lb_userspace::api::MapState;
+use xlb_testkit::testbed::{
+    CLIENT_V4, LB_V4, Mode, Options, Testbed, UDP_PORT, http_load, udp_ask,
 };
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -167,9 +167,9 @@ pub fn run(xlb: &Path, template: &Path, backends: usize) -> Result<(), String> {
             print!("    {}", String::from_utf8_lossy(&o.stdout));
         }
         _ => {
-            let r = tb.client.enter(move || {
-                lb_userspace::testkit::testbed::http_get(vip, "/", Duration::from_secs(2))
-            });
+            let r = tb
+                .client
+                .enter(move || xlb_testkit::testbed::http_get(vip, "/", Duration::from_secs(2)));
             match r {
                 Ok(r) => println!(
                     "    (curl unavailable; xlb's test client got) {}",

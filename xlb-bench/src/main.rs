@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lb_common::map_names::{PROG_PASS, PROG_REFLECT};
-use lb_userspace::bench::{control, fixture::Aux, live, packet, scale, sys};
+use xlb_bench::{control, fixture::Aux, live, packet, scale, sys};
 
 #[derive(Parser)]
 #[command(

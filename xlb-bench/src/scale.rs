@@ -14,12 +14,9 @@ use super::{
         self, ACTIVE_FLOWS, Cycle, Fixed, Frames, Measurement, V4Flows, active_flow, scrambled,
     },
 };
-use crate::{
-    loader::LoadOptions,
-    model::Proto,
-    testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip},
-};
 use lb_common::map_names::PROG_REFLECT;
+use lb_userspace::{loader::LoadOptions, model::Proto};
+use xlb_testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {

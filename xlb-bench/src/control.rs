@@ -13,14 +13,14 @@ use super::{
     packet::v4_backends,
     sys,
 };
-use crate::{
+use lb_userspace::{
     loader::{self, LoadOptions},
     maglev::{self, MaglevBackend},
     maps::{AyaStore, FakeStore, MapStore},
     model::Proto,
     reconcile::{Overrides, Reconciler},
-    testkit::packet::ip,
 };
+use xlb_testkit::packet::ip;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Timing {
@@ -188,7 +188,8 @@ fn store_figures<S: MapStore>(
     rec.apply(&cfg, &Overrides::default(), &net)?;
     let initial_apply = timing(vec![t.elapsed()]);
 
-    let victim: (crate::model::VipId, IpAddr) = (cfg.vips[0].id, cfg.vips[0].backends[50].addr);
+    let victim: (lb_userspace::model::VipId, IpAddr) =
+        (cfg.vips[0].id, cfg.vips[0].backends[50].addr);
     let mut samples = Vec::new();
     let mut slots = 0;
     for k in 0..reps * 2 {

@@ -11,12 +11,9 @@ use super::{
     fixture::{Aux, Fixture, VipSpec, counter_delta},
     runner::{self, ACTIVE_FLOWS, Fixed, Frames, Measurement, V4Flows, active_flow, scrambled},
 };
-use crate::{
-    loader::LoadOptions,
-    model::Proto,
-    testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip},
-};
 use lb_common::map_names::{PROG_PASS, PROG_REFLECT};
+use lb_userspace::{loader::LoadOptions, model::Proto};
+use xlb_testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip};
 
 /// How much to measure.
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -1,5 +1,5 @@
 //! The agent (`xlb run`) against a real kernel: started on the LB's veth of a testbed
-//! (`lb_userspace::testkit::testbed`), driven through its config file, signals and CLI, checked
+//! (`xlb_testkit::testbed`), driven through its config file, signals and CLI, checked
 //! through the pinned maps (`AyaStore`, `xlb inspect --json`) and its status API at each step.
 //!
 //! Each test builds its own testbed (unique names and pin directory) and removes it at the end,
@@ -20,9 +20,9 @@ use lb_userspace::{
     api::{HealthStatus, MapState, StatusReport},
     maps::{AyaStore, MapStore},
     model::VipId,
-    testkit::netns::enter_named,
-    testkit::testbed::{self, CLIENT_V4, Mode, Testbed, VipSpec, http_load, udp_ask},
 };
+use xlb_testkit::netns::enter_named;
+use xlb_testkit::testbed::{self, CLIENT_V4, Mode, Testbed, VipSpec, http_load, udp_ask};
 
 /// Everything the datapath reads, for "unchanged" comparisons.
 #[derive(Debug, PartialEq)]

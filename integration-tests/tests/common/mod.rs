@@ -12,14 +12,14 @@ use lb_userspace::{
     api::{BackendStatus, StatusReport},
     maps::{AyaStore, MapStore},
     model::VipId,
-    testkit::{
-        Packet,
-        testbed::{Options, Testbed, VipSpec},
-    },
+};
+use xlb_testkit::{
+    Packet,
+    testbed::{Options, Testbed, VipSpec},
 };
 
 pub fn xlb() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_xlb"))
+    Path::new(env!("CARGO_BIN_EXE_xlb-under-test"))
 }
 
 /// A testbed with 3 backends and an agent running `vips` (plus `agent_extra` keys of

@@ -1,6 +1,6 @@
 //! The datapath contract (docs/datapath.md), checked packet by packet through
 //! `BPF_PROG_TEST_RUN`. Each case: {name, packet, map setup, expected verdict, expected output
-//! bytes, expected counter deltas}; expected outputs come from `testkit::expect`, written from
+//! bytes, expected counter deltas}; expected outputs come from `xlb_testkit::expect`, written from
 //! the spec, never from what the program produced.
 //!
 //! Needs root (CAP_BPF): these tests fail loudly rather than skip. Every case loads its own
@@ -18,7 +18,7 @@ use lb_common::{
     stats::{COUNTER_SLOTS, Counter},
     values::*,
 };
-use lb_userspace::testkit::{
+use xlb_testkit::{
     Datapath, Ext, Packet,
     datapath::run_errno,
     expect::{self, overhead},

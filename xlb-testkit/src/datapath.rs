@@ -18,8 +18,8 @@ use lb_common::{
     values::{CONFIG_F_READY, IcmpBucket},
 };
 
-use crate::loader::{self, LoadError, LoadOptions};
-use crate::maps::mmap::{FlowTable, RingTable};
+use lb_userspace::loader::{self, LoadError, LoadOptions};
+use lb_userspace::maps::mmap::{FlowTable, RingTable};
 
 /// Headroom the output buffer leaves for encapsulation (XDP_PACKET_HEADROOM).
 const OUT_SLACK: usize = 256;
@@ -68,7 +68,7 @@ impl Datapath {
             ebpf.map(name)
                 .ok_or_else(|| LoadError::InvalidOptions(format!("no map {name} in the object")))
         };
-        let mapped = |e: crate::maps::MapError| LoadError::InvalidOptions(e.to_string());
+        let mapped = |e: lb_userspace::maps::MapError| LoadError::InvalidOptions(e.to_string());
         let ring = RingTable::of(map(map_names::RING)?).map_err(mapped)?;
         let flows = FlowTable::of(map(map_names::FLOWS)?).map_err(mapped)?;
         let cpus =

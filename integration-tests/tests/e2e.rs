@@ -1,5 +1,5 @@
 //! End to end: the `xlb` agent on a testbed of network namespaces (client, LB, backends on one
-//! bridge; `lb_userspace::testkit::testbed`), real TCP (HTTP) and UDP from the client to the
+//! bridge; `xlb_testkit::testbed`), real TCP (HTTP) and UDP from the client to the
 //! VIPs, answered by real servers on the backends.
 //!
 //! Each test builds its own testbed (unique names: tests run in parallel), and everything is
@@ -24,11 +24,11 @@ use lb_userspace::{
     api::MapState,
     decap,
     maps::{AyaStore, MapStore},
-    testkit::netns::enter_named,
-    testkit::testbed::{
-        self, CLIENT_V4, CLIENT_V6, Capture, LB_MAC, LB_V4, LB_V6, Mode, Outcome, Testbed, VipSpec,
-        http_get, http_load, udp_ask,
-    },
+};
+use xlb_testkit::netns::enter_named;
+use xlb_testkit::testbed::{
+    self, CLIENT_V4, CLIENT_V6, Capture, LB_MAC, LB_V4, LB_V6, Mode, Outcome, Testbed, VipSpec,
+    http_get, http_load, udp_ask,
 };
 
 /// Names of the backends.

@@ -61,7 +61,14 @@ fn build() -> Result<Bins> {
     let tc = EbpfToolchain::detect()?;
     let built = crate::build::with_ebpf(
         &tc,
-        &["--release", "--package", "lb-userspace", "--package", "xlb-bench", "--bins"],
+        &[
+            "--release",
+            "--package",
+            "lb-userspace",
+            "--package",
+            "xlb-bench",
+            "--bins",
+        ],
     )?;
     Ok(Bins {
         xlb: built.executable("xlb")?,

@@ -59,7 +59,13 @@ fn build_tools() -> Result<(PathBuf, PathBuf)> {
     let tc = EbpfToolchain::detect()?;
     let built = crate::build::with_ebpf(
         &tc,
-        &["--package", "lb-userspace", "--package", "xlb-testkit", "--bins"],
+        &[
+            "--package",
+            "lb-userspace",
+            "--package",
+            "xlb-testkit",
+            "--bins",
+        ],
     )?;
     Ok((built.executable("xlb")?, built.executable("xlb-testbed")?))
 }

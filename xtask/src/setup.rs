@@ -32,6 +32,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "wrk",
     "iperf3",
     "hyperfine",
+    // Lints scripts/*.sh in lb-userspace/tests/scripts.rs.
+    "shellcheck",
     // Charts of `cargo xtask bench`.
     "python3-matplotlib",
 ];

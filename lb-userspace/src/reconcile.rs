@@ -214,6 +214,12 @@ impl<S: MapStore> Reconciler<S> {
         &self.store
     }
 
+    /// For tests that inject failures into a fake store under a running agent.
+    #[cfg(test)]
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// VIP index of a configured VIP, as applied.
     pub fn vip_index(&self, vip: &VipId) -> Option<u32> {
         self.applied.vips.get(vip).map(|v| v.index)

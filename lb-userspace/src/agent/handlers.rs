@@ -198,3 +198,313 @@ fn family_ok(cfg: &Config, vip: &Vip, addr: IpAddr) -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::Path;
+
+    use lb_common::Backend;
+    use lb_common::values::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING};
+
+    use super::Answer;
+    use crate::agent::state::Agent;
+    use crate::agent::state::testing::agent;
+    use crate::api::{HealthStatus, MapState, Request, Response, StatusReport};
+    use crate::maglev;
+    use crate::maps::{FakeStore, MapStore};
+    use crate::model::{Proto, VipId};
+    use crate::reconcile::BackendView;
+    use crate::test_fixtures::{self, config, vip};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// One TCP VIP with three backends of weight 1, applied.
+    fn three() -> (Agent<FakeStore>, VipId) {
+        let cfg = config(vec![vip(
+            "203.0.113.10",
+            80,
+            Proto::Tcp,
+            &[
+                ("198.51.100.1", 1),
+                ("198.51.100.2", 1),
+                ("198.51.100.3", 1),
+            ],
+        )]);
+        let id = cfg.vips[0].id;
+        (agent(cfg, Path::new("/nonexistent")), id)
+    }
+
+    fn reply(a: &mut Agent<FakeStore>, request: Request) -> Response {
+        match a.answer(request) {
+            Answer::Reply(r) => r,
+            Answer::Stop { .. } => panic!("unexpected stop"),
+        }
+    }
+
+    fn ok(r: Response) -> String {
+        match r {
+            Response::Ok { message } => message,
+            other => panic!("expected Ok, got {other:?}"),
+        }
+    }
+
+    fn error(r: Response) -> String {
+        match r {
+            Response::Error { message } => message,
+            other => panic!("expected Error, got {other:?}"),
+        }
+    }
+
+    fn view(a: &Agent<FakeStore>, addr: &str) -> Option<BackendView> {
+        a.reconciler
+            .backends()
+            .into_iter()
+            .find(|b| b.addr == ip(addr))
+    }
+
+    /// Ring slots per backend id, as the store holds them.
+    fn shares(a: &Agent<FakeStore>) -> std::collections::BTreeMap<u32, u32> {
+        maglev::slot_counts(&a.reconciler.store().ring(0).unwrap())
+    }
+
+    #[tokio::test]
+    async fn drain_takes_the_backend_out_of_the_ring_and_keeps_its_flows() {
+        let (mut a, id) = three();
+        let drained = view(&a, "198.51.100.2").unwrap();
+        let msg = ok(reply(
+            &mut a,
+            Request::Drain {
+                vip: id,
+                addr: drained.addr,
+            },
+        ));
+        assert_eq!(msg, format!("{id} 198.51.100.2: drained (weight 0)"));
+        let store = a.reconciler.store();
+        // Draining, not down: flows already pinned to it stay.
+        assert_eq!(store.backends[drained.id as usize].state, BACKEND_DRAINING);
+        assert_eq!(store.backends[drained.id as usize].weight, 0);
+        let shares = shares(&a);
+        assert!(!shares.contains_key(&drained.id), "{shares:?}");
+        assert_eq!(shares.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn set_weight_rebuilds_the_ring_with_the_new_shares() {
+        let (mut a, id) = three();
+        let heavy = view(&a, "198.51.100.1").unwrap();
+        let msg = ok(reply(
+            &mut a,
+            Request::SetWeight {
+                vip: id,
+                addr: heavy.addr,
+                weight: 2,
+            },
+        ));
+        assert_eq!(msg, format!("{id} 198.51.100.1: weight set (weight 2)"));
+        assert_eq!(a.reconciler.store().backends[heavy.id as usize].weight, 2);
+        // Weight 2 of 4: about half the ring.
+        let share = shares(&a)[&heavy.id];
+        let ring = lb_common::limits::RING_SIZE;
+        assert!(
+            (ring * 45 / 100..=ring * 55 / 100).contains(&share),
+            "{share}"
+        );
+        // The override survives an unrelated apply.
+        a.health_changed(id, ip("198.51.100.3"), false);
+        assert_eq!(a.reconciler.store().backends[heavy.id as usize].weight, 2);
+    }
+
+    #[tokio::test]
+    async fn weight_changes_the_running_config_cannot_take_are_refused_without_writes() {
+        let (mut a, id) = three();
+        let writes = a.reconciler.store().log.len();
+        let too_heavy = error(reply(
+            &mut a,
+            Request::SetWeight {
+                vip: id,
+                addr: ip("198.51.100.1"),
+                weight: crate::model::MAX_WEIGHT + 1,
+            },
+        ));
+        assert!(too_heavy.contains("out of range"), "{too_heavy}");
+        let mut other = id;
+        other.port = 81;
+        let no_vip = error(reply(
+            &mut a,
+            Request::Drain {
+                vip: other,
+                addr: ip("198.51.100.1"),
+            },
+        ));
+        assert_eq!(no_vip, format!("no VIP {other} in the running config"));
+        let stranger = error(reply(
+            &mut a,
+            Request::Drain {
+                vip: id,
+                addr: ip("198.51.100.9"),
+            },
+        ));
+        assert_eq!(stranger, format!("198.51.100.9 is not a backend of {id}"));
+        assert_eq!(a.reconciler.store().log.len(), writes);
+        assert!(a.overrides.weights.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_added_backend_waits_for_its_neighbour_then_joins_the_ring() {
+        let (mut a, id) = three();
+        assert!(!a.take_net_request());
+        let msg = ok(reply(
+            &mut a,
+            Request::AddBackend {
+                vip: id,
+                addr: ip("198.51.100.4"),
+                weight: 1,
+            },
+        ));
+        assert!(msg.starts_with(&format!("{id}: backend 198.51.100.4 added (weight 1)")));
+        // Written, but out of the ring until its MAC is known; a resolution was asked for.
+        let added = view(&a, "198.51.100.4").unwrap();
+        assert_eq!((added.entry.state, added.slots), (BACKEND_DOWN, 0));
+        assert!(a.take_net_request());
+        assert!(a.net_targets().contains_key(&ip("198.51.100.4")));
+        a.net_resolved(test_fixtures::net(&a.effective()));
+        let added = view(&a, "198.51.100.4").unwrap();
+        assert_eq!(added.entry.state, BACKEND_ACTIVE);
+        assert_eq!(shares(&a).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn add_backend_refuses_a_duplicate_or_a_family_the_vip_cannot_reach() {
+        let (mut a, id) = three();
+        let writes = a.reconciler.store().log.len();
+        let dup = error(reply(
+            &mut a,
+            Request::AddBackend {
+                vip: id,
+                addr: ip("198.51.100.1"),
+                weight: 1,
+            },
+        ));
+        assert_eq!(dup, format!("198.51.100.1 is already a backend of {id}"));
+        // The fixture config has no lb-src-v6: ipip cannot reach an IPv6 backend.
+        let v6 = error(reply(
+            &mut a,
+            Request::AddBackend {
+                vip: id,
+                addr: ip("2001:db8::5"),
+                weight: 1,
+            },
+        ));
+        assert!(v6.contains("agent.lb-src-v6"), "{v6}");
+        assert_eq!(a.reconciler.store().log.len(), writes);
+        assert!(a.added.is_empty());
+        assert!(!a.take_net_request());
+    }
+
+    #[tokio::test]
+    async fn a_removed_backend_is_emptied_and_can_be_added_back() {
+        let (mut a, id) = three();
+        let gone = view(&a, "198.51.100.3").unwrap();
+        let msg = ok(reply(
+            &mut a,
+            Request::RemoveBackend {
+                vip: id,
+                addr: gone.addr,
+            },
+        ));
+        assert_eq!(
+            msg,
+            format!("{id}: backend 198.51.100.3 removed until the next reload")
+        );
+        assert_eq!(
+            a.reconciler.store().backends[gone.id as usize],
+            Backend::default()
+        );
+        assert!(!shares(&a).contains_key(&gone.id));
+        assert!(view(&a, "198.51.100.3").is_none());
+        // Removing it twice: it is no longer a backend.
+        let again = error(reply(
+            &mut a,
+            Request::RemoveBackend {
+                vip: id,
+                addr: gone.addr,
+            },
+        ));
+        assert_eq!(again, format!("198.51.100.3 is not a backend of {id}"));
+        // Added back: a configured backend returns without becoming an API addition.
+        ok(reply(
+            &mut a,
+            Request::AddBackend {
+                vip: id,
+                addr: gone.addr,
+                weight: 1,
+            },
+        ));
+        assert!(a.added.is_empty() && a.removed.is_empty());
+        assert_eq!(
+            view(&a, "198.51.100.3").unwrap().entry.state,
+            BACKEND_ACTIVE
+        );
+        assert_eq!(shares(&a).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn status_answers_with_weights_states_and_ring_shares() {
+        let (mut a, id) = three();
+        ok(reply(
+            &mut a,
+            Request::Drain {
+                vip: id,
+                addr: ip("198.51.100.2"),
+            },
+        ));
+        let Response::Status(StatusReport { agent, vips }) = reply(&mut a, Request::Status) else {
+            panic!("expected a status report");
+        };
+        assert_eq!(agent.config_path, Path::new("/nonexistent"));
+        assert_eq!(agent.interfaces, ["eth0"]);
+        assert_eq!(agent.last_reload, None);
+        assert_eq!(vips.len(), 1);
+        assert_eq!((vips[0].id, vips[0].index), (id, Some(0)));
+        let rows: Vec<(IpAddr, u32, u32, MapState, bool)> = vips[0]
+            .backends
+            .iter()
+            .map(|b| {
+                (
+                    b.addr,
+                    b.weight,
+                    b.effective_weight,
+                    b.state,
+                    b.ring_slots > 0,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (ip("198.51.100.1"), 1, 1, MapState::Active, true),
+                (ip("198.51.100.2"), 1, 0, MapState::Draining, false),
+                (ip("198.51.100.3"), 1, 1, MapState::Active, true),
+            ]
+        );
+        for b in &vips[0].backends {
+            assert_eq!(b.health, HealthStatus::Up);
+            assert_eq!(b.state, b.desired);
+            assert_eq!(b.mismatch, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_handed_to_the_loop_without_touching_the_maps() {
+        let (mut a, _) = three();
+        let writes = a.reconciler.store().log.len();
+        assert!(matches!(
+            a.answer(Request::Shutdown { detach: true }),
+            Answer::Stop { detach: true }
+        ));
+        assert_eq!(a.reconciler.store().log.len(), writes);
+    }
+}

@@ -247,6 +247,33 @@ pub(super) mod testing {
         a.apply("startup").unwrap();
         a
     }
+
+    /// A config file in the temporary directory, removed when dropped.
+    pub struct ConfigFile(PathBuf);
+
+    impl ConfigFile {
+        /// `name` must be unique among the tests of this crate (they run in parallel).
+        pub fn new(name: &str) -> Self {
+            Self(
+                std::env::temp_dir()
+                    .join(format!("xlb-agent-test-{}-{name}.toml", std::process::id())),
+            )
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+
+        pub fn write(&self, text: &str) {
+            std::fs::write(&self.0, text).unwrap();
+        }
+    }
+
+    impl Drop for ConfigFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -109,8 +109,9 @@ pub struct BackendView {
     pub slots: u32,
 }
 
+/// One VIP's part of [`MapContents`].
 #[derive(Clone, Debug, Default)]
-struct AppliedVip {
+struct VipContents {
     index: u32,
     backends: BTreeMap<IpAddr, u32>,
     ring: Vec<u32>,
@@ -119,19 +120,11 @@ struct AppliedVip {
     inputs: Option<Vec<MaglevBackend>>,
 }
 
-/// What the maps hold (as far as the reconciler wrote or adopted it).
+/// Contents of the maps: what they hold as far as the reconciler wrote or adopted it, or what
+/// an apply is about to make them hold (the plan, which becomes the former once written).
 #[derive(Clone, Debug, Default)]
-struct Applied {
-    vips: BTreeMap<VipId, AppliedVip>,
-    entries: BTreeMap<VipKey, VipMeta>,
-    backends: BTreeMap<u32, Backend>,
-    filter: Vec<u64>,
-    config: LbConfig,
-}
-
-/// The planned contents of the maps.
-struct Plan {
-    vips: BTreeMap<VipId, AppliedVip>,
+struct MapContents {
+    vips: BTreeMap<VipId, VipContents>,
     entries: BTreeMap<VipKey, VipMeta>,
     backends: BTreeMap<u32, Backend>,
     filter: Vec<u64>,
@@ -140,7 +133,8 @@ struct Plan {
 
 pub struct Reconciler<S: MapStore> {
     store: S,
-    applied: Applied,
+    /// What the maps hold; an apply writes its difference from the plan.
+    applied: MapContents,
     dirty: bool,
     /// Next backend id to try: ids are handed out round-robin so a freed id is not reused at
     /// once (flows still pinned to it would land on the newcomer instead of re-hashing).
@@ -150,11 +144,11 @@ pub struct Reconciler<S: MapStore> {
     next_generation: u32,
 }
 
-fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
-    let mut applied = Applied {
+fn read_applied<S: MapStore>(store: &S) -> Result<MapContents, MapError> {
+    let mut applied = MapContents {
         config: store.config()?,
         filter: store.filter_words()?,
-        ..Applied::default()
+        ..MapContents::default()
     };
     let mut index_to_vip = HashMap::new();
     for (key, meta) in store.vips()? {
@@ -162,7 +156,7 @@ fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
             index_to_vip.insert(meta.index, id);
             applied.vips.insert(
                 id,
-                AppliedVip {
+                VipContents {
                     index: meta.index,
                     backends: BTreeMap::new(),
                     ring: store.ring(meta.index)?,
@@ -260,13 +254,7 @@ impl<S: MapStore> Reconciler<S> {
         let result = self.write(&plan, &mut report);
         match result {
             Ok(()) => {
-                self.applied = Applied {
-                    vips: plan.vips,
-                    entries: plan.entries,
-                    backends: plan.backends,
-                    filter: plan.filter,
-                    config: plan.config,
-                };
+                self.applied = plan;
                 report.duration = start.elapsed();
                 Ok(report)
             }
@@ -286,7 +274,7 @@ impl<S: MapStore> Reconciler<S> {
         config: &Config,
         overrides: &Overrides,
         net: &NetInfo,
-    ) -> Result<Plan, ReconcileError> {
+    ) -> Result<MapContents, ReconcileError> {
         // Capacity first: a plan that cannot fit must not write anything.
         let total_backends: usize = config.vips.iter().map(|v| v.backends.len()).sum();
         let kept_removed_vips = self
@@ -327,12 +315,9 @@ impl<S: MapStore> Reconciler<S> {
         let mut used_indices: BTreeSet<u32> = self.applied.vips.values().map(|v| v.index).collect();
         let mut used_ids: BTreeSet<u32> = self.applied.backends.keys().copied().collect();
 
-        let mut plan = Plan {
-            vips: BTreeMap::new(),
-            entries: BTreeMap::new(),
-            backends: BTreeMap::new(),
+        let mut plan = MapContents {
             filter: vec![0; ADDR_FILTER_WORDS as usize],
-            config: LbConfig::default(),
+            ..MapContents::default()
         };
 
         for vip in &config.vips {
@@ -350,7 +335,7 @@ impl<S: MapStore> Reconciler<S> {
                     i
                 }
             };
-            let mut planned = AppliedVip {
+            let mut planned = VipContents {
                 index,
                 backends: BTreeMap::new(),
                 ring: Vec::new(),
@@ -441,7 +426,7 @@ impl<S: MapStore> Reconciler<S> {
         Ok(plan)
     }
 
-    fn write(&mut self, plan: &Plan, report: &mut ApplyReport) -> Result<(), MapError> {
+    fn write(&mut self, plan: &MapContents, report: &mut ApplyReport) -> Result<(), MapError> {
         let first_apply = self.applied.config.flags & CONFIG_F_READY == 0;
         if !first_apply && plan.config != self.applied.config {
             self.store.set_config(&plan.config)?;
@@ -563,7 +548,7 @@ fn vip_meta(vip: &Vip, index: u32) -> VipMeta {
 
 /// Address entries (one per VIP address) and fragment aliases (one per address and protocol
 /// without an all-ports VIP), see `lb_common::keys::VipKey`.
-fn add_shared_entries(config: &Config, plan: &mut Plan) {
+fn add_shared_entries(config: &Config, plan: &mut MapContents) {
     let mut by_addr: BTreeMap<IpAddr, Vec<&Vip>> = BTreeMap::new();
     for vip in &config.vips {
         by_addr.entry(vip.id.addr).or_default().push(vip);

@@ -7,9 +7,13 @@
 //! 1. new/changed backend entries (counters of fresh ids zeroed first);
 //! 2. address pre-filter bits added;
 //! 3. ring slots that changed (Maglev diff), so a VIP never points at a missing backend;
-//! 4. VIP, address and fragment entries added/changed; config (with `READY` on first apply);
+//! 4. VIP, address and fragment entries added/changed; on the first apply, the config (with
+//!    `READY`: until then the program passes every packet);
 //! 5. then the reverse for what goes away: VIP entries removed, their rings zeroed, their
 //!    backends emptied, stale filter bits cleared.
+//!
+//! A later config change (addresses, seed, MTU, ...) is written before step 1: it concerns
+//! every VIP alike, so no order among the other writes protects anything from it.
 //!
 //! A failed write leaves the maps in a state that is still safe to forward with (every step
 //! above is), and marks the reconciler dirty: the next apply re-reads the maps before

@@ -1,9 +1,11 @@
 //! Loading the embedded eBPF object.
 //!
-//! The object is built by `build.rs` (aya-build) and embedded in the binary. [`load`] sizes the
-//! maps, loads the object and the load-balancer program into the kernel, and stops there: it
-//! neither attaches nor pins anything (a later step adds pinning, attach and map adoption). The
-//! datapath tests use it as is: `BPF_PROG_TEST_RUN` needs a loaded, unattached program.
+//! The object is built by `build.rs` (aya-build) and embedded in the binary. The functions here
+//! size the maps, load the object and one of its XDP programs into the kernel, and stop there:
+//! none attaches anything. [`load`] creates fresh, unpinned maps (the datapath tests use it:
+//! `BPF_PROG_TEST_RUN` needs a loaded, unattached program); [`load_pinned`] reuses the maps
+//! pinned in a directory, or creates and pins them, which is what the agent runs on. Attaching
+//! through pinned links, and whether pinned maps can be adopted, are `pinning`'s job.
 
 use std::io;
 use std::path::Path;

@@ -7,9 +7,13 @@
 //! 1. new/changed backend entries (counters of fresh ids zeroed first);
 //! 2. address pre-filter bits added;
 //! 3. ring slots that changed (Maglev diff), so a VIP never points at a missing backend;
-//! 4. VIP, address and fragment entries added/changed; config (with `READY` on first apply);
+//! 4. VIP, address and fragment entries added/changed; on the first apply, the config (with
+//!    `READY`: until then the program passes every packet);
 //! 5. then the reverse for what goes away: VIP entries removed, their rings zeroed, their
 //!    backends emptied, stale filter bits cleared.
+//!
+//! A later config change (addresses, seed, MTU, ...) is written before step 1: it concerns
+//! every VIP alike, so no order among the other writes protects anything from it.
 //!
 //! A failed write leaves the maps in a state that is still safe to forward with (every step
 //! above is), and marks the reconciler dirty: the next apply re-reads the maps before
@@ -109,8 +113,9 @@ pub struct BackendView {
     pub slots: u32,
 }
 
+/// One VIP's part of [`MapContents`].
 #[derive(Clone, Debug, Default)]
-struct AppliedVip {
+struct VipContents {
     index: u32,
     backends: BTreeMap<IpAddr, u32>,
     ring: Vec<u32>,
@@ -119,19 +124,11 @@ struct AppliedVip {
     inputs: Option<Vec<MaglevBackend>>,
 }
 
-/// What the maps hold (as far as the reconciler wrote or adopted it).
+/// Contents of the maps: what they hold as far as the reconciler wrote or adopted it, or what
+/// an apply is about to make them hold (the plan, which becomes the former once written).
 #[derive(Clone, Debug, Default)]
-struct Applied {
-    vips: BTreeMap<VipId, AppliedVip>,
-    entries: BTreeMap<VipKey, VipMeta>,
-    backends: BTreeMap<u32, Backend>,
-    filter: Vec<u64>,
-    config: LbConfig,
-}
-
-/// The planned contents of the maps.
-struct Plan {
-    vips: BTreeMap<VipId, AppliedVip>,
+struct MapContents {
+    vips: BTreeMap<VipId, VipContents>,
     entries: BTreeMap<VipKey, VipMeta>,
     backends: BTreeMap<u32, Backend>,
     filter: Vec<u64>,
@@ -140,7 +137,8 @@ struct Plan {
 
 pub struct Reconciler<S: MapStore> {
     store: S,
-    applied: Applied,
+    /// What the maps hold; an apply writes its difference from the plan.
+    applied: MapContents,
     dirty: bool,
     /// Next backend id to try: ids are handed out round-robin so a freed id is not reused at
     /// once (flows still pinned to it would land on the newcomer instead of re-hashing).
@@ -150,11 +148,11 @@ pub struct Reconciler<S: MapStore> {
     next_generation: u32,
 }
 
-fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
-    let mut applied = Applied {
+fn read_applied<S: MapStore>(store: &S) -> Result<MapContents, MapError> {
+    let mut applied = MapContents {
         config: store.config()?,
         filter: store.filter_words()?,
-        ..Applied::default()
+        ..MapContents::default()
     };
     let mut index_to_vip = HashMap::new();
     for (key, meta) in store.vips()? {
@@ -162,7 +160,7 @@ fn read_applied<S: MapStore>(store: &S) -> Result<Applied, MapError> {
             index_to_vip.insert(meta.index, id);
             applied.vips.insert(
                 id,
-                AppliedVip {
+                VipContents {
                     index: meta.index,
                     backends: BTreeMap::new(),
                     ring: store.ring(meta.index)?,
@@ -214,6 +212,12 @@ impl<S: MapStore> Reconciler<S> {
         &self.store
     }
 
+    /// For tests that inject failures into a fake store under a running agent.
+    #[cfg(test)]
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// VIP index of a configured VIP, as applied.
     pub fn vip_index(&self, vip: &VipId) -> Option<u32> {
         self.applied.vips.get(vip).map(|v| v.index)
@@ -254,13 +258,7 @@ impl<S: MapStore> Reconciler<S> {
         let result = self.write(&plan, &mut report);
         match result {
             Ok(()) => {
-                self.applied = Applied {
-                    vips: plan.vips,
-                    entries: plan.entries,
-                    backends: plan.backends,
-                    filter: plan.filter,
-                    config: plan.config,
-                };
+                self.applied = plan;
                 report.duration = start.elapsed();
                 Ok(report)
             }
@@ -280,7 +278,7 @@ impl<S: MapStore> Reconciler<S> {
         config: &Config,
         overrides: &Overrides,
         net: &NetInfo,
-    ) -> Result<Plan, ReconcileError> {
+    ) -> Result<MapContents, ReconcileError> {
         // Capacity first: a plan that cannot fit must not write anything.
         let total_backends: usize = config.vips.iter().map(|v| v.backends.len()).sum();
         let kept_removed_vips = self
@@ -321,12 +319,9 @@ impl<S: MapStore> Reconciler<S> {
         let mut used_indices: BTreeSet<u32> = self.applied.vips.values().map(|v| v.index).collect();
         let mut used_ids: BTreeSet<u32> = self.applied.backends.keys().copied().collect();
 
-        let mut plan = Plan {
-            vips: BTreeMap::new(),
-            entries: BTreeMap::new(),
-            backends: BTreeMap::new(),
+        let mut plan = MapContents {
             filter: vec![0; ADDR_FILTER_WORDS as usize],
-            config: LbConfig::default(),
+            ..MapContents::default()
         };
 
         for vip in &config.vips {
@@ -344,7 +339,7 @@ impl<S: MapStore> Reconciler<S> {
                     i
                 }
             };
-            let mut planned = AppliedVip {
+            let mut planned = VipContents {
                 index,
                 backends: BTreeMap::new(),
                 ring: Vec::new(),
@@ -435,7 +430,7 @@ impl<S: MapStore> Reconciler<S> {
         Ok(plan)
     }
 
-    fn write(&mut self, plan: &Plan, report: &mut ApplyReport) -> Result<(), MapError> {
+    fn write(&mut self, plan: &MapContents, report: &mut ApplyReport) -> Result<(), MapError> {
         let first_apply = self.applied.config.flags & CONFIG_F_READY == 0;
         if !first_apply && plan.config != self.applied.config {
             self.store.set_config(&plan.config)?;
@@ -557,7 +552,7 @@ fn vip_meta(vip: &Vip, index: u32) -> VipMeta {
 
 /// Address entries (one per VIP address) and fragment aliases (one per address and protocol
 /// without an all-ports VIP), see `lb_common::keys::VipKey`.
-fn add_shared_entries(config: &Config, plan: &mut Plan) {
+fn add_shared_entries(config: &Config, plan: &mut MapContents) {
     let mut by_addr: BTreeMap<IpAddr, Vec<&Vip>> = BTreeMap::new();
     for vip in &config.vips {
         by_addr.entry(vip.id.addr).or_default().push(vip);

@@ -10,20 +10,16 @@ use lb_common::{
     limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     map_names,
 };
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::{MapError, Result};
 
 /// One mapping of an array map's value area (elements back to back, `value_size` apart).
 pub struct ArrayMmap {
+    mmap: MmapRaw,
     _map: MapData,
-    ptr: *mut u8,
-    len_bytes: usize,
     entries: u32,
 }
-
-// SAFETY: the mapping is owned by this struct and only accessed through `&self`/`&mut self`.
-unsafe impl Send for ArrayMmap {}
-unsafe impl Sync for ArrayMmap {}
 
 impl ArrayMmap {
     /// Maps `map` (named `name`), refusing one whose values are not `value_size` bytes: a map
@@ -41,35 +37,22 @@ impl ArrayMmap {
             ));
         }
         let entries = info.max_entries();
-        let page = 4096usize;
-        let len_bytes = (entries as usize * value_size as usize).div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: mapping a BPF array map fd; the length is the map's value area rounded up
-        // to pages, as the kernel requires.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(MapError::new(
-                name,
-                "mmap",
-                format!(
-                    "{} (the map must be created with BPF_F_MMAPABLE)",
-                    std::io::Error::last_os_error()
-                ),
-            ));
-        }
+        // The exact value area, no page arithmetic here: the kernel rounds the mapping up to its
+        // own page size (4 KiB, or 16/64 KiB on some arm64 kernels), as it rounded the map.
+        let len = entries as usize * value_size as usize;
+        let mmap = MmapOptions::new()
+            .len(len)
+            .map_raw(map.fd().as_fd().as_raw_fd())
+            .map_err(|e| {
+                MapError::new(
+                    name,
+                    "mmap",
+                    format!("{e} (the map must be created with BPF_F_MMAPABLE)"),
+                )
+            })?;
         Ok(Self {
+            mmap,
             _map: map,
-            ptr: ptr.cast(),
-            len_bytes,
             entries,
         })
     }
@@ -81,14 +64,7 @@ impl ArrayMmap {
     /// The value area as `T`s (`T` must be the element type, or a divisor of it for flat
     /// views such as the ring's u32 slots).
     pub fn as_ptr<T>(&self) -> *mut T {
-        self.ptr.cast()
-    }
-}
-
-impl Drop for ArrayMmap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len_bytes) };
+        self.mmap.as_mut_ptr().cast()
     }
 }
 

@@ -1,0 +1,131 @@
+//! The agent's event loop: one task that owns the state and serialises every change to it
+//! (health transitions, kernel table changes, resolutions, API calls, signals).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::api::{ApiCall, Response};
+use crate::health::{HealthEvent, HealthStats};
+use crate::maps::AyaStore;
+use crate::metrics::AgentMetrics;
+use crate::model::VipId;
+use crate::netlink::NetWatch;
+
+use super::handlers::Answer;
+use super::neighbours::{Resolved, Resolver};
+use super::state::Agent;
+
+/// How often neighbours are re-resolved even without a kernel notification: frames sent by XDP
+/// bypass the kernel's neighbour state machine, so a STALE entry is never re-confirmed.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Health probe counters are turned into metrics at this pace.
+const PROBE_METRICS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the loop ended.
+pub(super) enum Exit {
+    Signal(&'static str),
+    /// `xlb stop`: answered once the teardown is done, so the caller can rely on it.
+    Stop {
+        detach: bool,
+        reply: tokio::sync::oneshot::Sender<Response>,
+    },
+}
+
+/// What the loop listens to besides signals and timers.
+pub(super) struct Inputs {
+    pub(super) health: mpsc::Receiver<HealthEvent>,
+    pub(super) api: mpsc::Receiver<ApiCall>,
+    pub(super) resolved: mpsc::Receiver<Resolved>,
+    pub(super) watch: NetWatch,
+}
+
+pub(super) async fn run(
+    agent: &mut Agent<AyaStore>,
+    resolver: &mut Resolver,
+    inputs: &mut Inputs,
+) -> anyhow::Result<Exit> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
+    refresh.reset();
+    let mut probe_tick = tokio::time::interval(PROBE_METRICS_INTERVAL);
+    // (VIP, backend) -> probes already reported to metrics.
+    let mut probes_seen = HashMap::new();
+    loop {
+        tokio::select! {
+            Some(ev) = inputs.health.recv() => {
+                info!(vip = %ev.vip, backend = %ev.backend, up = ev.up, reason = %ev.reason,
+                      "health changed");
+                agent.health_changed(ev.vip, ev.backend, ev.up);
+            }
+            ev = inputs.watch.recv() => {
+                match ev {
+                    Some(ev) => {
+                        debug!(?ev, "kernel table changed");
+                        // Coalesce a burst of notifications into one re-resolution.
+                        while inputs.watch.try_recv().is_some() {}
+                    }
+                    None => {
+                        warn!("netlink notifications stopped: subscribing again");
+                        inputs.watch = resolver.watch()?;
+                    }
+                }
+                agent.request_net();
+            }
+            _ = refresh.tick() => agent.request_net(),
+            Some((net, link)) = inputs.resolved.recv() => {
+                let again = resolver.finished(link);
+                agent.net_resolved(net);
+                if again {
+                    agent.request_net();
+                }
+            }
+            _ = probe_tick.tick() => {
+                report_probes(&agent.health_stats, &agent.metrics, &mut probes_seen);
+            }
+            Some(call) = inputs.api.recv() => {
+                match agent.answer(call.request) {
+                    Answer::Reply(response) => {
+                        let _ = call.reply.send(response);
+                    }
+                    Answer::Stop { detach } => return Ok(Exit::Stop { detach, reply: call.reply }),
+                }
+            }
+            _ = hup.recv() => {
+                match agent.reload() {
+                    Ok(msg) => info!("reload: {msg}"),
+                    Err(e) => error!("reload refused, running state unchanged: {e}"),
+                }
+            }
+            _ = term.recv() => return Ok(Exit::Signal("SIGTERM")),
+            _ = int.recv() => return Ok(Exit::Signal("SIGINT")),
+        }
+        if agent.take_net_request() {
+            resolver.request(agent.net_targets());
+        }
+    }
+}
+
+/// Feeds probe outcomes since the last tick to the metrics (the health monitor counts them
+/// lock-free; latency per probe is the latest one, exact at one probe per tick).
+fn report_probes(
+    stats: &HealthStats,
+    metrics: &AgentMetrics,
+    seen: &mut HashMap<(VipId, IpAddr), u64>,
+) {
+    for h in stats.snapshot() {
+        let key = (h.vip, h.backend);
+        let total = h.probes_ok + h.probes_failed;
+        let before = seen.insert(key, total).unwrap_or(0);
+        let latency = h.last_latency.unwrap_or_default();
+        for _ in before..total {
+            metrics.record_probe(&h.vip, h.backend, h.last_ok, latency);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Reload (SIGHUP or `xlb reload`): re-read the config file and apply it, or, when the maps
+//! refuse it, roll back to the config that runs.
+
+use tracing::warn;
+
+use crate::api::ReloadInfo;
+use crate::config;
+use crate::maps::MapStore;
+use crate::model::Config;
+
+use super::state::Agent;
+
+impl<S: MapStore> Agent<S> {
+    /// Re-reads the config file and applies it; a refused config leaves everything as it was.
+    /// API changes (weights of backends that stay aside) end here: the file is the truth again.
+    pub(super) fn reload(&mut self) -> Result<String, String> {
+        let result = match config::load(&self.config_path, &*self.env) {
+            Err(e) => Err(e.to_string()),
+            Ok(v) => {
+                for w in &v.warnings {
+                    warn!("config: {w}");
+                }
+                self.replace_config(v.config)
+            }
+        };
+        self.metrics.record_reload(result.is_ok());
+        self.last_reload = Some(match &result {
+            Ok(m) => ReloadInfo::now(true, m.clone()),
+            Err(m) => ReloadInfo::now(false, m.clone()),
+        });
+        result
+    }
+
+    /// Applies `new` in place of the running config; on failure restores and re-applies the
+    /// running one.
+    fn replace_config(&mut self, new: Config) -> Result<String, String> {
+        let fixed = restart_only_changes(&self.file, &new);
+        if !fixed.is_empty() {
+            warn!(
+                "these settings take effect only after a restart (or a detach, for map sizes): {}",
+                fixed.join(", ")
+            );
+        }
+        let diff = config::diff(&self.file, &new);
+        let old = std::mem::replace(&mut self.file, new);
+        let (old_added, old_removed, old_weights) = (
+            std::mem::take(&mut self.added),
+            std::mem::take(&mut self.removed),
+            self.overrides.weights.clone(),
+        );
+        self.prune_overrides();
+        self.start_health();
+        // New backends stay out of the ring until their MAC is resolved (the reply does not
+        // wait for that).
+        self.request_net();
+        match self.apply("reload") {
+            Ok(()) => Ok(if diff.is_empty() {
+                "no changes".to_string()
+            } else {
+                diff.to_string()
+            }),
+            Err(e) => {
+                // Keep what runs: restore the previous config and re-apply it.
+                self.file = old;
+                self.added = old_added;
+                self.removed = old_removed;
+                self.overrides.weights = old_weights;
+                self.start_health();
+                self.apply_logged("reload rollback");
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+/// Settings a reload cannot change in place.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.interfaces != new.interfaces {
+        out.push("interfaces");
+    }
+    if old.pin_dir != new.pin_dir {
+        out.push("pin-dir");
+    }
+    if old.api_socket != new.api_socket {
+        out.push("api-socket");
+    }
+    if old.metrics_listen != new.metrics_listen {
+        out.push("metrics-listen");
+    }
+    if (old.max_vips, old.max_backends, old.flow_table_size)
+        != (new.max_vips, new.max_backends, new.flow_table_size)
+    {
+        out.push("max-vips/max-backends/flow-table-size");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+    use std::net::IpAddr;
+
+    use lb_common::values::BACKEND_ACTIVE;
+
+    use crate::agent::handlers::Answer;
+    use crate::agent::state::Agent;
+    use crate::agent::state::testing::{ConfigFile, agent};
+    use crate::api::{Request, Response};
+    use crate::config;
+    use crate::maps::{FakeStore, MapStore};
+    use crate::model::Config;
+    use crate::test_fixtures;
+
+    /// A config file's text: TCP port-80 ipip VIPs without health checks, as
+    /// (address, backends).
+    fn toml(max_vips: u32, vips: &[(&str, &[&str])]) -> String {
+        let mut t = format!(
+            "[agent]\ninterfaces = [\"eth0\"]\nlb-src-v4 = \"192.0.2.1\"\nmax-vips = {max_vips}\n\
+             max-backends = 64\n"
+        );
+        for (addr, backends) in vips {
+            write!(
+                t,
+                "[[vip]]\naddress = \"{addr}\"\nport = 80\nprotocol = \"tcp\"\nmode = \"ipip\"\n\
+                 [vip.health]\nkind = \"none\"\n"
+            )
+            .unwrap();
+            for b in *backends {
+                write!(t, "[[vip.backend]]\naddress = \"{b}\"\n").unwrap();
+            }
+        }
+        t
+    }
+
+    fn parse(text: &str) -> Config {
+        config::load_str(text, &|_: &str| true).unwrap().config
+    }
+
+    const ONE: &[(&str, &[&str])] = &[("203.0.113.10", &["198.51.100.1", "198.51.100.2"])];
+
+    /// An agent running `ONE`, read from `file`.
+    fn running(file: &ConfigFile) -> Agent<FakeStore> {
+        let text = toml(8, ONE);
+        file.write(&text);
+        agent(parse(&text), file.path())
+    }
+
+    fn reload(a: &mut Agent<FakeStore>) -> Response {
+        match a.answer(Request::Reload) {
+            Answer::Reply(r) => r,
+            Answer::Stop { .. } => panic!("unexpected stop"),
+        }
+    }
+
+    fn backends(a: &Agent<FakeStore>) -> Vec<IpAddr> {
+        a.reconciler.backends().iter().map(|b| b.addr).collect()
+    }
+
+    /// What the maps hold, for before/after comparisons.
+    fn maps(a: &Agent<FakeStore>) -> impl PartialEq + std::fmt::Debug + use<> {
+        let s = a.reconciler.store();
+        (
+            s.vips.clone(),
+            s.backends.clone(),
+            s.ring(0).unwrap(),
+            s.ring(1).unwrap(),
+            s.filter.clone(),
+            s.config,
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn reload_applies_the_file_and_reports_what_changed() {
+        let file = ConfigFile::new("reload-applies");
+        let mut a = running(&file);
+        let Response::Ok { message } = reload(&mut a) else {
+            panic!("unchanged file refused");
+        };
+        assert_eq!(message, "reloaded: no changes");
+        file.write(&toml(
+            8,
+            &[
+                ("203.0.113.10", &["198.51.100.1", "198.51.100.3"]),
+                ("203.0.113.11", &["198.51.100.1"]),
+            ],
+        ));
+        let Response::Ok { message } = reload(&mut a) else {
+            panic!("reload refused");
+        };
+        let new = parse(&toml(
+            8,
+            &[
+                ("203.0.113.10", &["198.51.100.1", "198.51.100.3"]),
+                ("203.0.113.11", &["198.51.100.1"]),
+            ],
+        ));
+        assert_eq!(a.file, new);
+        assert_eq!(
+            message,
+            format!("reloaded: {}", config::diff(&parse(&toml(8, ONE)), &new))
+        );
+        assert_eq!(
+            backends(&a),
+            [ip("198.51.100.1"), ip("198.51.100.3"), ip("198.51.100.1")]
+        );
+        // The new backend waits for its neighbour, which the reload asked for.
+        assert!(a.take_net_request());
+        a.net_resolved(test_fixtures::net(&a.effective()));
+        assert!(
+            a.reconciler
+                .backends()
+                .iter()
+                .all(|b| b.entry.state == BACKEND_ACTIVE)
+        );
+        let last = a.last_reload.clone().unwrap();
+        assert!(last.ok);
+        assert_eq!(format!("reloaded: {}", last.message), message);
+    }
+
+    #[tokio::test]
+    async fn reload_ends_api_changes() {
+        let file = ConfigFile::new("reload-ends-api");
+        let mut a = running(&file);
+        let id = a.file.vips[0].id;
+        let add = a.answer(Request::AddBackend {
+            vip: id,
+            addr: ip("198.51.100.7"),
+            weight: 3,
+        });
+        assert!(matches!(add, Answer::Reply(Response::Ok { .. })), "{add:?}");
+        let drain = a.answer(Request::Drain {
+            vip: id,
+            addr: ip("198.51.100.1"),
+        });
+        assert!(
+            matches!(drain, Answer::Reply(Response::Ok { .. })),
+            "{drain:?}"
+        );
+        assert!(matches!(reload(&mut a), Response::Ok { .. }));
+        assert!(a.added.is_empty());
+        assert_eq!(backends(&a), [ip("198.51.100.1"), ip("198.51.100.2")]);
+        // The drain of a backend the file still has stays (weights outlive a reload); the
+        // added backend's weight went with it.
+        assert_eq!(a.overrides.weights.len(), 1);
+        assert_eq!(a.overrides.weights[&(id, ip("198.51.100.1"))], 0);
+    }
+
+    #[tokio::test]
+    async fn a_config_the_maps_cannot_hold_is_refused_and_api_changes_stay() {
+        let file = ConfigFile::new("reload-too-big");
+        let mut a = running(&file);
+        let id = a.file.vips[0].id;
+        assert!(matches!(
+            a.answer(Request::AddBackend {
+                vip: id,
+                addr: ip("198.51.100.7"),
+                weight: 1,
+            }),
+            Answer::Reply(Response::Ok { .. })
+        ));
+        a.net_resolved(test_fixtures::net(&a.effective()));
+        // A drain of a backend the new file lacks: the refused reload must not lose it.
+        assert!(matches!(
+            a.answer(Request::Drain {
+                vip: id,
+                addr: ip("198.51.100.2"),
+            }),
+            Answer::Reply(Response::Ok { .. })
+        ));
+        let before = maps(&a);
+        let running_file = a.file.clone();
+        // Nine VIPs: valid for max-vips 16, but the loaded maps hold 8 (fixed while pinned).
+        let addrs: Vec<String> = (10..19).map(|i| format!("203.0.113.{i}")).collect();
+        let vips: Vec<(&str, &[&str])> = addrs
+            .iter()
+            .map(|a| (a.as_str(), &["198.51.100.1"][..]))
+            .collect();
+        file.write(&toml(16, &vips));
+        let Response::Error { message } = reload(&mut a) else {
+            panic!("a config beyond the maps' size was accepted");
+        };
+        assert!(
+            message.starts_with("reload refused, running state unchanged: the config needs 9 VIP"),
+            "{message}"
+        );
+        assert_eq!(a.file, running_file);
+        assert_eq!(a.added[&id].len(), 1);
+        assert_eq!(a.overrides.weights[&(id, ip("198.51.100.2"))], 0);
+        assert_eq!(maps(&a), before);
+        assert!(!a.last_reload.clone().unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_rolls_back_to_the_running_config() {
+        let file = ConfigFile::new("reload-write-fails");
+        let mut a = running(&file);
+        let before = maps(&a);
+        let running_file = a.file.clone();
+        file.write(&toml(8, &[("203.0.113.20", &["198.51.100.5"])]));
+        // The new backend's entry is written, the write after it fails, and so does every one
+        // after that (the rollback's included) until the store heals.
+        let s = a.reconciler.store_mut();
+        s.fail_at = Some(s.log.len() + 2);
+        let Response::Error { message } = reload(&mut a) else {
+            panic!("a failed write was reported as success");
+        };
+        assert!(message.contains("injected failure"), "{message}");
+        assert_eq!(a.file, running_file);
+        assert_ne!(maps(&a), before, "the failing reload wrote nothing");
+        // The next event applies the running config again.
+        a.reconciler.store_mut().fail_at = None;
+        a.apply_logged("test");
+        assert_eq!(maps(&a), before);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_is_refused_and_recorded() {
+        let file = ConfigFile::new("reload-unreadable");
+        let mut a = running(&file);
+        let before = maps(&a);
+        file.write("[agent]\ninterfaces = [");
+        let Response::Error { message } = reload(&mut a) else {
+            panic!("a broken file was accepted");
+        };
+        assert!(message.starts_with("reload refused, running state unchanged: "));
+        assert_eq!(maps(&a), before);
+        let last = a.last_reload.clone().unwrap();
+        assert!(!last.ok);
+        assert_eq!(
+            format!("reload refused, running state unchanged: {}", last.message),
+            message
+        );
+    }
+}

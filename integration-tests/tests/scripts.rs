@@ -30,7 +30,7 @@ use lb_userspace::{
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("lb-userspace lives in the workspace")
+        .expect("integration-tests lives in the workspace")
         .to_path_buf()
 }
 
@@ -39,7 +39,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn xlb() -> &'static str {
-    env!("CARGO_BIN_EXE_xlb")
+    env!("CARGO_BIN_EXE_xlb-under-test")
 }
 
 fn require_root(what: &str) {

@@ -1,7 +1,7 @@
 //! Backend health checks: probes ([`probe`]), flap damping ([`damper`]) and the task set that
 //! runs them ([`monitor`]).
 //!
-//! Health changes the table, never the packet path (design practice 9): the monitor only
+//! Health changes the table, never the packet path: the monitor only
 //! reports transitions on a channel; the reconciler (the single map writer) decides what to do
 //! with them (take the backend out of the ring, put it back). Nothing here touches a BPF map.
 //!
@@ -22,8 +22,6 @@
 pub mod damper;
 pub mod monitor;
 pub mod probe;
-#[cfg(test)]
-pub(crate) mod test_ns;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

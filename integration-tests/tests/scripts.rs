@@ -39,7 +39,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn xlb() -> &'static str {
-    env!("CARGO_BIN_EXE_xlb")
+    env!("CARGO_BIN_EXE_xlb-under-test")
 }
 
 fn require_root(what: &str) {

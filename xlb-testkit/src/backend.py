@@ -1,4 +1,4 @@
-"""A testbed backend (lb-userspace/src/testkit/testbed.rs starts one per backend namespace).
+"""A testbed backend (xlb-testkit/src/testbed/resources.rs starts one per backend namespace).
 
 HTTP on [::]:PORT (IPv4 too), one connection per request (HTTP/1.0):
   GET /            -> "<name>\n"

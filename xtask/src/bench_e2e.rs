@@ -1,5 +1,5 @@
 //! The end-to-end part of `cargo xtask bench`: a testbed of network namespaces of its own
-//! (same address plan as `xlb-testkit/src/testbed.rs`), three paths measured with the
+//! (the address plan of `xlb-testplan`, as `xlb_testkit::testbed`), three paths measured with the
 //! same client, backends and traffic:
 //!
 //! ```text
@@ -26,26 +26,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
+use xlb_testplan::{
+    CLIENT_MAC, CLIENT_V4, CLIENT_V6, LB_MAC, LB_V4, LB_V6, Mode, backend_addrs, fmt_mac,
+};
 
 use crate::bench::{Bins, run_json};
 use crate::cmd::output;
 
-const LB_V4: &str = "198.51.100.2";
-const LB_V6: &str = "2001:db8:51::2";
-const CLIENT_V4: &str = "198.51.100.100";
-const CLIENT_V6: &str = "2001:db8:51::100";
-const VIP_V4: &str = "203.0.113.10";
-const VIP_V6: &str = "2001:db8:113::10";
-const LB_MAC: &str = "02:00:00:00:00:02";
-const CLIENT_MAC: &str = "02:00:00:00:00:64";
 const BACKENDS: usize = 2;
 const WRK_CONNS: u32 = 32;
 
+/// The VIP: the plan's first VIP address (the testbed's ipip one; forwarded here in dsr-l2
+/// mode, which the address does not constrain).
+fn vip(v6: bool) -> String {
+    Mode::Ipip.vip(v6).to_string()
+}
+/// Backend `i` of the `be<i>` namespaces (1-based): the plan's backend `i - 1`.
 fn backend_v4(i: usize) -> String {
-    format!("198.51.100.{}", 10 + i)
+    backend_addrs(i - 1).0.to_string()
 }
 fn backend_v6(i: usize) -> String {
-    format!("2001:db8:51::{}", 10 + i)
+    backend_addrs(i - 1).1.to_string()
 }
 
 /// Everything the testbed created; removed on drop.
@@ -202,8 +203,20 @@ fn build_topology(t: &mut Topo) -> Result<()> {
         t.ip(role, &["link", "set", "eth0", "up"])?;
         Ok(())
     };
-    attach("cli", "c0", Some(CLIENT_MAC), CLIENT_V4, CLIENT_V6)?;
-    attach("lb", "l0", Some(LB_MAC), LB_V4, LB_V6)?;
+    attach(
+        "cli",
+        "c0",
+        Some(&fmt_mac(&CLIENT_MAC)),
+        &CLIENT_V4.to_string(),
+        &CLIENT_V6.to_string(),
+    )?;
+    attach(
+        "lb",
+        "l0",
+        Some(&fmt_mac(&LB_MAC)),
+        &LB_V4.to_string(),
+        &LB_V6.to_string(),
+    )?;
     for i in 1..=BACKENDS {
         attach(
             &format!("be{i}"),
@@ -228,11 +241,23 @@ fn build_topology(t: &mut Topo) -> Result<()> {
     t.ip("sw", &["link", "set", "lv1", "up"])?;
     t.ip(
         "cli",
-        &["route", "add", &format!("{VIP_V4}/32"), "via", LB_V4],
+        &[
+            "route",
+            "add",
+            &format!("{}/32", vip(false)),
+            "via",
+            &LB_V4.to_string(),
+        ],
     )?;
     t.ip(
         "cli",
-        &["route", "add", &format!("{VIP_V6}/128"), "via", LB_V6],
+        &[
+            "route",
+            "add",
+            &format!("{}/128", vip(true)),
+            "via",
+            &LB_V6.to_string(),
+        ],
     )?;
     t.sysctl(
         "cli",
@@ -243,8 +268,14 @@ fn build_topology(t: &mut Topo) -> Result<()> {
     )?;
     for i in 1..=BACKENDS {
         let r = format!("be{i}");
-        t.ip(&r, &["addr", "add", &format!("{VIP_V4}/32"), "dev", "lo"])?;
-        t.ip(&r, &["addr", "add", &format!("{VIP_V6}/128"), "dev", "lo"])?;
+        t.ip(
+            &r,
+            &["addr", "add", &format!("{}/32", vip(false)), "dev", "lo"],
+        )?;
+        t.ip(
+            &r,
+            &["addr", "add", &format!("{}/128", vip(true)), "dev", "lo"],
+        )?;
         t.sysctl(
             &r,
             &[
@@ -278,17 +309,17 @@ fn nginx_conf(dir: &Path, i: usize) -> Result<PathBuf> {
 }
 
 fn haproxy_conf(dir: &Path) -> Result<PathBuf> {
-    let mut c = String::from(
+    let mut c = format!(
         "global\n  nbthread 1\n  maxconn 8000\n\
          defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
-         frontend http\n  bind 198.51.100.2:80\n  default_backend http\n\
+         frontend http\n  bind {LB_V4}:80\n  default_backend http\n\
          backend http\n  balance roundrobin\n",
     );
     for i in 1..=BACKENDS {
         c.push_str(&format!("  server be{i} {}:80\n", backend_v4(i)));
     }
     c.push_str(&format!(
-        "frontend iperf\n  bind 198.51.100.2:5201\n  default_backend iperf\n\
+        "frontend iperf\n  bind {LB_V4}:5201\n  default_backend iperf\n\
          backend iperf\n  server be1 {}:5201\n",
         backend_v4(1)
     ));
@@ -306,7 +337,7 @@ fn xlb_conf(dir: &Path, pin_dir: &Path) -> Result<PathBuf> {
         pin_dir.display(),
         dir.join("xlb.sock").display()
     );
-    let vip = |c: &mut String, addr: &str, port: u16, proto: &str, backends: &[String]| {
+    let add_vip = |c: &mut String, addr: &str, port: u16, proto: &str, backends: &[String]| {
         c.push_str(&format!(
             "[[vip]]\naddress = \"{addr}\"\nport = {port}\nprotocol = \"{proto}\"\n\
              mode = \"dsr-l2\"\n[vip.health]\nkind = \"none\"\n"
@@ -317,10 +348,11 @@ fn xlb_conf(dir: &Path, pin_dir: &Path) -> Result<PathBuf> {
     };
     let v4: Vec<String> = (1..=BACKENDS).map(backend_v4).collect();
     let v6: Vec<String> = (1..=BACKENDS).map(backend_v6).collect();
-    vip(&mut c, VIP_V4, 80, "tcp", &v4);
-    vip(&mut c, VIP_V4, 5201, "tcp", &v4[..1]);
-    vip(&mut c, VIP_V4, 9000, "udp", &v4);
-    vip(&mut c, VIP_V6, 9000, "udp", &v6);
+    let (vip_v4, vip_v6) = (vip(false), vip(true));
+    add_vip(&mut c, &vip_v4, 80, "tcp", &v4);
+    add_vip(&mut c, &vip_v4, 5201, "tcp", &v4[..1]);
+    add_vip(&mut c, &vip_v4, 9000, "udp", &v4);
+    add_vip(&mut c, &vip_v6, 9000, "udp", &v6);
     let path = dir.join("xlb.toml");
     std::fs::write(&path, c)?;
     Ok(path)
@@ -475,13 +507,13 @@ fn pps(t: &mut Topo, bench: &Path, secs: u32) -> Result<Value> {
         "--seconds",
         &(secs + 3).to_string(),
         "--dst-mac",
-        LB_MAC,
+        &fmt_mac(&LB_MAC),
         "--src-mac",
-        CLIENT_MAC,
+        &fmt_mac(&CLIENT_MAC),
         "--src",
-        CLIENT_V4,
+        &CLIENT_V4.to_string(),
         "--dst",
-        VIP_V4,
+        &vip(false),
         "--dport",
         "9000",
         "--cpu",
@@ -608,7 +640,11 @@ pub fn run(bins: &Bins, secs: u32) -> Result<Value> {
         .args(["run", "--config"])
         .arg(&conf);
     let xlb_pid = t.spawn("xlb run", c, "xlb.log")?;
-    if let Err(e) = wait_http(&t, &format!("http://{VIP_V4}/"), Duration::from_secs(20)) {
+    if let Err(e) = wait_http(
+        &t,
+        &format!("http://{}/", vip(false)),
+        Duration::from_secs(20),
+    ) {
         let log = std::fs::read_to_string(tmp.join("xlb.log")).unwrap_or_default();
         bail!(
             "{e}; xlb log:\n{log}\ndiagnostics:\n{}",
@@ -620,7 +656,7 @@ pub fn run(bins: &Bins, secs: u32) -> Result<Value> {
         Duration::from_secs(10),
     )?;
     // As many wrk processes (and connections) as the direct path runs: the same client.
-    let via_xlb = http_suite(&t, &vec![VIP_V4.to_string(); BACKENDS], VIP_V4, secs)?;
+    let via_xlb = http_suite(&t, &vec![vip(false); BACKENDS], &vip(false), secs)?;
     let xlb_pps = pps(&mut t, &bins.bench, secs)?;
     let xlb_log = std::fs::read_to_string(tmp.join("xlb.log")).unwrap_or_default();
     t.stop(xlb_pid); // detach-on-exit: the program leaves eth0
@@ -631,7 +667,12 @@ pub fn run(bins: &Bins, secs: u32) -> Result<Value> {
     c.arg(&conf);
     let hap = t.spawn("haproxy", c, "haproxy.log")?;
     wait_http(&t, &format!("http://{LB_V4}/"), Duration::from_secs(10))?;
-    let via_haproxy = http_suite(&t, &vec![LB_V4.to_string(); BACKENDS], LB_V4, secs)?;
+    let via_haproxy = http_suite(
+        &t,
+        &vec![LB_V4.to_string(); BACKENDS],
+        &LB_V4.to_string(),
+        secs,
+    )?;
     t.stop(hap);
 
     // The reflector on the same interface, same traffic.

@@ -1,6 +1,6 @@
 //! `cargo xtask testbed up|status|down` and `cargo xtask demo`.
 //!
-//! The topology lives in one place, `xlb-testkit/src/testbed.rs` (the end-to-end tests
+//! The topology lives in one place, `xlb-testkit/src/testbed/` (the end-to-end tests
 //! build it in-process); these commands drive it through xlb-testkit's `xlb-testbed` binary,
 //! built here together with `xlb`. `up` records what it created in `target/testbed/state.json`; `down` removes exactly that.
 

@@ -26,7 +26,7 @@ use std::{
 use futures_util::stream::{StreamExt, TryStreamExt};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage},
+    link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage, LinkXdp, XdpAttached},
     neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
     },
@@ -188,22 +188,9 @@ impl Netlink {
         self
     }
 
-    /// The interface called `name`.
+    /// The Ethernet interface called `name` (see [`Netlink::link_status`] for any interface).
     pub async fn link_by_name(&self, name: &str) -> Result<Link> {
-        let not_found = || NetlinkError::InterfaceNotFound {
-            name: name.to_owned(),
-        };
-        // The kernel rejects such names with EINVAL; no interface can carry one.
-        if name.is_empty() || name.len() > IFNAME_MAX {
-            return Err(not_found());
-        }
-        let request = self.handle.link().get().match_name(name).execute();
-        match first(request, "link get").await {
-            Ok(Some(msg)) => link_from_message(&msg),
-            Ok(None) => Err(not_found()),
-            Err(e) if is_errno(&e, &[libc::ENODEV, libc::ENOENT]) => Err(not_found()),
-            Err(e) => Err(e),
-        }
+        link_from_message(&self.link_message_by_name(name).await?)
     }
 
     /// The interface with index `index`.
@@ -500,19 +487,13 @@ fn neighbour_entry(msg: &NeighbourMessage) -> NeighbourEntry {
 
 /// Reads a [`Link`] out of an `RTM_NEWLINK` answer.
 pub fn link_from_message(msg: &LinkMessage) -> Result<Link> {
-    let mut name = String::new();
-    let mut address: Option<&[u8]> = None;
-    let mut mtu = 0;
-    for attr in &msg.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => name = n.clone(),
-            LinkAttribute::Address(a) => address = Some(a),
-            LinkAttribute::Mtu(m) => mtu = *m,
-            _ => {}
-        }
-    }
+    let status = link_status_from_message(msg);
+    let address = msg.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Address(a) => Some(a.as_slice()),
+        _ => None,
+    });
     let not_ethernet = |detail: String| NetlinkError::NotEthernet {
-        name: name.clone(),
+        name: status.name.clone(),
         detail,
     };
     // Loopback also reports a 6-byte (all-zero) address: check the type first.
@@ -526,12 +507,12 @@ pub fn link_from_message(msg: &LinkMessage) -> Result<Link> {
     let mac = <[u8; 6]>::try_from(address)
         .map_err(|_| not_ethernet(format!("link-layer address of {} bytes", address.len())))?;
     Ok(Link {
-        index: msg.header.index,
-        name,
+        index: status.index,
+        name: status.name,
         mac,
-        mtu,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        carrier: msg.header.flags.contains(LinkFlags::LowerUp),
+        mtu: status.mtu,
+        up: status.up,
+        carrier: status.carrier,
     })
 }
 
@@ -603,6 +584,114 @@ fn request_error(op: &'static str, e: rtnetlink::Error) -> NetlinkError {
 fn is_errno(e: &NetlinkError, codes: &[i32]) -> bool {
     matches!(e, NetlinkError::Request { source, .. }
         if source.raw_os_error().is_some_and(|c| codes.contains(&c)))
+}
+
+/// Any interface, Ethernet or not (loopback, tunnels), as `ip -d link show NAME` reports it:
+/// enough to judge whether it can carry xlb, before the agent insists on an Ethernet [`Link`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub index: u32,
+    pub name: String,
+    /// L3 MTU.
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Carrier present (`IFF_LOWER_UP`).
+    pub carrier: bool,
+    /// The XDP program attached to it (`IFLA_XDP`), if any.
+    pub xdp: Option<XdpAttachment>,
+}
+
+/// An XDP program attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpAttachment {
+    pub mode: XdpAttachMode,
+    /// `IFLA_XDP_PROG_ID`; 0 when the kernel names none (it does not with several modes at
+    /// once, where each mode reports its own program).
+    pub prog_id: u32,
+}
+
+/// How an XDP program is attached (`IFLA_XDP_ATTACHED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// In the driver (`XDP_ATTACHED_DRV`).
+    Native,
+    /// On the skb path (`XDP_ATTACHED_SKB`).
+    Generic,
+    /// In the NIC (`XDP_ATTACHED_HW`).
+    Offload,
+    /// Several of the above at once, or a mode this build does not know.
+    Multiple,
+}
+
+impl Netlink {
+    /// The interface called `name`, whatever its type, with its XDP attachment. Asked of the
+    /// socket's network namespace, like every request here: unlike `/sys/class/net`, which shows
+    /// the namespace sysfs was mounted in, this is right under `nsenter --net=...`.
+    pub async fn link_status(&self, name: &str) -> Result<LinkStatus> {
+        Ok(link_status_from_message(
+            &self.link_message_by_name(name).await?,
+        ))
+    }
+
+    async fn link_message_by_name(&self, name: &str) -> Result<LinkMessage> {
+        let not_found = || NetlinkError::InterfaceNotFound {
+            name: name.to_owned(),
+        };
+        // The kernel rejects such names with EINVAL; no interface can carry one.
+        if name.is_empty() || name.len() > IFNAME_MAX {
+            return Err(not_found());
+        }
+        let request = self.handle.link().get().match_name(name).execute();
+        match first(request, "link get").await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => Err(not_found()),
+            Err(e) if is_errno(&e, &[libc::ENODEV, libc::ENOENT]) => Err(not_found()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads a [`LinkStatus`] out of an `RTM_NEWLINK` answer.
+pub fn link_status_from_message(msg: &LinkMessage) -> LinkStatus {
+    let mut status = LinkStatus {
+        index: msg.header.index,
+        name: String::new(),
+        mtu: 0,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: msg.header.flags.contains(LinkFlags::LowerUp),
+        xdp: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => status.name = n.clone(),
+            LinkAttribute::Mtu(m) => status.mtu = *m,
+            LinkAttribute::Xdp(xdp) => status.xdp = xdp_attachment(xdp),
+            _ => {}
+        }
+    }
+    status
+}
+
+fn xdp_attachment(attrs: &[LinkXdp]) -> Option<XdpAttachment> {
+    let mut mode = None;
+    let mut prog_id = 0;
+    for attr in attrs {
+        match attr {
+            LinkXdp::Attached(a) => {
+                mode = match a {
+                    XdpAttached::None => None,
+                    XdpAttached::Driver => Some(XdpAttachMode::Native),
+                    XdpAttached::SocketBuffer => Some(XdpAttachMode::Generic),
+                    XdpAttached::Hardware => Some(XdpAttachMode::Offload),
+                    _ => Some(XdpAttachMode::Multiple),
+                }
+            }
+            LinkXdp::ProgId(id) => prog_id = *id,
+            _ => {}
+        }
+    }
+    mode.map(|mode| XdpAttachment { mode, prog_id })
 }
 
 #[cfg(test)]
@@ -754,6 +843,41 @@ mod tests {
                 .starts_with("interface tun0 is not an Ethernet interface (link type None)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn link_status_of_any_interface_with_its_xdp_program() {
+        let mut m = LinkMessage::default();
+        (m.header.index, m.header.link_layer_type) = (1, LinkLayerType::Loopback);
+        m.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+        let xdp = |attached, prog| LinkAttribute::Xdp(vec![LinkXdp::Attached(attached), prog]);
+        m.attributes = vec![
+            LinkAttribute::IfName("lo".into()),
+            LinkAttribute::Mtu(65536),
+            xdp(XdpAttached::SocketBuffer, LinkXdp::ProgId(42)),
+        ];
+        let status = link_status_from_message(&m);
+        let generic = XdpAttachment {
+            mode: XdpAttachMode::Generic,
+            prog_id: 42,
+        };
+        assert_eq!((status.index, status.name.as_str()), (1, "lo"));
+        assert_eq!((status.mtu, status.up, status.carrier), (65536, true, true));
+        assert_eq!(status.xdp, Some(generic));
+        let mut mode_of = |attached, prog| {
+            m.attributes = vec![xdp(attached, prog)];
+            link_status_from_message(&m)
+                .xdp
+                .map(|x| (x.mode, x.prog_id))
+        };
+        assert_eq!(mode_of(XdpAttached::None, LinkXdp::ProgId(0)), None);
+        let native = mode_of(XdpAttached::Driver, LinkXdp::ProgId(7));
+        assert_eq!(native, Some((XdpAttachMode::Native, 7)));
+        let hw = mode_of(XdpAttached::Hardware, LinkXdp::ProgId(8));
+        assert_eq!(hw, Some((XdpAttachMode::Offload, 8)));
+        // Several modes at once name no single program.
+        let multi = mode_of(XdpAttached::Multiple, LinkXdp::DrvProgId(3));
+        assert_eq!(multi, Some((XdpAttachMode::Multiple, 0)));
     }
 
     #[test]

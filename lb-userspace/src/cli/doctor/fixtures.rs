@@ -1,0 +1,130 @@
+//! Facts and config shared by the judgement tests: a healthy host, one good interface, a config
+//! with one VIP per mode.
+
+use super::facts::{
+    AgentFacts, AgentState, Caps, ConfigFacts, Encap, HostFacts, IfaceFacts, LinkFacts, PinFacts,
+    Probe,
+};
+use super::report::Check;
+use crate::config::{self, DEFAULT_API_SOCKET, DEFAULT_PIN_DIR};
+use crate::model::ForwardMode;
+
+pub(super) const CONFIG: &str = r#"
+[agent]
+interfaces = [{ name = "eth0", xdp-mode = "native" }]
+lb-src-v4 = "192.0.2.1"
+lb-src-v6 = "2001:db8::1"
+gue-port = 7000
+
+[[vip]]
+address = "203.0.113.10"
+port = 80
+protocol = "tcp"
+mode = "ipip"
+no-backend = "pass"
+  [vip.health]
+  kind = "none"
+  [[vip.backend]]
+  address = "198.51.100.11"
+
+[[vip]]
+address = "203.0.113.20"
+port = 443
+protocol = "tcp"
+mode = "dsr-l2"
+  [vip.health]
+  kind = "none"
+  [[vip.backend]]
+  address = "198.51.100.21"
+
+[[vip]]
+address = "2001:db8:10::53"
+port = 53
+protocol = "udp"
+mode = "gue"
+  [vip.health]
+  kind = "none"
+  [[vip.backend]]
+  address = "2001:db8:20::11"
+"#;
+
+pub(super) fn validated(text: &str) -> config::Validated {
+    config::load_str(text, &|n: &str| n == "eth0").expect("test config is valid")
+}
+
+pub(super) fn valid(text: &str) -> ConfigFacts {
+    ConfigFacts::Valid {
+        path: "/etc/xlb/xlb.toml".into(),
+        validated: validated(text),
+    }
+}
+
+pub(super) fn iface() -> IfaceFacts {
+    IfaceFacts {
+        name: "eth0".into(),
+        link: Ok(LinkFacts {
+            mtu: 1500,
+            up: true,
+            carrier: true,
+        }),
+        driver: Some("ixgbe".into()),
+        xdp: None,
+        probe: Probe::Native,
+        configured_mode: None,
+        rp_filter: Some(0),
+        pinned_link: false,
+    }
+}
+
+pub(super) fn root() -> Caps {
+    Caps {
+        euid: 0,
+        effective: 0x1ff_ffff_ffff,
+    }
+}
+
+pub(super) fn healthy() -> HostFacts {
+    HostFacts {
+        kernel_release: Some("6.1.0-18-amd64".into()),
+        bpffs_fstype: Some("bpf".into()),
+        caps: Some(root()),
+        memlock: Some(Some(8 << 20)),
+        rp_filter_all: Some(0),
+        config: ConfigFacts::NotGiven,
+        encaps: vec![Encap {
+            mode: ForwardMode::DsrL2,
+            inner_v6: false,
+            outer_v6: false,
+        }],
+        encaps_from_mode: true,
+        ifaces: vec![iface()],
+        pin: PinFacts {
+            dir: DEFAULT_PIN_DIR.into(),
+            ..PinFacts::default()
+        },
+        agent: AgentFacts {
+            socket: DEFAULT_API_SOCKET.into(),
+            state: AgentState::NotRunning,
+        },
+    }
+}
+
+pub(super) fn has_fix(c: &Check, snippet: &str) -> bool {
+    c.fix.iter().any(|f| f.contains(snippet))
+}
+
+#[track_caller]
+pub(super) fn assert_fix(c: &Check, snippet: &str) {
+    assert!(
+        has_fix(c, snippet),
+        "no fix containing {snippet:?} in {c:#?}"
+    );
+}
+
+pub(super) fn ipip_v4() -> Encap {
+    Encap {
+        mode: ForwardMode::Ipip,
+        inner_v6: false,
+        outer_v6: false,
+    }
+}

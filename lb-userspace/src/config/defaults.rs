@@ -3,6 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+/// The file's path defaults are the ones the CLI uses too.
+pub use crate::paths::{BPFFS_ROOT, DEFAULT_API_SOCKET, DEFAULT_PIN_DIR};
+
 /// Default flow-hash seed: the bytes of "xlb!". Any fixed value works; what matters is that
 /// every LB node sharing a config uses the same one.
 pub const DEFAULT_HASH_SEED: u32 = 0x786c_6221;
@@ -10,8 +13,6 @@ pub const DEFAULT_HASH_SEED: u32 = 0x786c_6221;
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 pub const DEFAULT_ICMP_RATE: u32 = 1000;
 pub const DEFAULT_ICMP_BURST: u32 = 100;
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb";
-pub const DEFAULT_API_SOCKET: &str = "/run/xlb/xlb.sock";
 /// Loopback only: the metrics endpoint has no authentication.
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9477);
@@ -37,5 +38,3 @@ pub const RISE_FALL_RANGE: (u64, u64) = (1, 100);
 pub const EXPECT_STATUS_RANGE: (u64, u64) = (100, 599);
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(3600));
-/// Where bpffs is mounted; `pin-dir` must be below it.
-pub const BPFFS_ROOT: &str = "/sys/fs/bpf";

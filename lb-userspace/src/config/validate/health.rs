@@ -329,7 +329,7 @@ mod tests {
         assert_one(
             &health("kind = \"tcp\"\ninterval = \"50ms\"\ntimeout = \"10ms\""),
             "vip[0].health.interval",
-            &["50ms is out of range: use 100ms..=60m"],
+            &["50ms is out of range: use 100ms..=1h"],
         );
         assert_one(
             &health("kind = \"tcp\"\ntimeout = \"0s\""),

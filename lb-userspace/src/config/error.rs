@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::defaults::{INTERVAL_RANGE, MAX_VIPS_RANGE};
 use super::duration::fmt_duration;
-use crate::model::{ForwardMode, VipId};
+use super::family::FamilyError;
+use crate::model::VipId;
 
 /// One problem with the configuration. `Display` is `path: what is wrong: what to do`.
 #[derive(Debug, thiserror::Error)]
@@ -90,13 +91,8 @@ pub enum ConfigError {
         addr: IpAddr,
         first: String,
     },
-    #[error("{}", family_message(path, vip, *mode, backend))]
-    UnsupportedBackendFamily {
-        path: String,
-        vip: VipId,
-        mode: ForwardMode,
-        backend: IpAddr,
-    },
+    #[error("{path}: {error}")]
+    UnsupportedBackendFamily { path: String, error: FamilyError },
     #[error(
         "{path}: required because {used_by} is tunnelled to over {family}{}: set it to an {family} address of this host that the backends accept as a packet source",
         more_suffix(*more)
@@ -259,22 +255,6 @@ fn syntax_message(path: &str, error: &toml::de::Error) -> String {
     }
 }
 
-fn family_message(path: &str, vip: &VipId, mode: ForwardMode, backend: &IpAddr) -> String {
-    match mode {
-        ForwardMode::DsrL2 => format!(
-            "{path}: dsr-l2 delivers packets unchanged on the local L2 segment, so backend \
-             {backend} must be {} like VIP {vip}: use a backend address of that family, or a \
-             tunnel mode (ipip/gue)",
-            family_name(&vip.addr)
-        ),
-        ForwardMode::Ipip | ForwardMode::Gue => format!(
-            "{path}: {} cannot carry IPv6 VIP {vip} to IPv4 backend {backend} (IPv6 in IPv4 is \
-             unsupported): use an IPv6 backend address",
-            mode.name()
-        ),
-    }
-}
-
 fn more_suffix(more: usize) -> String {
     match more {
         0 => String::new(),
@@ -298,13 +278,6 @@ fn list_addrs(addrs: &[IpAddr]) -> String {
         s.push_str(&format!(" and {} more", addrs.len() - SHOWN));
     }
     format!("backend{} {s}", if addrs.len() == 1 { "" } else { "s" })
-}
-
-const fn family_name(addr: &IpAddr) -> &'static str {
-    match addr {
-        IpAddr::V4(_) => "IPv4",
-        IpAddr::V6(_) => "IPv6",
-    }
 }
 
 /// Every problem found, in file order (agent first, then VIPs, then cross-VIP limits).

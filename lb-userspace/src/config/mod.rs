@@ -18,6 +18,7 @@ mod defaults;
 mod diff;
 mod duration;
 mod error;
+mod family;
 mod raw;
 #[cfg(test)]
 mod test_support;
@@ -29,6 +30,7 @@ pub use defaults::*;
 pub use diff::{AgentField, ConfigDiff, VipChange, VipField, WeightChange, diff};
 pub use duration::{fmt_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Warning};
+pub use family::{FamilyError, check_added_backend, check_backend_family};
 pub use raw::{
     RawAgent, RawBackend, RawCheckKind, RawConfig, RawHealth, RawInterface, RawMode, RawNoBackend,
     RawProto, RawVip, RawXdpMode,

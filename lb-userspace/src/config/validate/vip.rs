@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use super::{TunnelUse, Validator};
 use crate::config::defaults::*;
 use crate::config::error::ConfigError;
+use crate::config::family::check_backend_family;
 use crate::config::raw::{RawMode, RawNoBackend, RawProto, RawVip};
 use crate::model::{BackendSpec, CheckKind, ForwardMode, MAX_WEIGHT, NoBackend, Proto, Vip, VipId};
 
@@ -69,20 +70,13 @@ impl Validator<'_> {
                 continue;
             }
             seen.insert(baddr, j);
-            if let Some(id) = id {
-                let ok = match mode {
-                    // IPv4 in IPv6 works; IPv6 in IPv4 is not implemented.
-                    ForwardMode::Ipip | ForwardMode::Gue => id.addr.is_ipv4() || baddr.is_ipv6(),
-                    ForwardMode::DsrL2 => id.addr.is_ipv4() == baddr.is_ipv4(),
-                };
-                if !ok {
-                    self.err(ConfigError::UnsupportedBackendFamily {
-                        path: format!("{bpath}.address"),
-                        vip: id,
-                        mode,
-                        backend: baddr,
-                    });
-                }
+            if let Some(id) = id
+                && let Err(error) = check_backend_family(id, mode, baddr)
+            {
+                self.err(ConfigError::UnsupportedBackendFamily {
+                    path: format!("{bpath}.address"),
+                    error,
+                });
             }
             if mode != ForwardMode::DsrL2 {
                 tunnels.push(TunnelUse {
@@ -149,8 +143,8 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::Warning;
     use crate::config::test_support::*;
-    use crate::config::{ConfigError, Warning};
 
     #[test]
     fn vip_address_must_be_unicast() {
@@ -214,46 +208,6 @@ mod tests {
     fn backend_address_must_be_unicast() {
         let text = with_agent(&(vip("203.0.113.10", "") + &backend("127.0.0.1", "")));
         assert_one(&text, "vip[0].backend[0].address", &["cannot be a backend"]);
-    }
-
-    #[test]
-    fn backend_family_per_mode() {
-        // ipip/gue: IPv4 VIP -> IPv6 backend is fine.
-        for mode in ["ipip", "gue"] {
-            let text = with_agent(
-                &(vip("203.0.113.10", "").replace("ipip", mode) + &backend("2001:db8::5", "")),
-            );
-            assert!(check(&text).is_ok(), "{mode}");
-        }
-        // ipip/gue: IPv6 VIP -> IPv4 backend is not.
-        for mode in ["ipip", "gue"] {
-            let text = with_agent(
-                &(vip("2001:db8::10", "").replace("ipip", mode) + &backend("198.51.100.1", "")),
-            );
-            let e = assert_one(
-                &text,
-                "vip[0].backend[0].address",
-                &[&format!(
-                    "{mode} cannot carry IPv6 VIP tcp/[2001:db8::10]:80 to IPv4 backend 198.51.100.1"
-                )],
-            );
-            assert!(matches!(e, ConfigError::UnsupportedBackendFamily { .. }));
-        }
-        // dsr-l2: families must match, both ways.
-        let dsr = |v: &str, b: &str| {
-            with_agent(&(vip(v, "").replace("ipip", "dsr-l2") + &backend(b, "")))
-        };
-        assert_one(
-            &dsr("203.0.113.10", "2001:db8::5"),
-            "vip[0].backend[0].address",
-            &["dsr-l2", "must be IPv4 like VIP"],
-        );
-        assert_one(
-            &dsr("2001:db8::10", "198.51.100.1"),
-            "vip[0].backend[0].address",
-            &["must be IPv6 like VIP"],
-        );
-        assert!(check(&dsr("2001:db8::10", "2001:db8::5")).is_ok());
     }
 
     #[test]

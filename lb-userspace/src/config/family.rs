@@ -73,7 +73,7 @@ pub fn check_added_backend(config: &Config, vip: &Vip, backend: IpAddr) -> Resul
     }
 }
 
-pub(super) const fn family_name(addr: &IpAddr) -> &'static str {
+const fn family_name(addr: &IpAddr) -> &'static str {
     match addr {
         IpAddr::V4(_) => "IPv4",
         IpAddr::V6(_) => "IPv6",

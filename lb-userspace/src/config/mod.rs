@@ -57,17 +57,22 @@ impl<F: Fn(&str) -> bool> Environment for F {
     }
 }
 
-/// The real host: an interface exists if `/sys/class/net/<name>` does. sysfs shows the network
-/// namespace of the process that *mounted* it (normally the one the agent runs in), so checking
-/// from another namespace, or in a container with the host's /sys, can answer for the wrong
-/// set of interfaces.
+/// The real host, asked through [`crate::netlink::interface_index`]: the network namespace of
+/// the calling thread, which is the one the agent will attach in (also under `nsenter --net`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostEnvironment;
 
 impl Environment for HostEnvironment {
     fn interface_exists(&self, name: &str) -> bool {
-        // Only called with names that passed `check_ifname` (no '/', not "." or "..").
-        Path::new("/sys/class/net").join(name).exists()
+        match crate::netlink::interface_index(name) {
+            Ok(index) => index.is_some(),
+            // Not knowing is no reason to refuse the config: attaching reports a missing
+            // interface precisely.
+            Err(e) => {
+                tracing::warn!("cannot look up interface {name:?}: {e}; assuming it exists");
+                true
+            }
+        }
     }
 }
 
@@ -152,6 +157,12 @@ mod tests {
         assert_eq!(dns.backends[1].check_port, Some(5354));
         assert_eq!(dns.no_backend, NoBackend::Pass);
         assert_eq!(c.vips[1].mode, ForwardMode::DsrL2);
+    }
+
+    #[test]
+    fn host_environment_asks_the_current_namespace() {
+        assert!(HostEnvironment.interface_exists("lo"));
+        assert!(!HostEnvironment.interface_exists("xlb-nosuch0"));
     }
 
     #[test]

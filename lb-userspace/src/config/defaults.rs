@@ -27,7 +27,8 @@ pub const DEFAULT_EXPECT_STATUS: u16 = 200;
 pub const FLOW_TABLE_SIZE_RANGE: (u64, u64) = (1024, 64 * 1024 * 1024);
 /// The ring map holds `max_vips * RING_SIZE` u32 slots: 4096 VIPs is 1 GiB of ring.
 pub const MAX_VIPS_RANGE: (u64, u64) = (1, 4096);
-/// Backend map entries are 32 bytes; id 0 is reserved, so at least 2.
+/// One backend-map entry ([`lb_common::values::Backend`]) per backend id; id 0 is reserved, so
+/// at least 2.
 pub const MAX_BACKENDS_RANGE: (u64, u64) = (2, 1 << 20);
 pub const MTU_RANGE: (u64, u64) = (576, 9216);
 /// IPv6 links carry at least this much (RFC 8200); PMTU reports below it are ignored (RFC 8201).

@@ -7,8 +7,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-/// The file as written. Optional keys are `Option`s here; defaults are applied by [`validate`],
-/// so an error message can tell "you set this" from "the default".
+/// The file as written. Optional keys are `Option`s here; defaults are applied by
+/// [`super::validate`], so an error message can tell "you set this" from "the default".
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawConfig {

@@ -64,8 +64,8 @@ impl Validator<'_> {
         });
     }
 
-    /// `value` if in `min..=max`; otherwise records an error and returns `fallback` so
-    /// validation can go on.
+    /// `value` if in `min..=max`; otherwise records an error and returns `None`, for which
+    /// callers substitute the default so validation can go on.
     fn range(
         &mut self,
         path: &str,

@@ -21,7 +21,7 @@ use lb_common::{
 use crate::{loader, maps::sum_global, model::XdpMode, pinning};
 
 /// Default pin directory of the decap program (never the LB's).
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb-decap";
+pub const DEFAULT_PIN_DIR: &str = crate::paths::DEFAULT_DECAP_PIN_DIR;
 
 #[derive(Clone, Debug)]
 pub struct DecapOptions {

@@ -12,6 +12,7 @@ pub mod maps;
 pub mod metrics;
 pub mod model;
 pub mod netlink;
+pub mod paths;
 pub mod pinning;
 pub mod reconcile;
 #[cfg(test)]

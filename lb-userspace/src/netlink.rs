@@ -936,3 +936,39 @@ mod tests {
         assert!(matches!(outside, Err(NetlinkError::NoRuntime)));
     }
 }
+
+/// The index of interface `name` in the calling thread's network namespace, `None` if there is
+/// no such interface. Synchronous and without a runtime, for config validation: it answers for
+/// the namespace xlb runs in (under `nsenter --net=...` too), where `/sys/class/net` shows the
+/// namespace of whoever mounted sysfs.
+pub fn interface_index(name: &str) -> io::Result<Option<u32>> {
+    // A NUL byte cannot be part of an interface name.
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
+    // SAFETY: `c_name` is a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index != 0 {
+        return Ok(Some(index));
+    }
+    let err = io::Error::last_os_error();
+    // ENODEV: no such interface (also what it says for names longer than IFNAMSIZ - 1).
+    if err.raw_os_error() == Some(libc::ENODEV) {
+        Ok(None)
+    } else {
+        Err(err)
+    }
+}
+
+#[cfg(test)]
+mod interface_index_tests {
+    use super::interface_index;
+
+    #[test]
+    fn loopback_exists_and_made_up_names_do_not() {
+        assert!(interface_index("lo").unwrap().is_some_and(|i| i > 0));
+        for name in ["xlb-nosuch0", "", "a/b", "averyveryverylongname", "e\0th0"] {
+            assert_eq!(interface_index(name).unwrap(), None, "{name:?}");
+        }
+    }
+}

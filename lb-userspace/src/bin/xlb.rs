@@ -14,11 +14,9 @@ use lb_userspace::{
     decap::{self, DecapOptions},
     maps::AyaStore,
     model::{ForwardMode, VipId, XdpMode},
+    paths::{DEFAULT_API_SOCKET, DEFAULT_CONFIG, DEFAULT_DECAP_PIN_DIR, DEFAULT_PIN_DIR},
     pinning,
 };
-
-const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
-const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb";
 
 #[derive(Parser)]
 #[command(name = "xlb", version, about = "XDP layer-4 load balancer")]
@@ -44,14 +42,14 @@ enum Cmd {
     Status {
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
     /// Drain a backend: no new flows, existing ones continue.
     Drain {
         vip: VipId,
         backend: IpAddr,
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
     /// Set a backend's weight (0..=10000) until it leaves the config.
@@ -59,7 +57,7 @@ enum Cmd {
         vip: VipId,
         backend: IpAddr,
         weight: u32,
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
     /// Add a backend to a VIP until the next reload.
@@ -68,19 +66,19 @@ enum Cmd {
         backend: IpAddr,
         #[arg(long, default_value_t = 100)]
         weight: u32,
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
     /// Remove a backend from a VIP until the next reload.
     RemoveBackend {
         vip: VipId,
         backend: IpAddr,
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
     /// Make the agent re-read its config file (like SIGHUP).
     Reload {
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
     /// Stop the agent. Forwarding continues unless --detach, which also detaches the program
@@ -88,7 +86,7 @@ enum Cmd {
     Stop {
         #[arg(long)]
         detach: bool,
-        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
@@ -147,17 +145,17 @@ enum DecapCmd {
         gue_port: u16,
         #[arg(long, value_enum, default_value = "auto")]
         xdp_mode: XdpModeArg,
-        #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
+        #[arg(long, default_value = DEFAULT_DECAP_PIN_DIR)]
         pin_dir: PathBuf,
     },
     /// Detach it and remove its pins.
     Detach {
-        #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
+        #[arg(long, default_value = DEFAULT_DECAP_PIN_DIR)]
         pin_dir: PathBuf,
     },
     /// Its counters.
     Stats {
-        #[arg(long, default_value = decap::DEFAULT_PIN_DIR)]
+        #[arg(long, default_value = DEFAULT_DECAP_PIN_DIR)]
         pin_dir: PathBuf,
     },
 }

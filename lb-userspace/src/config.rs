@@ -41,6 +41,9 @@ pub const DEFAULT_HASH_SEED: u32 = 0x786c_6221;
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 pub const DEFAULT_ICMP_RATE: u32 = 1000;
 pub const DEFAULT_ICMP_BURST: u32 = 100;
+/// TTL / hop limit of the outer header of encapsulated packets: xlb's own header, so not the
+/// inner packet's (an inner TTL of 0 or 1 must not kill the tunnelled packet). 64 as Katran.
+pub const DEFAULT_OUTER_TTL: u8 = 64;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb";
 pub const DEFAULT_API_SOCKET: &str = "/run/xlb/xlb.sock";
 /// Loopback only: the metrics endpoint has no authentication.
@@ -64,6 +67,7 @@ pub const MTU_RANGE: (u64, u64) = (576, 9216);
 pub const IPV6_MIN_MTU: u32 = 1280;
 pub const ICMP_RATE_RANGE: (u64, u64) = (1, 1_000_000);
 pub const ICMP_BURST_RANGE: (u64, u64) = (1, 1_000_000);
+pub const OUTER_TTL_RANGE: (u64, u64) = (1, 255);
 pub const RISE_FALL_RANGE: (u64, u64) = (1, 100);
 pub const EXPECT_STATUS_RANGE: (u64, u64) = (100, 599);
 pub const INTERVAL_RANGE: (Duration, Duration) =
@@ -107,6 +111,7 @@ pub struct RawAgent {
     pub mtu: Option<u32>,
     pub icmp_rate: Option<u32>,
     pub icmp_burst: Option<u32>,
+    pub outer_ttl: Option<u32>,
     pub pin_dir: Option<String>,
     pub api_socket: Option<String>,
     pub metrics_listen: Option<String>,
@@ -831,6 +836,11 @@ impl Validator<'_> {
                 "",
             )
             .unwrap_or(DEFAULT_ICMP_BURST);
+        let outer_ttl = a
+            .outer_ttl
+            .and_then(|t| self.range("agent.outer-ttl", t, OUTER_TTL_RANGE, ""))
+            // In 1..=255 when set, so it fits.
+            .map_or(DEFAULT_OUTER_TTL, |t| t as u8);
         let pin_dir = self.pin_dir(a.pin_dir.as_deref().unwrap_or(DEFAULT_PIN_DIR));
         let api_socket = self.api_socket(a.api_socket.as_deref().unwrap_or(DEFAULT_API_SOCKET));
         let metrics_listen = self.metrics(a.metrics_listen.as_deref(), a.metrics_allow_remote);
@@ -913,6 +923,7 @@ impl Validator<'_> {
             mtu: mtu.map(|m| m as u16),
             icmp_rate,
             icmp_burst,
+            outer_ttl,
             pin_dir,
             api_socket,
             metrics_listen,
@@ -1609,6 +1620,7 @@ pub enum AgentField {
     Mtu,
     IcmpRate,
     IcmpBurst,
+    OuterTtl,
     PinDir,
     ApiSocket,
     MetricsListen,
@@ -1629,6 +1641,7 @@ impl AgentField {
             AgentField::Mtu => "mtu",
             AgentField::IcmpRate => "icmp-rate",
             AgentField::IcmpBurst => "icmp-burst",
+            AgentField::OuterTtl => "outer-ttl",
             AgentField::PinDir => "pin-dir",
             AgentField::ApiSocket => "api-socket",
             AgentField::MetricsListen => "metrics-listen",
@@ -1723,6 +1736,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     field(old.mtu != new.mtu, AgentField::Mtu);
     field(old.icmp_rate != new.icmp_rate, AgentField::IcmpRate);
     field(old.icmp_burst != new.icmp_burst, AgentField::IcmpBurst);
+    field(old.outer_ttl != new.outer_ttl, AgentField::OuterTtl);
     field(old.pin_dir != new.pin_dir, AgentField::PinDir);
     field(old.api_socket != new.api_socket, AgentField::ApiSocket);
     field(
@@ -1974,6 +1988,7 @@ lb-src-v6 = "2001:db8::1"
         assert_eq!(c.gue_port, 6080);
         assert_eq!(c.mtu, None);
         assert_eq!((c.icmp_rate, c.icmp_burst), (1000, 100));
+        assert_eq!(c.outer_ttl, 64);
         assert_eq!(c.pin_dir, Path::new("/sys/fs/bpf/xlb"));
         assert_eq!(c.api_socket, Path::new("/run/xlb/xlb.sock"));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9477".parse().unwrap()));
@@ -2214,12 +2229,16 @@ interfaces = ["eth0", { name = "eth1", xdp-mode = "generic" }]
             ("icmp-rate", "0", "use 1..=1000000"),
             ("mtu", "500", "500 is out of range: use 576..=9216"),
             ("mtu", "9217", "use 576..=9216"),
+            ("outer-ttl", "0", "0 is out of range: use 1..=255"),
+            ("outer-ttl", "256", "use 1..=255"),
         ] {
             let text = format!("{AGENT}{key} = {value}\n");
             assert_one(&text, &format!("agent.{key}"), &[needle]);
         }
         let c = ok(&format!("{AGENT}mtu = 576\nhash-seed = 7\n")).config;
         assert_eq!((c.mtu, c.hash_seed), (Some(576), 7));
+        let c = ok(&format!("{AGENT}outer-ttl = 1\n")).config;
+        assert_eq!(c.outer_ttl, 1);
     }
 
     #[test]

@@ -411,8 +411,56 @@ fn non_vip_traffic_passes_untouched() {
         fo.install(dp);
         dp.add_frag_alias(ip(VIP4), PROTO_TCP, MODE_IPIP, 0, 0);
     });
+    // The agent's fragment aliases `(address, 0, proto)` for addresses without an all-ports VIP
+    // (where `CONFIG_F_ANY_PORT_VIPS` may well be off): a whole TCP/UDP packet to port 0 finds
+    // the alias by its exact port, and must still not be taken for VIP traffic.
+    let aliases = {
+        let (v4, v6) = (v4.clone(), v6.clone());
+        move |cfg: LbConfig| -> Setup {
+            let (v4, v6) = (v4.clone(), v6.clone());
+            Box::new(move |dp: &mut Datapath| {
+                dp.set_config(cfg);
+                v4.install(dp);
+                v6.install(dp);
+                dp.add_frag_alias(ip(VIP4), PROTO_TCP, MODE_IPIP, 0, 0);
+                dp.add_frag_alias(ip(VIP4), PROTO_UDP, MODE_IPIP, 0, 0);
+                dp.add_frag_alias(ip(VIP6), PROTO_TCP, MODE_GUE, 0, 1);
+            })
+        }
+    };
     let pass = || Expect::pass(Counter::Pass).vip(0, TrafficStats::new(0, 0, 0, 0));
+    let pass_both = || pass().vip(1, TrafficStats::new(0, 0, 0, 0));
     run_table(vec![
+        case(
+            "port 0, tcp SYN v4 to a frag-only alias (exact-port lookup)",
+            aliases(cfg),
+            Packet::tcp(CLIENT4, 1000, VIP4, 0, TCP_SYN).frame(),
+            pass_both(),
+        ),
+        case(
+            "port 0, tcp ACK v4 to a frag-only alias (flow-table miss first)",
+            aliases(cfg),
+            Packet::tcp(CLIENT4, 1000, VIP4, 0, TCP_ACK).frame(),
+            pass_both(),
+        ),
+        case(
+            "port 0, udp v4 to a frag-only alias",
+            aliases(cfg),
+            Packet::udp(CLIENT4, 1000, VIP4, 0).frame(),
+            pass_both(),
+        ),
+        case(
+            "port 0, tcp SYN v6 to a frag-only alias",
+            aliases(cfg),
+            Packet::tcp(CLIENT6, 1000, VIP6, 0, TCP_SYN).frame(),
+            pass_both(),
+        ),
+        case(
+            "port 0, tcp SYN v4 to a frag-only alias, all-ports lookup on",
+            aliases(cfg2),
+            Packet::tcp(CLIENT4, 1000, VIP4, 0, TCP_SYN).frame(),
+            pass_both(),
+        ),
         case(
             "tcp v4 to another address",
             w(),
@@ -656,6 +704,62 @@ fn forwarding_every_mode_family_and_protocol() {
             }
         }
     }
+    run_table(cases);
+}
+
+#[test]
+fn outer_ttl_is_configured_not_copied() {
+    // The outer header is xlb's: its TTL / hop limit is `LbConfig::outer_ttl` whatever the
+    // inner packet carries (0 and 1 included); the inner packet keeps its own. dsr-l2 adds no
+    // header, so the frame keeps the client's TTL.
+    let default = base_config();
+    assert_eq!(default.outer_ttl, world::OUTER_TTL);
+    let custom = LbConfig {
+        outer_ttl: 17,
+        ..default
+    };
+    let mut cases = Vec::new();
+    for cfg in [default, custom] {
+        for (mode, mname) in MODES {
+            for (v4, bv4) in [(true, true), (true, false), (false, false)] {
+                if mode == MODE_DSR_L2 && v4 != bv4 {
+                    continue;
+                }
+                let (vaddr, client) = if v4 { (VIP4, CLIENT4) } else { (VIP6, CLIENT6) };
+                let vip = Vip::new(vaddr, 8080, PROTO_UDP, mode, 2, bv4);
+                for inner_ttl in [0u8, 1] {
+                    let pkt = Packet::udp(client, 40001, vaddr, 8080).ttl(inner_ttl);
+                    let exp = fwd(&cfg, &vip, &pkt, Counter::FlowMiss);
+                    cases.push(case(
+                        format!(
+                            "{mname} {} VIP, {} backend, inner TTL {inner_ttl}, outer-ttl {}",
+                            fam(v4),
+                            fam(bv4),
+                            cfg.outer_ttl
+                        ),
+                        setup(cfg, &[vip.clone()]),
+                        pkt.frame(),
+                        exp,
+                    ));
+                }
+            }
+        }
+    }
+    // The expectations are built from the spec; spell the rule out once on the bytes too.
+    let vip = Vip::new(VIP4, 8080, PROTO_UDP, MODE_IPIP, 2, true);
+    let pkt = Packet::udp(CLIENT4, 40001, VIP4, 8080).ttl(0);
+    let Expect {
+        output: Out::Exact(out),
+        ..
+    } = fwd(&custom, &vip, &pkt, Counter::FlowMiss)
+    else {
+        unreachable!("forwarding has exact output")
+    };
+    assert_eq!(
+        (out[14 + 8], out[14 + 20 + 8]),
+        (17, 0),
+        "outer TTL, inner TTL"
+    );
     run_table(cases);
 }
 
@@ -1612,6 +1716,7 @@ fn all_ports_vip_fallback() {
     let exact = Vip::new(VIP4, 80, PROTO_TCP, MODE_GUE, 1, true);
     let p1234 = Packet::tcp(CLIENT4, 999, VIP4, 1234, TCP_SYN);
     let p80 = Packet::tcp(CLIENT4, 999, VIP4, 80, TCP_SYN);
+    let p0 = Packet::tcp(CLIENT4, 999, VIP4, 0, TCP_SYN);
     let all6 = Vip::new(VIP6, 0, PROTO_UDP, MODE_DSR_L2, 2, false);
     let p6 = Packet::udp(CLIENT6, 999, VIP6, 7);
     run_table(vec![
@@ -1626,6 +1731,12 @@ fn all_ports_vip_fallback() {
             setup(any, &[all.clone(), exact.clone()]),
             p80.frame(),
             fwd(&any, &exact, &p80, Counter::FlowSyn).vip(0, TrafficStats::new(0, 0, 0, 0)),
+        ),
+        case(
+            "port 0 to an all-ports VIP: the VIP",
+            setup(any, &[all.clone(), exact.clone()]),
+            p0.frame(),
+            fwd(&any, &all, &p0, Counter::FlowSyn),
         ),
         case(
             "all-ports VIP without CONFIG_F_ANY_PORT_VIPS: pass",

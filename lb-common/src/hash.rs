@@ -1,12 +1,13 @@
-//! The flow hash. The XDP program and `xlb inspect explain` both call these functions, so a flow's
-//! ring slot can be predicted from userspace; the seed comes from the config so every node with
-//! the same config picks the same backend for the same flow.
+//! The flow hash. The XDP program, `xlb inspect explain` and the test kit all call these
+//! functions (and [`flow_hash`], which picks among them), so a flow's ring slot can be predicted
+//! from userspace; the seed comes from the config so every node with the same config picks the
+//! same backend for the same flow.
 //!
 //! Construction: MurmurHash3's 32-bit block mixing and finaliser over a fixed number of words,
 //! with the seed as the initial state. Cheap in BPF (no loops after unrolling, no tables) and
 //! well distributed over the low bits used for `% RING_SIZE`.
 
-use crate::addr::AddrWords;
+use crate::addr::{AddrWords, FAMILY_V4};
 use crate::limits::{ADDR_FILTER_BITS, RING_SIZE};
 
 const C1: u32 = 0xcc9e_2d51;
@@ -85,6 +86,28 @@ pub fn src_hash_v4(seed: u32, src: u32) -> u32 {
 #[inline(always)]
 pub fn src_hash_v6(seed: u32, src: &AddrWords) -> u32 {
     hash_words(seed, src)
+}
+
+/// The ring hash of a flow (docs/datapath.md section 4): with `src_affinity` (the VIP's
+/// `VIP_F_SRC_AFFINITY`) the client address alone, else the 5-tuple; IPv4 for `FAMILY_V4`, IPv6
+/// otherwise. `ports` is `ports_word(sport, dport)` (0 for fragments). The one definition of
+/// which hash a flow takes, so kernel and tooling cannot drift apart.
+#[inline(always)]
+pub fn flow_hash(
+    seed: u32,
+    src_affinity: bool,
+    family: u8,
+    src: &AddrWords,
+    dst: &AddrWords,
+    ports: u32,
+    proto: u8,
+) -> u32 {
+    match (src_affinity, family == FAMILY_V4) {
+        (true, true) => src_hash_v4(seed, src[0]),
+        (true, false) => src_hash_v6(seed, src),
+        (false, true) => flow_hash_v4(seed, src[0], dst[0], ports, proto),
+        (false, false) => flow_hash_v6(seed, src, dst, ports, proto),
+    }
 }
 
 /// Entropy of a flow for the outer headers (GUE source port, IPv6 flow label; docs/datapath.md
@@ -219,6 +242,33 @@ mod tests {
         }
         let distinct: u32 = seen.iter().map(|w| w.count_ones()).sum();
         assert!(distinct >= 450, "{distinct} distinct slots");
+    }
+
+    #[test]
+    fn flow_hash_picks_by_affinity_and_family() {
+        use crate::addr::FAMILY_V6;
+        let (s, d) = ([1, 2, 3, 4], [5, 6, 7, 8]);
+        assert_eq!(
+            flow_hash(7, false, FAMILY_V4, &s, &d, 9, 6),
+            flow_hash_v4(7, 1, 5, 9, 6)
+        );
+        assert_eq!(
+            flow_hash(7, false, FAMILY_V6, &s, &d, 9, 6),
+            flow_hash_v6(7, &s, &d, 9, 6)
+        );
+        assert_eq!(
+            flow_hash(7, true, FAMILY_V4, &s, &d, 9, 6),
+            src_hash_v4(7, 1)
+        );
+        assert_eq!(
+            flow_hash(7, true, FAMILY_V6, &s, &d, 9, 6),
+            src_hash_v6(7, &s)
+        );
+        // Source affinity: one client, one hash, whatever the destination and ports.
+        assert_eq!(
+            flow_hash(7, true, FAMILY_V4, &s, &[9; 4], 1, 17),
+            flow_hash(7, true, FAMILY_V4, &s, &d, 9, 6)
+        );
     }
 
     #[test]

@@ -47,4 +47,4 @@ pub const ICMP_QUOTE_LEN: usize = 128;
 
 /// Version of the map layout below. Bumped on any change to a key, value or map definition; the
 /// agent refuses to adopt pinned maps of another version.
-pub const MAP_LAYOUT_VERSION: u32 = 4;
+pub const MAP_LAYOUT_VERSION: u32 = 5;

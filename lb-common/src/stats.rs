@@ -46,10 +46,12 @@ pub enum Counter {
     DropBadBackend = 18,
     /// Unknown mode, or an address family combination the mode cannot carry.
     DropUnsupported = 19,
-    /// `bpf_xdp_adjust_head`/`adjust_tail` failed.
+    /// `bpf_xdp_adjust_head`/`adjust_tail` refused to resize the frame.
     DropAdjustFailed = 20,
     /// Too big to encapsulate, and the ICMP error budget is spent.
     DropTooBigRateLimited = 21,
+    /// A header to write did not fit in the frame (after any resize succeeded): a program bug.
+    DropWriteFailed = 22,
 }
 
 /// Slots in `GlobalStats` (room to add counters without a layout change).
@@ -57,7 +59,7 @@ pub const COUNTER_SLOTS: usize = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Counter::Pass,
         Counter::PassNotReady,
         Counter::PassMalformed,
@@ -80,6 +82,7 @@ impl Counter {
         Counter::DropUnsupported,
         Counter::DropAdjustFailed,
         Counter::DropTooBigRateLimited,
+        Counter::DropWriteFailed,
     ];
 
     /// Stable snake_case name (metrics labels, CLI, JSON).
@@ -107,6 +110,7 @@ impl Counter {
             Counter::DropUnsupported => "drop_unsupported",
             Counter::DropAdjustFailed => "drop_adjust_failed",
             Counter::DropTooBigRateLimited => "drop_too_big_rate_limited",
+            Counter::DropWriteFailed => "drop_write_failed",
         }
     }
 
@@ -150,6 +154,10 @@ mod tests {
             }
         }
         assert!(Counter::DropTooBigRateLimited.is_drop());
+        for (i, c) in DecapCounter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        assert!(Counter::DropWriteFailed.is_drop());
         assert!(!Counter::IcmpTooBigSent.is_drop());
     }
 }
@@ -170,13 +178,15 @@ pub enum DecapCounter {
     DecapIpip = 4,
     /// GUE stripped and passed to the stack.
     DecapGue = 5,
-    /// `bpf_xdp_adjust_head` failed.
+    /// `bpf_xdp_adjust_head` refused to move the frame's start.
     DropAdjustFailed = 6,
+    /// The inner Ethernet header did not fit in the frame after the move: a program bug.
+    DropWriteFailed = 7,
 }
 
 impl DecapCounter {
     /// Every counter, in index order.
-    pub const ALL: [DecapCounter; 7] = [
+    pub const ALL: [DecapCounter; 8] = [
         DecapCounter::Pass,
         DecapCounter::PassNotReady,
         DecapCounter::PassNotFromLb,
@@ -184,6 +194,7 @@ impl DecapCounter {
         DecapCounter::DecapIpip,
         DecapCounter::DecapGue,
         DecapCounter::DropAdjustFailed,
+        DecapCounter::DropWriteFailed,
     ];
 
     /// Stable snake_case name.
@@ -196,6 +207,7 @@ impl DecapCounter {
             DecapCounter::DecapIpip => "decap_ipip",
             DecapCounter::DecapGue => "decap_gue",
             DecapCounter::DropAdjustFailed => "drop_adjust_failed",
+            DecapCounter::DropWriteFailed => "drop_write_failed",
         }
     }
 }

@@ -128,7 +128,10 @@ pub struct LbConfig {
     pub icmp_rate: u32,
     /// Bucket depth of that limit.
     pub icmp_burst: u32,
-    pub _pad: u32,
+    /// TTL / hop limit of the outer IP header of encapsulated packets (the inner packet's is
+    /// not the tunnel's: an inner TTL of 0 or 1 would kill the tunnelled packet).
+    pub outer_ttl: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(size_of::<LbConfig>() == 48);
 

@@ -6,17 +6,12 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 
-use crate::{hdr::EthHdr, parse};
+use crate::frame;
 
 pub fn reflect(ctx: &XdpContext) -> u32 {
-    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return xdp_action::XDP_DROP;
-    };
-    // SAFETY: bounds checked by `ptr_at`; by-value field access of a packed struct.
-    unsafe {
-        let (src, dst) = ((*eth).src, (*eth).dst);
-        (*eth).src = dst;
-        (*eth).dst = src;
+    if frame::swap_macs(ctx) {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_DROP
     }
-    xdp_action::XDP_TX
 }

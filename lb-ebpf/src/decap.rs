@@ -5,25 +5,17 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     addr::{PROTO_IPIP, PROTO_IPV6, PROTO_UDP},
-    stats::{COUNTER_SLOTS, DecapCounter},
+    stats::DecapCounter,
     values::{CONFIG_F_READY, DecapConfig},
 };
 
 use crate::{
+    frame,
     hdr::*,
     maps::{DECAP_CONFIG, DECAP_STATS},
     parse::{self, L2},
-    rewrite,
+    rewrite, stats,
 };
-
-#[inline(always)]
-fn count(c: DecapCounter) {
-    if let Some(s) = DECAP_STATS.get_ptr_mut(0) {
-        let i = (c as usize) & (COUNTER_SLOTS - 1);
-        // SAFETY: per-CPU entry, no concurrent writer on this CPU.
-        unsafe { (*s).counters[i] += 1 };
-    }
-}
 
 /// What the outer headers say.
 struct Tunnel {
@@ -36,7 +28,7 @@ struct Tunnel {
 
 pub fn decap(ctx: &XdpContext) -> u32 {
     let (action, counter) = process(ctx);
-    count(counter);
+    stats::bump(&DECAP_STATS, counter as usize);
     action
 }
 
@@ -59,10 +51,10 @@ fn process(ctx: &XdpContext) -> (u32, DecapCounter) {
         Ok(t) => t,
         Err(c) => return (PASS, c),
     };
-    if !rewrite::adjust_head(ctx, tunnel.overhead as i32)
-        || !rewrite::write_l2(ctx, &l2, macs.dst, macs.src, tunnel.inner_proto)
-    {
-        return (xdp_action::XDP_DROP, DecapCounter::DropAdjustFailed);
+    let stripped = frame::adjust_head(ctx, tunnel.overhead as i32)
+        .and_then(|()| rewrite::write_l2(ctx, &l2, macs.dst, macs.src, tunnel.inner_proto));
+    if let Err(e) = stripped {
+        return (xdp_action::XDP_DROP, e.decap_counter());
     }
     let counter = if tunnel.gue {
         DecapCounter::DecapGue
@@ -75,11 +67,11 @@ fn process(ctx: &XdpContext) -> (u32, DecapCounter) {
 /// The inner family of GUE variant 1 is the IP version nibble of the payload.
 #[inline(always)]
 fn gue_inner(ctx: &XdpContext, udp_off: usize, gue_port: u16) -> Result<u16, DecapCounter> {
-    let udp: UdpHdr = parse::read(ctx, udp_off).ok_or(DecapCounter::Pass)?;
+    let udp: UdpHdr = frame::read(ctx, udp_off).ok_or(DecapCounter::Pass)?;
     if gue_port == 0 || udp.dport != gue_port {
         return Err(DecapCounter::Pass);
     }
-    let first: u8 = parse::read(ctx, udp_off + UDP_LEN).ok_or(DecapCounter::Pass)?;
+    let first: u8 = frame::read(ctx, udp_off + UDP_LEN).ok_or(DecapCounter::Pass)?;
     match first >> 4 {
         4 => Ok(ETH_P_IP),
         6 => Ok(ETH_P_IPV6),
@@ -117,7 +109,7 @@ fn tunnel_for(
 
 #[inline(always)]
 fn outer_v4(ctx: &XdpContext, cfg: &DecapConfig, l2: &L2) -> Result<Tunnel, DecapCounter> {
-    let ip: Ipv4Hdr = parse::read(ctx, l2.len).ok_or(DecapCounter::Pass)?;
+    let ip: Ipv4Hdr = frame::read(ctx, l2.len).ok_or(DecapCounter::Pass)?;
     if !matches!(ip.proto, PROTO_IPIP | PROTO_IPV6 | PROTO_UDP) {
         return Err(DecapCounter::Pass);
     }
@@ -137,7 +129,7 @@ fn outer_v4(ctx: &XdpContext, cfg: &DecapConfig, l2: &L2) -> Result<Tunnel, Deca
 
 #[inline(always)]
 fn outer_v6(ctx: &XdpContext, cfg: &DecapConfig, l2: &L2) -> Result<Tunnel, DecapCounter> {
-    let ip: Ipv6Hdr = parse::read(ctx, l2.len).ok_or(DecapCounter::Pass)?;
+    let ip: Ipv6Hdr = frame::read(ctx, l2.len).ok_or(DecapCounter::Pass)?;
     let tunnel = tunnel_for(ctx, ip.next_hdr, IPV6_LEN, l2, cfg.gue_port)?;
     let src = ip.src;
     if src != cfg.lb_v6 || cfg.lb_v6 == [0; 4] {

@@ -1,10 +1,7 @@
 //! ICMP: echo replies for VIPs, relaying PMTU errors to the backend owning the flow, and
 //! frag-needed / packet-too-big replies for packets too big to encapsulate.
 
-use aya_ebpf::{
-    helpers::generated::{bpf_csum_diff, bpf_ktime_get_ns},
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     FlowKey, LbConfig,
     addr::{FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6},
@@ -15,12 +12,13 @@ use lb_common::{
 };
 
 use crate::{
-    csum, flow_hash,
+    csum,
+    frame::{self, Failed},
     hdr::*,
     lookup::{self, FlowUse},
     maps::ICMP_BUCKET,
     parse::{self, L2, Packet},
-    rewrite,
+    rewrite::{self, Mtu, Target},
     stats::{self, Verdict},
 };
 
@@ -30,7 +28,7 @@ use crate::{
 pub fn handle(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let hdr = match parse::icmp(ctx, pkt) {
         Ok(h) => h,
-        Err(reason) => return crate::malformed(pkt, reason),
+        Err(reason) => return lookup::malformed(pkt, reason),
     };
     let v4 = pkt.family == FAMILY_V4;
     let (echo, pmtu) = if v4 {
@@ -72,7 +70,7 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
     let Some(vip) = lookup::vip(cfg, pkt.family, &q.vip, q.vip_port, q.proto) else {
         return Verdict::pass(Counter::Pass);
     };
-    let hash = flow_hash(
+    let hash = lookup::ring_hash(
         cfg,
         &vip,
         pkt.family,
@@ -95,7 +93,13 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
         Ok(c) => c,
         Err(v) => return v,
     };
-    let v = rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, false);
+    let to = Target {
+        vip: &vip,
+        choice: &choice,
+        entropy,
+        mtu: Mtu::Ignore,
+    };
+    let v = rewrite::forward(ctx, cfg, l2, pkt, &to);
     if v.is_tx() {
         return v.with_detail(Counter::IcmpErrorForwarded);
     }
@@ -110,35 +114,31 @@ fn word(hi: u8, lo: u8) -> u16 {
 /// Turns an echo request into its reply in place.
 #[inline(always)]
 fn echo_reply(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Verdict {
-    let Some(macs) = parse::macs(ctx) else {
-        return Verdict::drop(Counter::DropAdjustFailed);
-    };
-    if !rewrite::write_l2(ctx, l2, macs.src, macs.dst, l2.proto) {
-        return Verdict::drop(Counter::DropAdjustFailed);
+    match rewrite_echo(ctx, l2, pkt, hdr) {
+        Ok(()) => Verdict::tx(Counter::IcmpEchoReply),
+        Err(e) => Verdict::drop(e.counter()),
     }
-    let ok = if pkt.family == FAMILY_V4 {
-        match parse::read::<Ipv4Hdr>(ctx, pkt.l3_off) {
-            Some(mut ip) => {
-                ip.check =
-                    csum::replace16(ip.check, word(ip.ttl, ip.proto), word(REPLY_TTL, ip.proto));
-                ip.ttl = REPLY_TTL;
-                // Fields of a packed struct cannot be borrowed, so no `mem::swap`.
-                (ip.src, ip.dst) = (ip.dst, ip.src);
-                parse::write(ctx, pkt.l3_off, ip)
-            }
-            None => false,
-        }
+}
+
+#[inline(always)]
+fn rewrite_echo(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Result<(), Failed> {
+    // The frame held them when it was parsed; only a bug makes these reads fail.
+    let macs = parse::macs(ctx).ok_or(Failed::Write)?;
+    rewrite::write_l2(ctx, l2, macs.src, macs.dst, l2.proto)?;
+    if pkt.family == FAMILY_V4 {
+        let mut ip: Ipv4Hdr = frame::read(ctx, pkt.l3_off).ok_or(Failed::Write)?;
+        ip.check = csum::replace16(ip.check, word(ip.ttl, ip.proto), word(REPLY_TTL, ip.proto));
+        ip.ttl = REPLY_TTL;
+        // Fields of a packed struct cannot be borrowed, so no `mem::swap`.
+        (ip.src, ip.dst) = (ip.dst, ip.src);
+        frame::write(ctx, pkt.l3_off, ip)?;
     } else {
-        match parse::read::<Ipv6Hdr>(ctx, pkt.l3_off) {
-            Some(mut ip) => {
-                ip.hop_limit = REPLY_TTL;
-                // Fields of a packed struct cannot be borrowed, so no `mem::swap`.
-                (ip.src, ip.dst) = (ip.dst, ip.src);
-                parse::write(ctx, pkt.l3_off, ip)
-            }
-            None => false,
-        }
-    };
+        let mut ip: Ipv6Hdr = frame::read(ctx, pkt.l3_off).ok_or(Failed::Write)?;
+        ip.hop_limit = REPLY_TTL;
+        // Fields of a packed struct cannot be borrowed, so no `mem::swap`.
+        (ip.src, ip.dst) = (ip.dst, ip.src);
+        frame::write(ctx, pkt.l3_off, ip)?;
+    }
     let reply = if pkt.family == FAMILY_V4 {
         ICMP_ECHO_REPLY
     } else {
@@ -147,10 +147,7 @@ fn echo_reply(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Verdict
     let mut out = *hdr;
     out.kind = reply;
     out.check = csum::replace16(hdr.check, word(hdr.kind, hdr.code), word(reply, hdr.code));
-    if !ok || !parse::write(ctx, pkt.l4_off, out) {
-        return Verdict::drop(Counter::DropAdjustFailed);
-    }
-    Verdict::tx(Counter::IcmpEchoReply)
+    frame::write(ctx, pkt.l4_off, out)
 }
 
 /// Takes a token from this CPU's bucket of generated ICMP errors.
@@ -197,37 +194,33 @@ pub fn too_big(
     if !take_token(cfg) {
         return Verdict::drop(Counter::DropTooBigRateLimited);
     }
-    let Some(macs) = parse::macs(ctx) else {
-        return Verdict::drop(Counter::DropAdjustFailed);
-    };
+    match write_too_big(ctx, cfg, l2, pkt, overhead) {
+        Ok(()) => Verdict::tx(Counter::IcmpTooBigSent),
+        Err(e) => Verdict::drop(e.counter()),
+    }
+}
+
+/// Cuts the frame to the quote, puts the ICMP error's headers in front of it.
+#[inline(always)]
+fn write_too_big(
+    ctx: &XdpContext,
+    cfg: &LbConfig,
+    l2: &L2,
+    pkt: &Packet,
+    overhead: usize,
+) -> Result<(), Failed> {
+    // The frame held them when it was parsed; only a bug makes this read fail.
+    let macs = parse::macs(ctx).ok_or(Failed::Write)?;
     let mtu = cfg.mtu as u32 - overhead as u32;
     let v4 = pkt.family == FAMILY_V4;
     let ip_len = if v4 { IPV4_LEN } else { IPV6_LEN };
     let want = l2.len + ICMP_QUOTE_LEN;
-    if !rewrite::adjust_tail(ctx, want as i32 - parse::frame_len(ctx) as i32)
-        || !rewrite::adjust_head(ctx, -((ip_len + ICMP_LEN) as i32))
-    {
-        return Verdict::drop(Counter::DropAdjustFailed);
-    }
+    frame::adjust_tail(ctx, want as i32 - frame::len(ctx) as i32)?;
+    frame::adjust_head(ctx, -((ip_len + ICMP_LEN) as i32))?;
     let eth_proto = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    if !rewrite::write_l2(ctx, l2, macs.src, macs.dst, eth_proto) {
-        return Verdict::drop(Counter::DropAdjustFailed);
-    }
+    rewrite::write_l2(ctx, l2, macs.src, macs.dst, eth_proto)?;
     let icmp_off = l2.len + ip_len;
-    let Some(quote) = parse::ptr_at::<[u8; ICMP_QUOTE_LEN]>(ctx, icmp_off + ICMP_LEN) else {
-        return Verdict::drop(Counter::DropAdjustFailed);
-    };
-    // SAFETY: `quote` covers ICMP_QUOTE_LEN bytes of the frame (checked by `ptr_at`).
-    let quote_sum = unsafe {
-        bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            quote as *mut u32,
-            ICMP_QUOTE_LEN as u32,
-            0,
-        )
-    };
-    let quote_sum = quote_sum as u32 as u64;
+    let quote_sum = frame::sum::<ICMP_QUOTE_LEN>(ctx, icmp_off + ICMP_LEN).ok_or(Failed::Write)?;
     let icmp_len = (ICMP_LEN + ICMP_QUOTE_LEN) as u16;
     let mut icmp = if v4 {
         IcmpHdr {
@@ -244,7 +237,7 @@ pub fn too_big(
             rest: [((mtu >> 16) as u16).to_be(), (mtu as u16).to_be()],
         }
     };
-    let ok = if v4 {
+    if v4 {
         let mut ip = Ipv4Hdr {
             ver_ihl: 0x45,
             tos: 0,
@@ -259,7 +252,7 @@ pub fn too_big(
         };
         ip.check = csum::fold(csum::sum_words(&ip));
         icmp.check = csum::fold(csum::sum_words(&icmp) + quote_sum);
-        parse::write(ctx, l2.len, ip)
+        frame::write(ctx, l2.len, ip)?;
     } else {
         let ip = Ipv6Hdr {
             vtc_flow: (6u32 << 28).to_be(),
@@ -274,10 +267,7 @@ pub fn too_big(
             + icmp_len.to_be() as u64
             + (PROTO_ICMPV6 as u16).to_be() as u64;
         icmp.check = csum::fold(pseudo + csum::sum_words(&icmp) + quote_sum);
-        parse::write(ctx, l2.len, ip)
-    };
-    if !ok || !parse::write(ctx, icmp_off, icmp) {
-        return Verdict::drop(Counter::DropAdjustFailed);
+        frame::write(ctx, l2.len, ip)?;
     }
-    Verdict::tx(Counter::IcmpTooBigSent)
+    frame::write(ctx, icmp_off, icmp)
 }

@@ -3,16 +3,18 @@
 use lb_common::{
     FlowEntry, FlowKey, FlowSet, LbConfig, VipKey, VipMeta,
     addr::AddrWords,
-    hash::{addr_filter_bit, ring_slot},
+    hash::{self, addr_filter_bit, ring_slot},
     limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
     values::{
         BACKEND_EMPTY, Backend, CONFIG_F_ANY_PORT_VIPS, VIP_F_FRAG_ONLY, VIP_F_NO_BACKEND_PASS,
+        VIP_F_SRC_AFFINITY,
     },
 };
 
 use crate::{
     maps::{ADDR_FILTER, BACKENDS, FLOWS, RING, VIPS, flow_set_mask},
+    parse::Packet,
     stats::{self, Verdict},
 };
 
@@ -44,16 +46,43 @@ pub fn address_entry(family: u8, addr: &AddrWords) -> Option<VipMeta> {
     get(family, addr, 0, 0)
 }
 
-/// The VIP serving `(addr, port, proto)`: exact port, then all-ports if any exist.
+/// The VIP serving `(addr, port, proto)`: exact port, then all-ports if any exist. Either hit
+/// may be the entry `(addr, 0, proto)` (port 0 is a port a packet can carry): that entry is the
+/// VIP only without `VIP_F_FRAG_ONLY`; a fragment alias serves fragments, never whole packets.
 #[inline(always)]
 pub fn vip(cfg: &LbConfig, family: u8, addr: &AddrWords, port: u16, proto: u8) -> Option<VipMeta> {
-    if let Some(v) = get(family, addr, port, proto) {
-        return Some(v);
+    let v = match get(family, addr, port, proto) {
+        Some(v) => v,
+        None if cfg.flags & CONFIG_F_ANY_PORT_VIPS != 0 => get(family, addr, 0, proto)?,
+        None => return None,
+    };
+    (v.flags & VIP_F_FRAG_ONLY == 0).then_some(v)
+}
+
+/// A packet that failed a check after its destination was known: VIP traffic is dropped with
+/// `reason`, anything else is the kernel's business.
+#[inline(always)]
+pub fn malformed(pkt: &Packet, reason: Counter) -> Verdict {
+    match address_entry(pkt.family, &pkt.dst) {
+        Some(_) if reason.is_drop() => Verdict::drop(reason),
+        _ => Verdict::pass(Counter::Pass),
     }
-    if cfg.flags & CONFIG_F_ANY_PORT_VIPS == 0 {
-        return None;
-    }
-    get(family, addr, 0, proto).filter(|v| v.flags & VIP_F_FRAG_ONLY == 0)
+}
+
+/// The ring hash of a flow of `vip` (docs/datapath.md §4), shared by data packets and relayed
+/// ICMP errors: `lb_common::hash::flow_hash`, with the VIP's source affinity.
+#[inline(always)]
+pub fn ring_hash(
+    cfg: &LbConfig,
+    vip: &VipMeta,
+    family: u8,
+    src: &AddrWords,
+    dst: &AddrWords,
+    ports: u32,
+    proto: u8,
+) -> u32 {
+    let affinity = vip.flags & VIP_F_SRC_AFFINITY != 0;
+    hash::flow_hash(cfg.hash_seed, affinity, family, src, dst, ports, proto)
 }
 
 /// The VIP receiving fragments of `proto` sent to `addr`.
@@ -73,8 +102,8 @@ pub enum FlowUse {
     Rehash,
     /// Table first, ring on a miss, nothing written (ICMP errors).
     ReadOnly,
-    /// Ring only (fragments).
-    None,
+    /// The ring alone, the table neither read nor written (fragments).
+    RingOnly,
 }
 
 /// A chosen backend.
@@ -208,7 +237,7 @@ pub fn choose(
     }
     let (id, backend) = from_ring(vip, hash)?;
     let counter = match flow_use {
-        FlowUse::None => Counter::Fragment,
+        FlowUse::RingOnly => Counter::Fragment,
         FlowUse::ReadOnly => {
             return Ok(Choice {
                 id,
@@ -221,7 +250,7 @@ pub fn choose(
         FlowUse::Miss => Counter::FlowMiss,
         FlowUse::Rehash => Counter::FlowRehash,
     };
-    let new_flow = flow_use != FlowUse::None;
+    let new_flow = flow_use != FlowUse::RingOnly;
     if new_flow {
         remember(key, entropy, id, backend);
     }

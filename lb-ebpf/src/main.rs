@@ -7,6 +7,7 @@
 mod aux;
 mod csum;
 mod decap;
+mod frame;
 mod hdr;
 mod icmp;
 mod lookup;
@@ -18,17 +19,18 @@ mod stats;
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     FlowKey, LbConfig, VipMeta,
-    addr::{AddrWords, FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-    hash::{flow_hash_v4, flow_hash_v6, ports_word, src_hash_v4, src_hash_v6},
+    addr::{FAMILY_V4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
+    hash::ports_word,
     stats::Counter,
-    values::{CONFIG_F_READY, VIP_F_SRC_AFFINITY},
+    values::CONFIG_F_READY,
 };
 
 use crate::{
     hdr::{ETH_P_IP, ETH_P_IPV6, TCP_FLAG_ACK, TCP_FLAG_SYN},
-    lookup::{Established, FlowUse},
+    lookup::{Established, FlowUse, malformed},
     maps::CONFIG,
     parse::{L2, Packet},
+    rewrite::{Mtu, Target},
     stats::Verdict,
 };
 
@@ -36,21 +38,31 @@ use crate::{
 pub fn xlb(ctx: XdpContext) -> u32 {
     let verdict = process(&ctx);
     verdict.count();
-    if verdict.counter_index() == Counter::DropAdjustFailed as u32 {
-        log_adjust_failed(&ctx);
+    let counter = verdict.counter_index();
+    if counter == Counter::DropAdjustFailed as u32 || counter == Counter::DropWriteFailed as u32 {
+        log_rewrite_failed(&ctx, counter);
     }
     verdict.action()
 }
 
 /// The one thing the program logs (through aya-log, forwarded by the agent into its log): a
-/// helper refusing to resize a frame means the driver gives XDP too little headroom, or a bug,
-/// which the counter alone would not explain. Never on a normal packet's path; out of line.
+/// frame that could not be rewritten, which the counter alone would not explain. Never on a
+/// normal packet's path; out of line.
 #[inline(never)]
-fn log_adjust_failed(ctx: &XdpContext) {
-    aya_log_ebpf::warn!(
-        ctx,
-        "bpf_xdp_adjust_head/tail failed, packet dropped: does the driver reserve XDP headroom?"
-    );
+fn log_rewrite_failed(ctx: &XdpContext, counter: u32) {
+    if counter == Counter::DropAdjustFailed as u32 {
+        aya_log_ebpf::warn!(
+            ctx,
+            "bpf_xdp_adjust_head/tail refused to resize a frame, packet dropped: does the \
+             driver reserve XDP headroom?"
+        );
+    } else {
+        aya_log_ebpf::warn!(
+            ctx,
+            "a rewritten header did not fit in the frame, packet dropped: a bug in xlb's \
+             program, please report it"
+        );
+    }
 }
 
 /// Backend hosts: strips xlb's encapsulation (see `decap`).
@@ -110,36 +122,6 @@ fn process(ctx: &XdpContext) -> Verdict {
     }
 }
 
-/// A packet that failed a check after its destination was known: VIP traffic is dropped with
-/// `reason`, anything else is the kernel's business.
-#[inline(always)]
-pub(crate) fn malformed(pkt: &Packet, reason: Counter) -> Verdict {
-    match lookup::address_entry(pkt.family, &pkt.dst) {
-        Some(_) if reason.is_drop() => Verdict::drop(reason),
-        _ => Verdict::pass(Counter::Pass),
-    }
-}
-
-/// The flow hash of docs/datapath.md §4, shared by data packets and relayed ICMP errors.
-#[inline(always)]
-pub(crate) fn flow_hash(
-    cfg: &LbConfig,
-    vip: &VipMeta,
-    family: u8,
-    src: &AddrWords,
-    dst: &AddrWords,
-    ports: u32,
-    proto: u8,
-) -> u32 {
-    let seed = cfg.hash_seed;
-    match (vip.flags & VIP_F_SRC_AFFINITY != 0, family == FAMILY_V4) {
-        (true, true) => src_hash_v4(seed, src[0]),
-        (true, false) => src_hash_v6(seed, src),
-        (false, true) => flow_hash_v4(seed, src[0], dst[0], ports, proto),
-        (false, false) => flow_hash_v6(seed, src, dst, ports, proto),
-    }
-}
-
 /// A subprogram, like the slow paths: LLVM spills generously on BPF, and separate frames keep
 /// every call chain under the verifier's 512-byte stack.
 #[inline(never)]
@@ -180,8 +162,13 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
                     new_flow: false,
                     counter: Some(Counter::FlowHit),
                 };
-                return rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
-                    .with_detail_opt(choice.counter);
+                let to = Target {
+                    vip: &vip,
+                    choice: &choice,
+                    entropy,
+                    mtu: Mtu::Check,
+                };
+                return rewrite::forward(ctx, cfg, l2, pkt, &to).with_detail_opt(choice.counter);
             }
             Established::Stale => FlowUse::Rehash,
             Established::Miss => FlowUse::Miss,
@@ -191,10 +178,17 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
         return Verdict::pass(Counter::Pass);
     };
     let ports = ports_word(l4.sport, l4.dport);
-    let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
+    let hash = lookup::ring_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
     match lookup::choose(&vip, &key, hash, entropy, flow_use) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
-            .with_detail_opt(choice.counter),
+        Ok(choice) => {
+            let to = Target {
+                vip: &vip,
+                choice: &choice,
+                entropy,
+                mtu: Mtu::Check,
+            };
+            rewrite::forward(ctx, cfg, l2, pkt, &to).with_detail_opt(choice.counter)
+        }
         Err(v) => v,
     }
 }
@@ -207,7 +201,7 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
     let Some(vip) = lookup::fragment_vip(pkt.family, &pkt.dst, pkt.proto) else {
         return Verdict::pass(Counter::Pass);
     };
-    let hash = flow_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, 0, pkt.proto);
+    let hash = lookup::ring_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, 0, pkt.proto);
     // Not a flow-table key (fragments are never remembered): the entropy's input, ports 0.
     let flow = FlowKey {
         src: pkt.src,
@@ -219,9 +213,16 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
         _pad: [0; 2],
     };
     let entropy = flow.entropy(cfg.hash_seed);
-    match lookup::choose(&vip, &flow, hash, entropy, FlowUse::None) {
-        Ok(choice) => rewrite::forward(ctx, cfg, l2, pkt, &vip, &choice, entropy, true)
-            .with_detail_opt(choice.counter),
+    match lookup::choose(&vip, &flow, hash, entropy, FlowUse::RingOnly) {
+        Ok(choice) => {
+            let to = Target {
+                vip: &vip,
+                choice: &choice,
+                entropy,
+                mtu: Mtu::Check,
+            };
+            rewrite::forward(ctx, cfg, l2, pkt, &to).with_detail_opt(choice.counter)
+        }
         Err(v) => v,
     }
 }

@@ -1,5 +1,5 @@
-//! Header parsing: the only code that turns frame offsets into pointers. Every access is checked
-//! against `data_end` here, so the rest of the program handles plain values.
+//! Header parsing: frame bytes (read through `frame`) to the plain values the rest of the
+//! program works with.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
@@ -8,53 +8,10 @@ use lb_common::{
     stats::Counter,
 };
 
-use crate::hdr::*;
-
-/// Bounds-checked pointer to a `T` at `off` bytes into the frame.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + size_of::<T>() > end {
-        return None;
-    }
-    Some((start + off) as *mut T)
-}
-
-/// Copy of the `T` at `off`, if the frame holds it.
-#[inline(always)]
-pub fn read<T: Copy>(ctx: &XdpContext, off: usize) -> Option<T> {
-    // SAFETY: `ptr_at` checked the bounds; headers are `packed(2)` and frames start 2-aligned.
-    ptr_at::<T>(ctx, off).map(|p| unsafe { p.read() })
-}
-
-/// Overwrites the `T` at `off`; `false` if the frame is too short.
-#[inline(always)]
-pub fn write<T>(ctx: &XdpContext, off: usize, value: T) -> bool {
-    match ptr_at::<T>(ctx, off) {
-        // SAFETY: as in `read`.
-        Some(p) => {
-            unsafe { p.write(value) };
-            true
-        }
-        None => false,
-    }
-}
-
-/// Whether the frame extends at least `end` bytes. A pointer comparison: the verifier forbids
-/// arithmetic on `data_end`, so lengths are never derived from it on the fast path.
-#[inline(always)]
-pub fn holds(ctx: &XdpContext, end: usize) -> bool {
-    ctx.data() + end <= ctx.data_end()
-}
-
-/// Length of the frame, for the helpers that take a length delta. `black_box` keeps the
-/// subtraction a `pkt_end - pkt` pair (allowed to privileged loaders); without it LLVM folds it
-/// into neighbouring arithmetic as `scalar - pkt_end`, which the verifier rejects.
-#[inline(always)]
-pub fn frame_len(ctx: &XdpContext) -> usize {
-    core::hint::black_box(ctx.data_end() - ctx.data())
-}
+use crate::{
+    frame::{self, header, read},
+    hdr::*,
+};
 
 /// The link layer of a frame. The MACs are not in it: forwarding writes new ones, and only the
 /// paths that answer or decapsulate read the old ones (`macs`), so the fast path skips them.
@@ -77,37 +34,28 @@ pub struct Macs {
 
 #[inline(always)]
 pub fn macs(ctx: &XdpContext) -> Option<Macs> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: bounds checked by `ptr_at`; by-value reads of packed fields.
-    unsafe {
-        Some(Macs {
-            dst: (*eth).dst,
-            src: (*eth).src,
-        })
-    }
+    let eth = header::<EthHdr>(ctx, 0)?;
+    Some(Macs {
+        dst: eth.dst,
+        src: eth.src,
+    })
 }
 
-/// Ethernet and at most one 802.1Q tag; `None` if the frame is shorter than that.
+/// Ethernet and at most one 802.1Q tag; `None` if the frame is shorter than that. Headers are
+/// read field by field in place (`frame::header`), never copied whole.
 #[inline(always)]
 pub fn ethernet(ctx: &XdpContext) -> Option<L2> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY (all field reads below): `ptr_at` checked the bounds; fields are read by value, so
-    // no reference to a packed field is formed. Reading fields, not whole headers, keeps
-    // header-sized copies off the 512-byte BPF stack.
-    let mut l2 = unsafe {
-        L2 {
-            len: ETH_LEN,
-            proto: u16::from_be((*eth).proto),
-            vlan_tci: 0,
-        }
+    let eth = header::<EthHdr>(ctx, 0)?;
+    let mut l2 = L2 {
+        len: ETH_LEN,
+        proto: u16::from_be(eth.proto),
+        vlan_tci: 0,
     };
     if l2.proto == ETH_P_8021Q {
-        let vlan = ptr_at::<VlanHdr>(ctx, ETH_LEN)?;
+        let vlan = header::<VlanHdr>(ctx, ETH_LEN)?;
         l2.len = ETH_LEN + VLAN_LEN;
-        unsafe {
-            l2.proto = u16::from_be((*vlan).proto);
-            l2.vlan_tci = (*vlan).tci;
-        }
+        l2.proto = u16::from_be(vlan.proto);
+        l2.vlan_tci = vlan.tci;
     }
     Some(l2)
 }
@@ -130,62 +78,54 @@ pub struct Packet {
     pub frag: bool,
     /// TOS / traffic class.
     pub tos: u8,
-    /// TTL / hop limit.
-    pub ttl: u8,
     /// IPv4 identification (network order) and DF flag; 0 / false for IPv6.
     pub ip_id: u16,
     pub df: bool,
-    /// Raw `vtc_flow` / IHL-version byte for the checks in `finish_*`.
+    /// IPv4 total length / IPv6 payload length, host order, checked by `ip_rest`.
     raw_len_field: u16,
+    /// IPv4 version-IHL byte / IPv6 `vtc_flow` word (host order), checked by `ip_rest`.
     raw_first: u32,
 }
 
 /// The fixed IP header: enough to know source and destination. `None` if the frame is too short.
 #[inline(always)]
 pub fn ip_fixed(ctx: &XdpContext, l2: &L2) -> Option<Packet> {
-    // SAFETY (field reads): bounds checked by `ptr_at`; by-value reads of packed fields.
     if l2.proto == ETH_P_IP {
-        let ip = ptr_at::<Ipv4Hdr>(ctx, l2.len)?;
-        let frag_off = u16::from_be(unsafe { (*ip).frag_off });
-        unsafe {
-            Some(Packet {
-                family: FAMILY_V4,
-                src: [(*ip).src, 0, 0, 0],
-                dst: [(*ip).dst, 0, 0, 0],
-                l3_off: l2.len,
-                l3_len: 0,
-                proto: (*ip).proto,
-                l4_off: 0,
-                frag: frag_off & (IPV4_MF | IPV4_OFFSET_MASK) != 0,
-                tos: (*ip).tos,
-                ttl: (*ip).ttl,
-                ip_id: (*ip).id,
-                df: frag_off & IPV4_DF != 0,
-                raw_len_field: u16::from_be((*ip).tot_len),
-                raw_first: (*ip).ver_ihl as u32,
-            })
-        }
+        let ip = header::<Ipv4Hdr>(ctx, l2.len)?;
+        let frag_off = u16::from_be(ip.frag_off);
+        Some(Packet {
+            family: FAMILY_V4,
+            src: [ip.src, 0, 0, 0],
+            dst: [ip.dst, 0, 0, 0],
+            l3_off: l2.len,
+            l3_len: 0,
+            proto: ip.proto,
+            l4_off: 0,
+            frag: frag_off & (IPV4_MF | IPV4_OFFSET_MASK) != 0,
+            tos: ip.tos,
+            ip_id: ip.id,
+            df: frag_off & IPV4_DF != 0,
+            raw_len_field: u16::from_be(ip.tot_len),
+            raw_first: ip.ver_ihl as u32,
+        })
     } else {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, l2.len)?;
-        let vtc = u32::from_be(unsafe { (*ip).vtc_flow });
-        unsafe {
-            Some(Packet {
-                family: FAMILY_V6,
-                src: (*ip).src,
-                dst: (*ip).dst,
-                l3_off: l2.len,
-                l3_len: 0,
-                proto: (*ip).next_hdr,
-                l4_off: 0,
-                frag: false,
-                tos: (vtc >> 20) as u8,
-                ttl: (*ip).hop_limit,
-                ip_id: 0,
-                df: false,
-                raw_len_field: u16::from_be((*ip).payload_len),
-                raw_first: vtc,
-            })
-        }
+        let ip = header::<Ipv6Hdr>(ctx, l2.len)?;
+        let vtc = u32::from_be(ip.vtc_flow);
+        Some(Packet {
+            family: FAMILY_V6,
+            src: ip.src,
+            dst: ip.dst,
+            l3_off: l2.len,
+            l3_len: 0,
+            proto: ip.next_hdr,
+            l4_off: 0,
+            frag: false,
+            tos: (vtc >> 20) as u8,
+            ip_id: 0,
+            df: false,
+            raw_len_field: u16::from_be(ip.payload_len),
+            raw_first: vtc,
+        })
     }
 }
 
@@ -199,7 +139,7 @@ pub fn ip_rest(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Counter> {
         if pkt.raw_first >> 4 != 4
             || ihl < IPV4_LEN
             || total < ihl
-            || !holds(ctx, pkt.l3_off + total)
+            || !frame::holds(ctx, pkt.l3_off + total)
         {
             return Err(Counter::DropBadHeader);
         }
@@ -208,7 +148,10 @@ pub fn ip_rest(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Counter> {
         Ok(())
     } else {
         let total = pkt.raw_len_field as usize + IPV6_LEN;
-        if pkt.raw_first >> 28 != 6 || pkt.raw_len_field == 0 || !holds(ctx, pkt.l3_off + total) {
+        if pkt.raw_first >> 28 != 6
+            || pkt.raw_len_field == 0
+            || !frame::holds(ctx, pkt.l3_off + total)
+        {
             return Err(Counter::DropBadHeader);
         }
         pkt.l3_len = total;

@@ -1,9 +1,6 @@
 //! Rewrite: MAC rewrite for dsr-l2, IPIP / IP6IP6 / IPv4-in-IPv6 and GUE encapsulation.
 
-use aya_ebpf::{
-    helpers::generated::bpf_xdp_adjust_head, helpers::generated::bpf_xdp_adjust_tail,
-    programs::XdpContext,
-};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     LbConfig, VipMeta,
     addr::{FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_IPV6, PROTO_UDP},
@@ -13,9 +10,10 @@ use lb_common::{
 
 use crate::{
     csum,
+    frame::{self, Failed},
     hdr::*,
     lookup::Choice,
-    parse::{self, L2, Packet},
+    parse::{L2, Packet},
     stats::{self, Verdict},
 };
 
@@ -56,72 +54,69 @@ fn encap_for(mode: u8, inner_family: u8, backend_family: u8) -> Option<Encap> {
     })
 }
 
-/// Grows (negative `delta`) or shrinks the frame at the head.
-#[inline(always)]
-pub fn adjust_head(ctx: &XdpContext, delta: i32) -> bool {
-    // SAFETY: helper call on our own context; all packet pointers are re-derived afterwards.
-    unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) == 0 }
-}
-
-/// Shrinks (negative `delta`) the frame at the tail.
-#[inline(always)]
-pub fn adjust_tail(ctx: &XdpContext, delta: i32) -> bool {
-    // SAFETY: as `adjust_head`.
-    unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) == 0 }
-}
-
 /// Writes the L2 header at the head of the frame, keeping an 802.1Q tag.
 #[inline(always)]
-pub fn write_l2(ctx: &XdpContext, l2: &L2, dst: [u8; 6], src: [u8; 6], proto: u16) -> bool {
+pub fn write_l2(
+    ctx: &XdpContext,
+    l2: &L2,
+    dst: [u8; 6],
+    src: [u8; 6],
+    proto: u16,
+) -> Result<(), Failed> {
     let tagged = l2.len != ETH_LEN;
     let eth = EthHdr {
         dst,
         src,
         proto: if tagged { ETH_P_8021Q } else { proto }.to_be(),
     };
-    if !parse::write(ctx, 0, eth) {
-        return false;
-    }
+    frame::write(ctx, 0, eth)?;
     if tagged {
         let tag = VlanHdr {
             tci: l2.vlan_tci,
             proto: proto.to_be(),
         };
-        return parse::write(ctx, ETH_LEN, tag);
+        return frame::write(ctx, ETH_LEN, tag);
     }
-    true
+    Ok(())
 }
 
 /// Removes bytes after the IP packet (Ethernet padding of short frames).
 #[inline(always)]
-pub fn trim_padding(ctx: &XdpContext, pkt: &Packet) -> bool {
+fn trim_padding(ctx: &XdpContext, pkt: &Packet) -> Result<(), Failed> {
     let want = pkt.l3_off + pkt.l3_len;
-    if parse::holds(ctx, want + 1) {
-        return adjust_tail(ctx, want as i32 - parse::frame_len(ctx) as i32);
+    if frame::holds(ctx, want + 1) {
+        return frame::adjust_tail(ctx, want as i32 - frame::len(ctx) as i32);
     }
-    true
+    Ok(())
 }
 
-/// Sends the packet to `choice`'s backend (docs/datapath.md §5). `entropy` is the
-/// `flow_entropy` of the flow the packet belongs to (for a relayed ICMP error, the flow it
-/// quotes; ports 0 for fragments): GUE and IPv6 outer headers carry it. `check_mtu` is false
-/// for ICMP errors being relayed, which must never trigger ICMP errors of their own.
+/// Whether a forwarded packet is held to `LbConfig::mtu`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mtu {
+    /// Data packets: one too big to encapsulate is answered with ICMP (`Verdict::too_big`).
+    Check,
+    /// Relayed ICMP errors, which must never trigger ICMP errors of their own.
+    Ignore,
+}
+
+/// Where a packet goes and what its outer headers carry (docs/datapath.md §5).
+pub struct Target<'a> {
+    pub vip: &'a VipMeta,
+    pub choice: &'a Choice,
+    /// `flow_entropy` of the flow the packet belongs to (for a relayed ICMP error, the flow it
+    /// quotes; ports 0 for fragments): GUE and IPv6 outer headers carry it.
+    pub entropy: u32,
+    pub mtu: Mtu,
+}
+
+/// Sends the packet to `to.choice`'s backend (docs/datapath.md §5).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    ctx: &XdpContext,
-    cfg: &LbConfig,
-    l2: &L2,
-    pkt: &Packet,
-    vip: &VipMeta,
-    choice: &Choice,
-    entropy: u32,
-    check_mtu: bool,
-) -> Verdict {
-    let Some(encap) = encap_for(vip.mode, pkt.family, choice.backend.family) else {
+pub fn forward(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet, to: &Target) -> Verdict {
+    let vip = to.vip;
+    let Some(encap) = encap_for(vip.mode, pkt.family, to.choice.backend.family) else {
         return stats::vip_drop(vip.index, Verdict::drop(Counter::DropUnsupported));
     };
-    if check_mtu
+    if to.mtu == Mtu::Check
         && encap.overhead != 0
         && cfg.mtu != 0
         && pkt.l3_len + encap.overhead > cfg.mtu as usize
@@ -129,28 +124,39 @@ pub fn forward(
         return stats::vip_drop(vip.index, Verdict::too_big(encap.overhead));
     }
     let bytes = (pkt.l3_off + pkt.l3_len) as u64;
-    if !trim_padding(ctx, pkt) {
-        return stats::vip_drop(vip.index, Verdict::drop(Counter::DropAdjustFailed));
+    if let Err(e) = encapsulate(ctx, cfg, l2, pkt, to, encap) {
+        return stats::vip_drop(vip.index, Verdict::drop(e.counter()));
     }
-    if encap.overhead != 0 && !adjust_head(ctx, -(encap.overhead as i32)) {
-        return stats::vip_drop(vip.index, Verdict::drop(Counter::DropAdjustFailed));
+    stats::forwarded(vip.index, to.choice.id, bytes, to.choice.new_flow);
+    Verdict::tx(Counter::Tx)
+}
+
+/// Trims the padding, makes room for `encap` and writes the new headers.
+#[inline(always)]
+fn encapsulate(
+    ctx: &XdpContext,
+    cfg: &LbConfig,
+    l2: &L2,
+    pkt: &Packet,
+    to: &Target,
+    encap: Encap,
+) -> Result<(), Failed> {
+    trim_padding(ctx, pkt)?;
+    if encap.overhead != 0 {
+        frame::adjust_head(ctx, -(encap.overhead as i32))?;
     }
-    let ok = match encap.outer_family {
+    let mac = to.choice.backend.mac;
+    match encap.outer_family {
         FAMILY_V4 => {
-            write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, ETH_P_IP)
-                && write_outer_v4(ctx, cfg, l2, pkt, choice, encap, entropy)
+            write_l2(ctx, l2, mac, cfg.src_mac, ETH_P_IP)?;
+            write_outer_v4(ctx, cfg, l2, pkt, to, encap)
         }
         FAMILY_V6 => {
-            write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, ETH_P_IPV6)
-                && write_outer_v6(ctx, cfg, l2, pkt, choice, encap, entropy)
+            write_l2(ctx, l2, mac, cfg.src_mac, ETH_P_IPV6)?;
+            write_outer_v6(ctx, cfg, l2, pkt, to, encap)
         }
-        _ => write_l2(ctx, l2, choice.backend.mac, cfg.src_mac, l2.proto),
-    };
-    if !ok {
-        return stats::vip_drop(vip.index, Verdict::drop(Counter::DropAdjustFailed));
+        _ => write_l2(ctx, l2, mac, cfg.src_mac, l2.proto),
     }
-    stats::forwarded(vip.index, choice.id, bytes, choice.new_flow);
-    Verdict::tx(Counter::Tx)
 }
 
 #[inline(always)]
@@ -168,17 +174,16 @@ fn write_outer_v4(
     cfg: &LbConfig,
     l2: &L2,
     pkt: &Packet,
-    choice: &Choice,
+    to: &Target,
     encap: Encap,
-    entropy: u32,
-) -> bool {
+) -> Result<(), Failed> {
     let mut ip = Ipv4Hdr {
         ver_ihl: 0x45,
         tos: pkt.tos,
         tot_len: ((pkt.l3_len + encap.overhead) as u16).to_be(),
         id: pkt.ip_id,
         frag_off: if pkt.df { IPV4_DF.to_be() } else { 0 },
-        ttl: pkt.ttl,
+        ttl: cfg.outer_ttl,
         proto: if encap.gue {
             PROTO_UDP
         } else {
@@ -186,11 +191,14 @@ fn write_outer_v4(
         },
         check: 0,
         src: cfg.src_v4,
-        dst: choice.backend.addr[0],
+        dst: to.choice.backend.addr[0],
     };
     ip.check = csum::fold(csum::sum_words(&ip));
-    parse::write(ctx, l2.len, ip)
-        && (!encap.gue || write_gue(ctx, cfg, l2.len + IPV4_LEN, pkt, entropy))
+    frame::write(ctx, l2.len, ip)?;
+    if encap.gue {
+        return write_gue(ctx, cfg, l2.len + IPV4_LEN, pkt, to.entropy);
+    }
+    Ok(())
 }
 
 #[inline(always)]
@@ -199,11 +207,10 @@ fn write_outer_v6(
     cfg: &LbConfig,
     l2: &L2,
     pkt: &Packet,
-    choice: &Choice,
+    to: &Target,
     encap: Encap,
-    entropy: u32,
-) -> bool {
-    let vtc = (6u32 << 28) | ((pkt.tos as u32) << 20) | (entropy & 0x000f_ffff);
+) -> Result<(), Failed> {
+    let vtc = (6u32 << 28) | ((pkt.tos as u32) << 20) | (to.entropy & 0x000f_ffff);
     let ip = Ipv6Hdr {
         vtc_flow: vtc.to_be(),
         payload_len: ((pkt.l3_len + encap.overhead - IPV6_LEN) as u16).to_be(),
@@ -212,23 +219,32 @@ fn write_outer_v6(
         } else {
             inner_proto(pkt)
         },
-        hop_limit: pkt.ttl,
+        hop_limit: cfg.outer_ttl,
         src: cfg.src_v6,
-        dst: choice.backend.addr,
+        dst: to.choice.backend.addr,
     };
-    parse::write(ctx, l2.len, ip)
-        && (!encap.gue || write_gue(ctx, cfg, l2.len + IPV6_LEN, pkt, entropy))
+    frame::write(ctx, l2.len, ip)?;
+    if encap.gue {
+        return write_gue(ctx, cfg, l2.len + IPV6_LEN, pkt, to.entropy);
+    }
+    Ok(())
 }
 
 /// GUE variant 1: a UDP header directly followed by the inner IP packet. The source port
 /// carries the flow's entropy for ECMP in the fabric; checksum 0 (RFC 6935 for IPv6 tunnels).
 #[inline(always)]
-fn write_gue(ctx: &XdpContext, cfg: &LbConfig, off: usize, pkt: &Packet, entropy: u32) -> bool {
+fn write_gue(
+    ctx: &XdpContext,
+    cfg: &LbConfig,
+    off: usize,
+    pkt: &Packet,
+    entropy: u32,
+) -> Result<(), Failed> {
     let udp = UdpHdr {
         sport: (0xc000u16 | (entropy & 0x3fff) as u16).to_be(),
         dport: cfg.gue_port,
         len: ((pkt.l3_len + UDP_LEN) as u16).to_be(),
         check: 0,
     };
-    parse::write(ctx, off, udp)
+    frame::write(ctx, off, udp)
 }

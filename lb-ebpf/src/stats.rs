@@ -1,7 +1,10 @@
 //! Counters and verdicts.
 
-use aya_ebpf::bindings::xdp_action;
-use lb_common::stats::{COUNTER_SLOTS, Counter};
+use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray};
+use lb_common::{
+    TrafficStats,
+    stats::{COUNTER_SLOTS, Counter, GlobalStats},
+};
 
 use crate::maps::{BACKEND_STATS, STATS, VIP_STATS};
 
@@ -83,76 +86,69 @@ impl Verdict {
     /// Bumps this verdict's counter and its second one, in one lookup.
     #[inline(always)]
     pub fn count(self) {
-        if let Some(s) = STATS.get_ptr_mut(0) {
-            // Masked so the verifier sees the indices in bounds.
-            let i = self.counter_index() as usize & (COUNTER_SLOTS - 1);
-            let detail = (self.0 >> DETAIL_SHIFT) as usize;
-            // SAFETY: per-CPU entry, no concurrent writer on this CPU.
-            unsafe {
-                (*s).counters[i] += 1;
-                if detail != 0 {
-                    (*s).counters[(detail - 1) & (COUNTER_SLOTS - 1)] += 1;
-                }
+        let detail = (self.0 >> DETAIL_SHIFT) as usize;
+        per_cpu(&STATS, 0, |s| {
+            s.counters[slot(self.counter_index() as usize)] += 1;
+            if detail != 0 {
+                s.counters[slot(detail - 1)] += 1;
             }
-        }
+        });
     }
+}
+
+/// The one place that writes per-CPU entries (counters and traffic stats): `f` gets this CPU's
+/// entry `index` of `map`, if the map has one.
+#[inline(always)]
+fn per_cpu<T>(map: &PerCpuArray<T>, index: u32, f: impl FnOnce(&mut T)) {
+    if let Some(p) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU entry: the program is its only writer on this CPU and does not
+        // run twice at once there (XDP runs with preemption off); readers in user space copy.
+        f(unsafe { &mut *p })
+    }
+}
+
+/// Index `i` of a `GlobalStats` array, masked so the verifier sees it in bounds.
+#[inline(always)]
+const fn slot(i: usize) -> usize {
+    i & (COUNTER_SLOTS - 1)
+}
+
+/// Adds 1 to counter `i` of `map`'s single entry (`Counter`, `DecapCounter` indices).
+#[inline(always)]
+pub fn bump(map: &PerCpuArray<GlobalStats>, i: usize) {
+    per_cpu(map, 0, |s| s.counters[slot(i)] += 1);
 }
 
 #[inline(always)]
 pub fn count(counter: Counter) {
-    count_index(counter as usize);
-}
-
-#[inline(always)]
-fn count_index(i: usize) {
-    if let Some(s) = STATS.get_ptr_mut(0) {
-        // Masked so the verifier sees the index in bounds.
-        let i = i & (COUNTER_SLOTS - 1);
-        // SAFETY: per-CPU entry, no concurrent writer on this CPU.
-        unsafe { (*s).counters[i] += 1 };
-    }
+    bump(&STATS, counter as usize);
 }
 
 /// A forwarded packet: VIP and backend traffic counters.
 #[inline(always)]
 pub fn forwarded(vip_index: u32, backend_id: u32, bytes: u64, new_flow: bool) {
     let n = new_flow as u64;
-    if let Some(v) = VIP_STATS.get_ptr_mut(vip_index) {
-        // SAFETY: per-CPU entry.
-        unsafe {
-            (*v).packets += 1;
-            (*v).bytes += bytes;
-            (*v).new_flows += n;
-        }
-    }
-    if let Some(b) = BACKEND_STATS.get_ptr_mut(backend_id) {
-        // SAFETY: per-CPU entry.
-        unsafe {
-            (*b).packets += 1;
-            (*b).bytes += bytes;
-            (*b).new_flows += n;
-        }
-    }
+    let add = |s: &mut TrafficStats| {
+        s.packets += 1;
+        s.bytes += bytes;
+        s.new_flows += n;
+    };
+    per_cpu(&VIP_STATS, vip_index, add);
+    per_cpu(&BACKEND_STATS, backend_id, add);
 }
 
 /// A packet answered for a VIP (ICMP echo).
 #[inline(always)]
 pub fn answered(vip_index: u32, bytes: u64) {
-    if let Some(v) = VIP_STATS.get_ptr_mut(vip_index) {
-        // SAFETY: per-CPU entry.
-        unsafe {
-            (*v).packets += 1;
-            (*v).bytes += bytes;
-        }
-    }
+    per_cpu(&VIP_STATS, vip_index, |s| {
+        s.packets += 1;
+        s.bytes += bytes;
+    });
 }
 
 /// A packet for a known VIP that was not delivered; returns the verdict for chaining.
 #[inline(always)]
 pub fn vip_drop(vip_index: u32, v: Verdict) -> Verdict {
-    if let Some(s) = VIP_STATS.get_ptr_mut(vip_index) {
-        // SAFETY: per-CPU entry.
-        unsafe { (*s).drops += 1 };
-    }
+    per_cpu(&VIP_STATS, vip_index, |s| s.drops += 1);
     v
 }

@@ -41,6 +41,8 @@ pub struct Config {
     /// Generated ICMP errors per second per CPU, and the burst.
     pub icmp_rate: u32,
     pub icmp_burst: u32,
+    /// TTL / hop limit of the outer IP header of encapsulated packets.
+    pub outer_ttl: u8,
     /// Directory under bpffs where maps and the XDP link are pinned.
     pub pin_dir: PathBuf,
     /// Unix socket of the control API (mode 0600).

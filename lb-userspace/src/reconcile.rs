@@ -608,7 +608,8 @@ fn lb_config(config: &Config, net: &NetInfo) -> LbConfig {
         flags,
         icmp_rate: config.icmp_rate,
         icmp_burst: config.icmp_burst,
-        _pad: 0,
+        outer_ttl: config.outer_ttl,
+        _pad: [0; 3],
     }
 }
 

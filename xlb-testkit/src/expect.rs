@@ -162,7 +162,7 @@ pub fn forwarded(
                 h[2..4].copy_from_slice(&((l3 + 20 + udp_len) as u16).to_be_bytes());
                 h[4..6].copy_from_slice(&info.id.to_be_bytes());
                 h[6] = if info.df { 0x40 } else { 0 };
-                h[8] = info.ttl;
+                h[8] = cfg.outer_ttl;
                 h[9] = proto;
                 h[12..16].copy_from_slice(&cfg.src_v4.to_ne_bytes());
                 h[16..20].copy_from_slice(&backend.addr[0].to_ne_bytes());
@@ -175,7 +175,7 @@ pub fn forwarded(
                 h[0..4].copy_from_slice(&w.to_be_bytes());
                 h[4..6].copy_from_slice(&((l3 + udp_len) as u16).to_be_bytes());
                 h[6] = proto;
-                h[7] = info.ttl;
+                h[7] = cfg.outer_ttl;
                 for (i, w) in cfg.src_v6.iter().enumerate() {
                     h[8 + 4 * i..12 + 4 * i].copy_from_slice(&w.to_ne_bytes());
                 }

@@ -503,8 +503,9 @@ pub fn eth_header(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ethertype: u16)
     f
 }
 
-/// Hash of a flow as section 4 of docs/datapath.md defines it, computed with `lb_common::hash`:
-/// the 5-tuple hash, with ports 0 when `fragment`, or the source hash with `affinity`.
+/// Hash of a flow as section 4 of docs/datapath.md defines it: `lb_common::hash::flow_hash`,
+/// the program's own selection (5-tuple hash, or the source hash with `affinity`), from
+/// addresses and host-order ports (give ports 0 for a fragment).
 pub fn flow_hash(
     seed: u32,
     src: IpAddr,
@@ -514,15 +515,10 @@ pub fn flow_hash(
     proto: u8,
     affinity: bool,
 ) -> u32 {
-    let (_, s) = addr::to_words(src);
+    let (family, s) = addr::to_words(src);
     let (_, d) = addr::to_words(dst);
     let ports = hash::ports_word(sport.to_be(), dport.to_be());
-    match (src.is_ipv4(), affinity) {
-        (true, false) => hash::flow_hash_v4(seed, s[0], d[0], ports, proto),
-        (false, false) => hash::flow_hash_v6(seed, &s, &d, ports, proto),
-        (true, true) => hash::src_hash_v4(seed, s[0]),
-        (false, true) => hash::src_hash_v6(seed, &s),
-    }
+    hash::flow_hash(seed, affinity, family, &s, &d, ports, proto)
 }
 
 impl Packet {

@@ -23,6 +23,9 @@ pub const SRC_V6: &str = "2001:db8:1b::1";
 /// GUE destination port (host order; the config stores it in network order).
 pub const GUE_PORT: u16 = 6080;
 
+/// TTL / hop limit of outer headers: the agent's default, and unlike the test packets' 61.
+pub const OUTER_TTL: u8 = 64;
+
 /// The test config: ready, MTU check off, generous ICMP budget.
 pub fn base_config() -> LbConfig {
     let (_, v6) = addr::to_words(ip(SRC_V6));
@@ -37,7 +40,8 @@ pub fn base_config() -> LbConfig {
         flags: CONFIG_F_READY,
         icmp_rate: 1000,
         icmp_burst: 1000,
-        _pad: 0,
+        outer_ttl: OUTER_TTL,
+        _pad: [0; 3],
     }
 }
 

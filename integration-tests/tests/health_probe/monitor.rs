@@ -69,6 +69,7 @@ fn config(mut vips: Vec<Vip>) -> Config {
         mtu: Some(1500),
         icmp_rate: 1000,
         icmp_burst: 100,
+        outer_ttl: 64,
         pin_dir: PathBuf::from("/sys/fs/bpf/xlb-test"),
         api_socket: PathBuf::from("/tmp/xlb.sock"),
         metrics_listen: None,

@@ -13,6 +13,9 @@ pub const DEFAULT_HASH_SEED: u32 = 0x786c_6221;
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 pub const DEFAULT_ICMP_RATE: u32 = 1000;
 pub const DEFAULT_ICMP_BURST: u32 = 100;
+/// TTL / hop limit of the outer header of encapsulated packets: xlb's own header, so not the
+/// inner packet's (an inner TTL of 0 or 1 must not kill the tunnelled packet). 64 as Katran.
+pub const DEFAULT_OUTER_TTL: u8 = 64;
 /// Loopback only: the metrics endpoint has no authentication.
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9477);
@@ -35,6 +38,7 @@ pub const MTU_RANGE: (u64, u64) = (576, 9216);
 pub const IPV6_MIN_MTU: u32 = 1280;
 pub const ICMP_RATE_RANGE: (u64, u64) = (1, 1_000_000);
 pub const ICMP_BURST_RANGE: (u64, u64) = (1, 1_000_000);
+pub const OUTER_TTL_RANGE: (u64, u64) = (1, 255);
 pub const RISE_FALL_RANGE: (u64, u64) = (1, 100);
 pub const EXPECT_STATUS_RANGE: (u64, u64) = (100, 599);
 pub const INTERVAL_RANGE: (Duration, Duration) =

@@ -23,6 +23,7 @@ pub enum AgentField {
     Mtu,
     IcmpRate,
     IcmpBurst,
+    OuterTtl,
     PinDir,
     ApiSocket,
     MetricsListen,
@@ -43,6 +44,7 @@ impl AgentField {
             AgentField::Mtu => "mtu",
             AgentField::IcmpRate => "icmp-rate",
             AgentField::IcmpBurst => "icmp-burst",
+            AgentField::OuterTtl => "outer-ttl",
             AgentField::PinDir => "pin-dir",
             AgentField::ApiSocket => "api-socket",
             AgentField::MetricsListen => "metrics-listen",
@@ -137,6 +139,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     field(old.mtu != new.mtu, AgentField::Mtu);
     field(old.icmp_rate != new.icmp_rate, AgentField::IcmpRate);
     field(old.icmp_burst != new.icmp_burst, AgentField::IcmpBurst);
+    field(old.outer_ttl != new.outer_ttl, AgentField::OuterTtl);
     field(old.pin_dir != new.pin_dir, AgentField::PinDir);
     field(old.api_socket != new.api_socket, AgentField::ApiSocket);
     field(

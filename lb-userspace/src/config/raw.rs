@@ -35,6 +35,7 @@ pub struct RawAgent {
     pub mtu: Option<u32>,
     pub icmp_rate: Option<u32>,
     pub icmp_burst: Option<u32>,
+    pub outer_ttl: Option<u32>,
     pub pin_dir: Option<String>,
     pub api_socket: Option<String>,
     pub metrics_listen: Option<String>,

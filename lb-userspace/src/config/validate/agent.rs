@@ -239,12 +239,16 @@ mod tests {
             ("icmp-rate", "0", "use 1..=1000000"),
             ("mtu", "500", "500 is out of range: use 576..=9216"),
             ("mtu", "9217", "use 576..=9216"),
+            ("outer-ttl", "0", "0 is out of range: use 1..=255"),
+            ("outer-ttl", "256", "use 1..=255"),
         ] {
             let text = format!("{AGENT}{key} = {value}\n");
             assert_one(&text, &format!("agent.{key}"), &[needle]);
         }
         let c = ok(&format!("{AGENT}mtu = 576\nhash-seed = 7\n")).config;
         assert_eq!((c.mtu, c.hash_seed), (Some(576), 7));
+        let c = ok(&format!("{AGENT}outer-ttl = 1\n")).config;
+        assert_eq!(c.outer_ttl, 1);
     }
 
     #[test]

@@ -162,6 +162,11 @@ impl Validator<'_> {
                 "",
             )
             .unwrap_or(DEFAULT_ICMP_BURST);
+        let outer_ttl = a
+            .outer_ttl
+            .and_then(|t| self.range("agent.outer-ttl", t, OUTER_TTL_RANGE, ""))
+            // In 1..=255 when set, so it fits.
+            .map_or(DEFAULT_OUTER_TTL, |t| t as u8);
         let pin_dir = self.pin_dir(a.pin_dir.as_deref().unwrap_or(DEFAULT_PIN_DIR));
         let api_socket = self.api_socket(a.api_socket.as_deref().unwrap_or(DEFAULT_API_SOCKET));
         let metrics_listen = self.metrics(a.metrics_listen.as_deref(), a.metrics_allow_remote);
@@ -244,6 +249,7 @@ impl Validator<'_> {
             mtu: mtu.map(|m| m as u16),
             icmp_rate,
             icmp_burst,
+            outer_ttl,
             pin_dir,
             api_socket,
             metrics_listen,
@@ -365,6 +371,7 @@ mod tests {
         assert_eq!(c.gue_port, 6080);
         assert_eq!(c.mtu, None);
         assert_eq!((c.icmp_rate, c.icmp_burst), (1000, 100));
+        assert_eq!(c.outer_ttl, 64);
         assert_eq!(c.pin_dir, Path::new("/sys/fs/bpf/xlb"));
         assert_eq!(c.api_socket, Path::new("/run/xlb/xlb.sock"));
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9477".parse().unwrap()));

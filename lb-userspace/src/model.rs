@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use lb_common::addr::from_words;
 use lb_common::addr::{PROTO_TCP, PROTO_UDP};
-use lb_common::values::{MODE_DSR_L2, MODE_GUE, MODE_IPIP, VIP_F_FRAG_ONLY};
+use lb_common::values::{
+    BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY, MODE_DSR_L2, MODE_GUE,
+    MODE_IPIP, VIP_F_FRAG_ONLY,
+};
 use lb_common::{VipKey, VipMeta};
 use serde::Serialize;
 
@@ -234,6 +237,48 @@ impl ForwardMode {
             ForwardMode::Gue => "gue",
             ForwardMode::DsrL2 => "dsr-l2",
         }
+    }
+    /// The name of a `VipMeta::mode` value as the maps hold it; `unknown(N)` for a number no
+    /// mode has (a map written by another version).
+    pub fn name_of_number(n: u8) -> String {
+        ForwardMode::from_number(n).map_or_else(|| format!("unknown({n})"), |m| m.name().into())
+    }
+}
+
+/// The state of a backend-map entry (`Backend::state`), as status, inspect and metrics name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// A zeroed entry: no backend.
+    Empty,
+    /// In the ring: gets new flows.
+    Active,
+    /// Out of the ring; flows already pinned to it stay.
+    Draining,
+    /// Out of the ring; its flows re-hash.
+    Down,
+}
+
+impl BackendState {
+    pub const fn from_number(n: u8) -> Option<BackendState> {
+        match n {
+            BACKEND_EMPTY => Some(BackendState::Empty),
+            BACKEND_ACTIVE => Some(BackendState::Active),
+            BACKEND_DRAINING => Some(BackendState::Draining),
+            BACKEND_DOWN => Some(BackendState::Down),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendState::Empty => "empty",
+            BackendState::Active => "active",
+            BackendState::Draining => "draining",
+            BackendState::Down => "down",
+        }
+    }
+    /// The name of a state number as the maps hold it; `unknown(N)` for one no state has.
+    pub fn name_of_number(n: u8) -> String {
+        BackendState::from_number(n).map_or_else(|| format!("unknown({n})"), |s| s.name().into())
     }
 }
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::api::{AgentInfo, HealthStatus, Request, Response, StatusInputs, StatusReport};
+use crate::config;
 use crate::maps::{MapError, MapStore};
-use crate::model::{BackendSpec, Config, ForwardMode, MAX_WEIGHT, Vip, VipId};
+use crate::model::{BackendSpec, MAX_WEIGHT, Vip, VipId};
 
 use super::state::Agent;
 
@@ -126,8 +127,8 @@ impl<S: MapStore> Agent<S> {
         if vip.backends.iter().any(|b| b.addr == addr) {
             return Response::error(format!("{addr} is already a backend of {id}"));
         }
-        if let Err(e) = family_ok(&self.file, &vip, addr) {
-            return Response::error(e);
+        if let Err(e) = config::check_added_backend(&self.file, &vip, addr) {
+            return Response::error(e.to_string());
         }
         self.removed.remove(&(id, addr));
         if !self
@@ -173,29 +174,6 @@ impl<S: MapStore> Agent<S> {
             )),
             Err(e) => Response::error(format!("{e:#}")),
         }
-    }
-}
-
-/// The family rules of `config::validate` for a backend added at runtime.
-fn family_ok(cfg: &Config, vip: &Vip, addr: IpAddr) -> Result<(), String> {
-    let same = vip.id.addr.is_ipv4() == addr.is_ipv4();
-    match vip.mode {
-        ForwardMode::DsrL2 if !same => Err(format!(
-            "dsr-l2 rewrites only the MAC: backend {addr} must be of the VIP's address family"
-        )),
-        ForwardMode::Ipip | ForwardMode::Gue if vip.id.addr.is_ipv6() && addr.is_ipv4() => {
-            Err(format!(
-                "{} cannot carry IPv6 VIP traffic to IPv4 backend {addr}",
-                vip.mode.name()
-            ))
-        }
-        ForwardMode::Ipip | ForwardMode::Gue if addr.is_ipv4() && cfg.lb_src_v4.is_none() => {
-            Err("tunnelling to an IPv4 backend needs agent.lb-src-v4 in the config".into())
-        }
-        ForwardMode::Ipip | ForwardMode::Gue if addr.is_ipv6() && cfg.lb_src_v6.is_none() => {
-            Err("tunnelling to an IPv6 backend needs agent.lb-src-v6 in the config".into())
-        }
-        _ => Ok(()),
     }
 }
 

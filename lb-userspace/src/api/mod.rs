@@ -45,7 +45,7 @@ pub use types::{
 };
 
 /// Default socket path (the config's `api_socket` default).
-pub const DEFAULT_SOCKET: &str = "/run/xlb/xlb.sock";
+pub use crate::paths::DEFAULT_API_SOCKET as DEFAULT_SOCKET;
 /// How long a request may wait for the agent's answer (a reload re-reads and applies the
 /// config; a status report reads the maps) before the client is told the agent is stuck.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);

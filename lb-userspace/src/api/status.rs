@@ -29,8 +29,7 @@ pub struct StatusInputs<'a> {
 }
 
 fn mode_name(mode: u8) -> String {
-    crate::model::ForwardMode::from_number(mode)
-        .map_or_else(|| format!("unknown({mode})"), |m| m.name().to_string())
+    crate::model::ForwardMode::name_of_number(mode)
 }
 
 fn share(slots: u32) -> f64 {

@@ -4,11 +4,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lb_common::values::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::model::VipId;
+use crate::model::{BackendState, VipId};
 
 /// `VipId` as its `Display` string (`tcp/203.0.113.10:80`) in serde, parsed back with its
 /// `FromStr`. Use with `#[serde(with = "crate::api::vip_id_serde")]`.
@@ -136,20 +135,20 @@ pub enum MapState {
 
 impl MapState {
     pub const fn from_raw(state: u8) -> Self {
-        match state {
-            BACKEND_EMPTY => MapState::Empty,
-            BACKEND_ACTIVE => MapState::Active,
-            BACKEND_DRAINING => MapState::Draining,
-            BACKEND_DOWN => MapState::Down,
-            _ => MapState::Invalid,
+        match BackendState::from_number(state) {
+            Some(BackendState::Empty) => MapState::Empty,
+            Some(BackendState::Active) => MapState::Active,
+            Some(BackendState::Draining) => MapState::Draining,
+            Some(BackendState::Down) => MapState::Down,
+            None => MapState::Invalid,
         }
     }
     pub const fn name(self) -> &'static str {
         match self {
-            MapState::Active => "active",
-            MapState::Draining => "draining",
-            MapState::Down => "down",
-            MapState::Empty => "empty",
+            MapState::Active => BackendState::Active.name(),
+            MapState::Draining => BackendState::Draining.name(),
+            MapState::Down => BackendState::Down.name(),
+            MapState::Empty => BackendState::Empty.name(),
             MapState::Missing => "missing",
             MapState::Invalid => "invalid",
         }

@@ -55,4 +55,4 @@ pub use judge::{
 pub use report::{BackendSetup, Check, REPORT_VERSION, Report, Status, Summary};
 
 /// Config file read when `--config` is not given, if it exists.
-pub const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
+pub use crate::paths::DEFAULT_CONFIG;

@@ -13,7 +13,7 @@ use anyhow::bail;
 use lb_common::{
     Backend, FlowKey,
     addr::{FAMILY_V4, FAMILY_V6, to_words},
-    hash::{flow_hash_v4, flow_hash_v6, ports_word, ring_slot, src_hash_v4, src_hash_v6},
+    hash::{flow_hash, ports_word, ring_slot},
     stats::Counter,
     values::{
         BACKEND_EMPTY, CONFIG_F_ANY_PORT_VIPS, CONFIG_F_READY, MODE_DSR_L2, MODE_GUE, MODE_IPIP,
@@ -172,24 +172,15 @@ pub(super) fn explain<S: MapStore>(
     // Hash and ring choice.
     let seed = config.hash_seed;
     let affinity = v.meta.flags & VIP_F_SRC_AFFINITY != 0;
-    let hash = match (dfam, affinity) {
-        (FAMILY_V4, false) => flow_hash_v4(
-            seed,
-            src[0],
-            dst[0],
-            ports_word(a.src.port().to_be(), a.dst.port().to_be()),
-            a.proto.number(),
-        ),
-        (FAMILY_V4, true) => src_hash_v4(seed, src[0]),
-        (FAMILY_V6, false) => flow_hash_v6(
-            seed,
-            &src,
-            &dst,
-            ports_word(a.src.port().to_be(), a.dst.port().to_be()),
-            a.proto.number(),
-        ),
-        _ => src_hash_v6(seed, &src),
-    };
+    let hash = flow_hash(
+        seed,
+        affinity,
+        dfam,
+        &src,
+        &dst,
+        ports_word(a.src.port().to_be(), a.dst.port().to_be()),
+        a.proto.number(),
+    );
     let slot = ring_slot(hash);
     doc.hash_input = Some(if affinity {
         "source address"

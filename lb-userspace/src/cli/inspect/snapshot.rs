@@ -9,14 +9,13 @@ use lb_common::{
     Backend, LbConfig, VipKey, VipMeta,
     addr::{from_words, to_words},
     values::{
-        BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY, CONFIG_F_ANY_PORT_VIPS,
-        MODE_DSR_L2, MODE_GUE, MODE_IPIP, VIP_F_FRAG_ONLY, VIP_F_ICMP_ECHO, VIP_F_NO_BACKEND_PASS,
-        VIP_F_SRC_AFFINITY,
+        BACKEND_EMPTY, CONFIG_F_ANY_PORT_VIPS, VIP_F_FRAG_ONLY, VIP_F_ICMP_ECHO,
+        VIP_F_NO_BACKEND_PASS, VIP_F_SRC_AFFINITY,
     },
 };
 
 use crate::maps::MapStore;
-use crate::model::{Proto, VipId};
+use crate::model::{BackendState, ForwardMode, Proto, VipId};
 
 /// A main VIP entry (not an address entry or a fragment alias).
 #[derive(Clone, Debug)]
@@ -42,22 +41,11 @@ pub(super) fn proto_of(number: u8) -> Option<Proto> {
 }
 
 pub(super) fn mode_name(mode: u8) -> String {
-    match mode {
-        MODE_IPIP => "ipip".into(),
-        MODE_GUE => "gue".into(),
-        MODE_DSR_L2 => "dsr-l2".into(),
-        m => format!("unknown({m})"),
-    }
+    ForwardMode::name_of_number(mode)
 }
 
 pub(super) fn state_name(state: u8) -> String {
-    match state {
-        BACKEND_EMPTY => "empty".into(),
-        BACKEND_ACTIVE => "active".into(),
-        BACKEND_DRAINING => "draining".into(),
-        BACKEND_DOWN => "down".into(),
-        s => format!("unknown({s})"),
-    }
+    BackendState::name_of_number(state)
 }
 
 /// The backend's address; `None` if its family is neither IPv4 nor IPv6 (an empty entry).

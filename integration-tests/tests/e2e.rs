@@ -5,7 +5,7 @@
 //! Each test builds its own testbed (unique names: tests run in parallel), and everything is
 //! removed at the end, also on failure. Needs root and bpffs (`cargo xtask setup`): the tests
 //! fail loudly rather than skip. Every load loop is bounded in count and time; the only timing
-//! assertion is the issue's own bound on health-check removal (interval x fall + 1 s).
+//! assertion is the removal bound a health check promises (interval x fall, plus 1 s of slack).
 
 mod common;
 

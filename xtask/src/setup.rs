@@ -32,7 +32,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "wrk",
     "iperf3",
     "hyperfine",
-    // Lints scripts/*.sh in lb-userspace/tests/scripts.rs.
+    // Lints scripts/*.sh in integration-tests/tests/scripts.rs.
     "shellcheck",
     // Charts of `cargo xtask bench`.
     "python3-matplotlib",

@@ -156,6 +156,9 @@ pub fn run(args: &Args) -> Result<()> {
              namespaces and runs servers in them; nothing was run"
         );
     }
+    // The bench's own packages (HAProxy, nginx, wrk, iperf3, the chart renderer) come only here:
+    // `cargo xtask test` does not need them.
+    crate::setup::run_for_bench()?;
     let mut a = args.clone();
     if a.quick {
         a.iterations = a.iterations.min(50_000);

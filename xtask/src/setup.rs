@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: install what building and testing xlb need, and nothing that is there.
 //!
 //! Every item is checked first (cheap: rustup/dpkg queries, `bpf-linker --version`, /proc/mounts),
-//! so a second run does nothing. `cargo xtask build` runs the build-time checks without installing.
+//! so a second run does nothing. `cargo xtask build` runs the build-time checks without installing;
+//! `cargo xtask bench` adds the packages only the benchmark uses.
 
 use std::{
     env, fs,
@@ -17,26 +18,22 @@ use crate::{
     toolchain::{BPF_LINKER_LLVM_MAJORS, EbpfToolchain},
 };
 
-/// What the tests, the demo testbed and the benchmarks run besides our own binaries.
-const DEBIAN_PACKAGES: &[&str] = &[
+/// What the tests and the demo testbed run besides our own binaries.
+const TEST_PACKAGES: &[&str] = &[
+    // ip netns, veth, bridge, addresses and routes of every namespace test and the testbed.
     "iproute2",
-    "bpftool",
-    "curl",
-    "tshark",
-    "python3-scapy",
-    "xdp-tools",
+    // Offloads off on the testbed's veths.
     "ethtool",
-    "tcpdump",
-    "haproxy",
-    "nginx",
-    "wrk",
-    "iperf3",
-    "hyperfine",
+    // The testbed's backends (xlb-testkit/src/backend.py).
+    "python3",
+    // HTTP requests of the demo.
+    "curl",
     // Lints scripts/*.sh in integration-tests/tests/scripts.rs.
     "shellcheck",
-    // Charts of `cargo xtask bench`.
-    "python3-matplotlib",
 ];
+/// What only `cargo xtask bench` runs: the end-to-end comparison and its charts. Installed by
+/// the bench, not by `cargo xtask test`.
+const BENCH_PACKAGES: &[&str] = &["haproxy", "nginx", "wrk", "iperf3", "python3-matplotlib"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
 /// Host-toolchain components `cargo xtask test` uses.
@@ -64,15 +61,28 @@ enum Status {
     Missing(Missing),
 }
 
-/// Which checks to run: `build` needs only the first group.
+/// Which checks to run: `build` needs only the first group, `test` adds what the tests need,
+/// `bench` adds the benchmark's own packages to that.
 #[derive(Clone, Copy, PartialEq)]
 enum Scope {
     Build,
-    All,
+    Test,
+    Bench,
 }
 
+/// `cargo xtask setup` (also the first stage of `cargo xtask test`): what building and testing
+/// need.
 pub fn run() -> Result<()> {
-    let (result, elapsed) = timed(setup);
+    run_scope(Scope::Test)
+}
+
+/// Setup for `cargo xtask bench`: that of the tests plus the benchmark's packages.
+pub fn run_for_bench() -> Result<()> {
+    run_scope(Scope::Bench)
+}
+
+fn run_scope(scope: Scope) -> Result<()> {
+    let (result, elapsed) = timed(|| setup(scope));
     match result {
         Ok(done) if done.is_empty() => {
             println!("setup: nothing to do ({:.1}s)", elapsed.as_secs_f64());
@@ -94,13 +104,13 @@ pub fn run() -> Result<()> {
 }
 
 /// Checks everything, installs what is missing; returns what it did.
-fn setup() -> Result<Vec<String>> {
+fn setup(scope: Scope) -> Result<Vec<String>> {
     let tc = EbpfToolchain::detect()?;
     println!("setup: eBPF toolchain {}", tc.describe());
     let root = is_root();
     let mut done = Vec::new();
     let mut for_root = Vec::new();
-    for (label, status) in checks(&tc, Scope::All)? {
+    for (label, status) in checks(&tc, scope)? {
         match status {
             Status::Ok(detail) => println!("setup: ok       {label}: {detail}"),
             Status::Missing(m) if m.fix.needs_root() && !root => {
@@ -148,7 +158,7 @@ pub fn check_build_prerequisites(tc: &EbpfToolchain) -> Result<()> {
 
 fn checks(tc: &EbpfToolchain, scope: Scope) -> Result<Vec<(String, Status)>> {
     let mut ebpf_components = vec!["rust-src"];
-    if scope == Scope::All {
+    if scope != Scope::Build {
         // `cargo xtask clippy` lints the eBPF crate with this toolchain.
         ebpf_components.push("clippy");
     }
@@ -159,12 +169,18 @@ fn checks(tc: &EbpfToolchain, scope: Scope) -> Result<Vec<(String, Status)>> {
         ),
         ("bpf-linker".to_owned(), check_bpf_linker()),
     ];
-    if scope == Scope::All {
+    if scope != Scope::Build {
         out.push((
             format!("{} on the host toolchain", HOST_COMPONENTS.join(", ")),
             check_components(None, HOST_COMPONENTS)?,
         ));
-        out.push(("Debian packages".to_owned(), check_packages()?));
+        out.push(("Debian packages".to_owned(), check_packages(TEST_PACKAGES)?));
+        if scope == Scope::Bench {
+            out.push((
+                "Debian packages of the bench".to_owned(),
+                check_packages(BENCH_PACKAGES)?,
+            ));
+        }
         out.push(("bpffs".to_owned(), check_bpffs()?));
     }
     Ok(out)
@@ -224,17 +240,17 @@ fn check_bpf_linker() -> Status {
     }
 }
 
-fn check_packages() -> Result<Status> {
+fn check_packages(wanted: &[&'static str]) -> Result<Status> {
     if find_on_path("dpkg-query").is_none() {
         bail!(
             "no dpkg-query: not a Debian-based system; install these by hand: {}",
-            DEBIAN_PACKAGES.join(" ")
+            wanted.join(" ")
         );
     }
     // Exits 1 when a package is unknown to dpkg; the status lines of the others still print.
     let out = Command::new("dpkg-query")
         .args(["-W", "-f", "${Package}\t${Status}\n"])
-        .args(DEBIAN_PACKAGES)
+        .args(wanted)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -245,13 +261,9 @@ fn check_packages() -> Result<Status> {
             .lines()
             .any(|l| l.split_once('\t') == Some((pkg, "install ok installed")))
     };
-    let missing: Vec<&'static str> = DEBIAN_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    let missing: Vec<&'static str> = wanted.iter().copied().filter(|p| !installed(p)).collect();
     Ok(if missing.is_empty() {
-        Status::Ok(format!("{} installed", DEBIAN_PACKAGES.len()))
+        Status::Ok(format!("{} installed", wanted.len()))
     } else {
         Status::Missing(Missing {
             what: format!("{} not installed", missing.join(" ")),

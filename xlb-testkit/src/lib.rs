@@ -1,6 +1,6 @@
 //! Test kit of the XDP datapath: packet builders, a loaded-program fixture with typed map
-//! setters, and expected outputs built from docs/datapath.md. Used by `integration-tests/tests/datapath/` and by
-//! the per-packet benchmark, so it is ordinary (not `#[cfg(test)]`) code; it needs root with
+//! setters, and expected outputs built from docs/datapath.md. Used by the datapath suite
+//! (`integration-tests/tests/datapath/`) and by the per-packet benchmark, so it is ordinary (not `#[cfg(test)]`) code; it needs root with
 //! CAP_BPF only when a [`Datapath`] is created. [`testbed`] builds the namespace testbed of the
 //! end-to-end tests, `cargo xtask testbed` and `cargo xtask demo` (root).
 

@@ -25,9 +25,10 @@ pub const TARGETS: &[(&str, f64)] = &[
 pub const MIN_NET_GAP_NS: f64 = 0.5;
 /// Scale curves: flat within 20% (highest point over lowest).
 pub const FLAT: f64 = 1.2;
-/// End to end: xlb >= 3x HAProxy's requests/s, and within 15% of direct.
-pub const VS_HAPROXY: f64 = 3.0;
-pub const VS_DIRECT: f64 = 0.85;
+/// End to end: xlb within 10% of direct (1.0 is the limit: the LB hop only adds work). xlb ÷
+/// HAProxy has no fixed target: with client, backends and LB on the same CPUs it is bounded by
+/// direct ÷ HAProxy of the same run, which the report prints next to it.
+pub const VS_DIRECT: f64 = 0.9;
 /// Maglev build of 1000 backends at 65537 slots, milliseconds.
 pub const MAGLEV_1000_MS: f64 = 2.0;
 
@@ -334,22 +335,38 @@ fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
     let rps = ["keepalive", "requests_per_s"];
     let cps = ["connection_close", "requests_per_s"];
     let bw = ["iperf3", "gbit_per_s"];
-    for (a, b, target, ge) in [
-        ("xlb", "haproxy", VS_HAPROXY, true),
-        ("xlb", "direct", VS_DIRECT, true),
-    ] {
-        let (x, y, z) = (ratio(a, b, &rps), ratio(a, b, &cps), ratio(a, b, &bw));
-        let ok = if ge { x >= target } else { x <= target };
-        let _ = writeln!(
-            md,
-            "| {a} / {b} | {x:.2} | {y:.2} | {z:.2} | ≥ {target} (req/s) | {} |",
-            verdict(ok)
-        );
-        key.push(
-            json!({"section": "e2e", "name": format!("{a}/{b} requests/s"), "ratio": x,
-            "conn_ratio": y, "iperf_ratio": z, "target": target, "result": verdict(ok)}),
-        );
-    }
+    // What xlb ÷ HAProxy could reach at most on this machine: a perfect LB is as fast as
+    // direct.
+    let bound = ratio("direct", "haproxy", &rps);
+    let (x, y, z) = (
+        ratio("xlb", "haproxy", &rps),
+        ratio("xlb", "haproxy", &cps),
+        ratio("xlb", "haproxy", &bw),
+    );
+    let _ = writeln!(
+        md,
+        "| xlb / haproxy | {x:.2} | {y:.2} | {z:.2} | none; bound here: direct / haproxy = \
+         {bound:.2} | - |"
+    );
+    key.push(
+        json!({"section": "e2e", "name": "xlb/haproxy requests/s", "ratio": x,
+        "conn_ratio": y, "iperf_ratio": z, "bound": bound, "result": "-"}),
+    );
+    let (x, y, z) = (
+        ratio("xlb", "direct", &rps),
+        ratio("xlb", "direct", &cps),
+        ratio("xlb", "direct", &bw),
+    );
+    let ok = x >= VS_DIRECT;
+    let _ = writeln!(
+        md,
+        "| xlb / direct | {x:.2} | {y:.2} | {z:.2} | ≥ {VS_DIRECT} (req/s) | {} |",
+        verdict(ok)
+    );
+    key.push(
+        json!({"section": "e2e", "name": "xlb/direct requests/s", "ratio": x,
+        "conn_ratio": y, "iperf_ratio": z, "target": VS_DIRECT, "result": verdict(ok)}),
+    );
     let (xp, rp) = (
         f(&r["pps"]["xlb"]["xdp_tx_pps"]),
         f(&r["pps"]["reflect"]["xdp_tx_pps"]),

@@ -125,8 +125,11 @@ impl Topo {
 }
 
 fn terminate(c: &mut Child) {
-    // SAFETY: signalling a child we started, by its pid.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    // A child that already exited makes this fail; the wait below then returns at once.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(5) {
         if let Ok(Some(_)) = c.try_wait() {

@@ -46,14 +46,8 @@ pub fn display(cmd: &Command) -> String {
 
 fn quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@%".contains(c));
-    if plain {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    // Only a NUL byte cannot be quoted; no argument of ours has one, and this is for display.
+    shlex::try_quote(&s).map_or_else(|_| format!("{s:?}"), |q| q.into_owned())
 }
 
 /// Runs `cmd` with inherited stdout/stderr after echoing it; fails unless it exits with 0.
@@ -104,19 +98,12 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 
 /// The first executable file called `name` in PATH.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    which::which(name).ok()
 }
 
 /// True when running with effective uid 0.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Runs `f` and returns its result with the time it took.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Result, bail};
+use nix::sys::signal::{SigHandler, Signal, signal};
 
 use crate::{
     cmd::{is_root, run as run_cmd, workspace_root},
@@ -121,10 +122,16 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         .args(["--backends", &args.backends.to_string()]);
     // Ctrl-C reaches the demo too (same process group); it cleans up and exits, so we wait for
     // it instead of dying first.
-    // SAFETY: setting a signal disposition; no handler code runs.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    set_sigint(SigHandler::SigIgn);
     let result = run_cmd(&mut cmd);
-    // SAFETY: as above.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    set_sigint(SigHandler::SigDfl);
     result
+}
+
+fn set_sigint(disposition: SigHandler) {
+    // SAFETY: only ignore or default, never a handler function, so no code runs in signal
+    // context.
+    if let Err(e) = unsafe { signal(Signal::SIGINT, disposition) } {
+        eprintln!("testbed: cannot set the SIGINT disposition: {e}");
+    }
 }

@@ -15,5 +15,5 @@ pub mod netlink;
 pub mod paths;
 pub mod pinning;
 pub mod reconcile;
-#[cfg(test)]
-mod test_fixtures;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod test_fixtures;

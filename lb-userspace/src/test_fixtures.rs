@@ -1,5 +1,6 @@
-//! Hand-built validated configs for tests that drive the reconciler, the API or the inspect CLI
-//! against a `maps::FakeStore` (no TOML, no root).
+//! Hand-built validated configs for tests that drive the reconciler, the API, the inspect CLI
+//! or the health monitor (no TOML, no root). Built for this crate's unit tests and, through the
+//! `test-fixtures` feature, for the integration suites; never part of a release build.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

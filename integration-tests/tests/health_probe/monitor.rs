@@ -2,14 +2,11 @@
 //! reloads that keep state, stopping.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lb_userspace::health::{BackendHealth, Health, HealthEvent, HealthMonitor, UpdateSummary};
-use lb_userspace::model::{
-    BackendSpec, CheckKind, Config, ForwardMode, HealthCheck, Interface, NoBackend, Proto, Vip,
-    VipId, XdpMode,
-};
+use lb_userspace::model::{BackendSpec, CheckKind, HealthCheck, Proto, Vip, VipId};
+use lb_userspace::test_fixtures::{self, config};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -28,19 +25,10 @@ fn check(kind: CheckKind, rise: u32, fall: u32) -> HealthCheck {
 }
 
 fn vip(port: u16, health: HealthCheck, backends: Vec<BackendSpec>) -> Vip {
-    Vip {
-        id: VipId {
-            addr: "192.0.2.10".parse().unwrap(),
-            port,
-            proto: Proto::Tcp,
-        },
-        mode: ForwardMode::Ipip,
-        src_affinity: false,
-        icmp_echo: false,
-        no_backend: NoBackend::Drop,
-        health,
-        backends,
-    }
+    let mut v = test_fixtures::vip("192.0.2.10", port, Proto::Tcp, &[]);
+    v.health = health;
+    v.backends = backends;
+    v
 }
 
 fn backend(addr: &str, check_port: u16) -> BackendSpec {
@@ -48,33 +36,6 @@ fn backend(addr: &str, check_port: u16) -> BackendSpec {
         addr: addr.parse().unwrap(),
         weight: 100,
         check_port: Some(check_port),
-    }
-}
-
-/// The monitor reads only the VIPs of a config; the rest is any valid value.
-fn config(mut vips: Vec<Vip>) -> Config {
-    vips.sort_by_key(|v| v.id);
-    Config {
-        interfaces: vec![Interface {
-            name: "eth0".into(),
-            xdp_mode: XdpMode::Auto,
-        }],
-        lb_src_v4: Some("192.0.2.1".parse().unwrap()),
-        lb_src_v6: None,
-        hash_seed: 7,
-        flow_table_size: 4096,
-        max_vips: 8,
-        max_backends: 64,
-        gue_port: 6080,
-        mtu: Some(1500),
-        icmp_rate: 1000,
-        icmp_burst: 100,
-        outer_ttl: 64,
-        pin_dir: PathBuf::from("/sys/fs/bpf/xlb-test"),
-        api_socket: PathBuf::from("/tmp/xlb.sock"),
-        metrics_listen: None,
-        detach_on_exit: false,
-        vips,
     }
 }
 

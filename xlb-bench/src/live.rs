@@ -192,14 +192,6 @@ pub fn generate(
 }
 
 fn ifindex_of(ifname: &str) -> anyhow::Result<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .or_else(|| {
-            let c = std::ffi::CString::new(ifname).ok()?;
-            // SAFETY: a valid NUL-terminated string.
-            let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-            (i != 0).then_some(i)
-        })
+    lb_userspace::netlink::interface_index(ifname)?
         .ok_or_else(|| anyhow::anyhow!("no interface {ifname} in this namespace"))
 }

@@ -75,7 +75,7 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::DEFAULT_SOCKET;
+    use crate::paths::DEFAULT_API_SOCKET;
 
     /// A fresh directory under /tmp, unique per process.
     fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -95,7 +95,7 @@ mod tests {
             )
         );
         let denied = ApiError::PermissionDenied {
-            path: DEFAULT_SOCKET.into(),
+            path: DEFAULT_API_SOCKET.into(),
         };
         assert_eq!(
             denied.to_string(),

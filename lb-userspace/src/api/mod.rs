@@ -44,8 +44,6 @@ pub use types::{
     StatusReport, VipStatus, vip_id_serde,
 };
 
-/// Default socket path (the config's `api_socket` default).
-pub use crate::paths::DEFAULT_API_SOCKET as DEFAULT_SOCKET;
 /// How long a request may wait for the agent's answer (a reload re-reads and applies the
 /// config; a status report reads the maps) before the client is told the agent is stuck.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);

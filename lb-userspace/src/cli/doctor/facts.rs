@@ -50,7 +50,7 @@ impl Caps {
 
 #[derive(Clone, Debug)]
 pub enum ConfigFacts {
-    /// No `--config`, and no file at [`DEFAULT_CONFIG`](super::DEFAULT_CONFIG).
+    /// No `--config`, and no file at [`DEFAULT_CONFIG`](crate::paths::DEFAULT_CONFIG).
     NotGiven,
     Invalid {
         path: PathBuf,

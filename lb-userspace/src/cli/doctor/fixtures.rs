@@ -6,8 +6,9 @@ use super::facts::{
     Probe,
 };
 use super::report::Check;
-use crate::config::{self, DEFAULT_API_SOCKET, DEFAULT_PIN_DIR};
+use crate::config;
 use crate::model::ForwardMode;
+use crate::paths::{DEFAULT_API_SOCKET, DEFAULT_PIN_DIR};
 
 pub(super) const CONFIG: &str = r#"
 [agent]

@@ -53,6 +53,3 @@ pub use judge::{
     judge_link, judge_memlock, judge_mtu, judge_pin_dir, judge_rp_filter, judge_xdp, parse_kernel,
 };
 pub use report::{BackendSetup, Check, REPORT_VERSION, Report, Status, Summary};
-
-/// Config file read when `--config` is not given, if it exists.
-pub use crate::paths::DEFAULT_CONFIG;

@@ -3,7 +3,7 @@
 use std::fs;
 
 use crate::cli::doctor::facts::Caps;
-use crate::config::BPFFS_ROOT;
+use crate::paths::BPFFS_ROOT;
 
 pub(super) fn read_kernel_release() -> Option<String> {
     fs::read_to_string("/proc/sys/kernel/osrelease")

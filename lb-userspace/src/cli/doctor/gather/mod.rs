@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 pub use agent::AGENT_TIMEOUT;
 pub use host::{mount_fstype, parse_status};
 
-use super::DEFAULT_CONFIG;
 use super::facts::{AgentFacts, ConfigFacts, Encap, HostFacts, missing_caps};
-use crate::config::{self, DEFAULT_API_SOCKET, DEFAULT_PIN_DIR, HostEnvironment};
+use crate::config::{self, HostEnvironment};
 use crate::model::{Config, ForwardMode};
 use crate::netlink::Netlink;
+use crate::paths::{DEFAULT_API_SOCKET, DEFAULT_CONFIG, DEFAULT_PIN_DIR};
 
 /// What to check.
 #[derive(Clone, Debug, Default)]

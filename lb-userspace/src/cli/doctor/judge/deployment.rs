@@ -5,11 +5,11 @@ use std::path::Path;
 
 use lb_common::limits::MAP_LAYOUT_VERSION;
 
-use crate::cli::doctor::DEFAULT_CONFIG;
 use crate::cli::doctor::facts::{AgentFacts, AgentState, PinFacts};
 use crate::cli::doctor::report::{Check, Status};
-use crate::config::{BPFFS_ROOT, DEFAULT_API_SOCKET, DEFAULT_PIN_DIR};
 use crate::model::Config;
+use crate::paths::DEFAULT_CONFIG;
+use crate::paths::{BPFFS_ROOT, DEFAULT_API_SOCKET, DEFAULT_PIN_DIR};
 
 pub fn judge_pin_dir(p: &PinFacts, cfg: Option<&Config>) -> Check {
     let dir = p.dir.display();

@@ -1,9 +1,9 @@
 //! The host's checks: kernel version, bpffs, capabilities, memlock, the config.
 
-use crate::cli::doctor::DEFAULT_CONFIG;
 use crate::cli::doctor::facts::{Caps, ConfigFacts, missing_caps};
 use crate::cli::doctor::report::{Check, Status};
-use crate::config::BPFFS_ROOT;
+use crate::paths::BPFFS_ROOT;
+use crate::paths::DEFAULT_CONFIG;
 
 /// The oldest kernel this build runs on, and why.
 pub const MIN_KERNEL: (u32, u32) = (5, 9);

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lb_common::limits::RING_SIZE;
-use serde::Serialize;
+pub use xlb_bench_data::control::{MaglevPoint, MemoryReport, Report, StoreFigures, Timing};
 
 use super::{
     fixture::{Fixture, VipSpec, config_text, net_info, validate},
@@ -21,14 +21,6 @@ use lb_userspace::{
     reconcile::{Overrides, Reconciler},
 };
 use xlb_testkit::packet::ip;
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Timing {
-    pub reps: u32,
-    pub median_ms: f64,
-    pub min_ms: f64,
-    pub max_ms: f64,
-}
 
 fn timing(mut samples: Vec<Duration>) -> Timing {
     samples.sort();
@@ -52,21 +44,6 @@ fn time_reps(reps: u32, mut f: impl FnMut()) -> Timing {
             })
             .collect(),
     )
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct MaglevPoint {
-    pub backends: u32,
-    pub table_size: u32,
-    pub build: Timing,
-    /// Slots rewritten when one backend (of equal weights) is removed.
-    pub slots_changed_on_failure: u32,
-    /// Of which were not the failed backend's own slots (the paper's "disruption").
-    pub slots_moved_between_survivors: u32,
-    pub changed_fraction: f64,
-    /// The ideal: only the failed backend's share, 1/N.
-    pub ideal_fraction: f64,
-    pub max_imbalance: f64,
 }
 
 pub fn maglev_backends(n: u32) -> Vec<MaglevBackend> {
@@ -117,31 +94,6 @@ pub fn maglev(counts: &[u32], reps: u32) -> anyhow::Result<Vec<MaglevPoint>> {
         });
     }
     Ok(out)
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct StoreFigures {
-    pub store: &'static str,
-    pub vips: u32,
-    pub backends_per_vip: u32,
-    /// First apply of the whole config into empty maps.
-    pub initial_apply: Timing,
-    /// One backend marked down (health change), then back up: time of each apply.
-    pub health_change_apply: Timing,
-    pub health_change_ring_slots: usize,
-    /// Reload with an unchanged config: validate + apply (writes nothing).
-    pub reload_unchanged: Timing,
-    /// Reload with one backend's weight changed: validate + apply.
-    pub reload_one_weight: Timing,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub maglev: Vec<MaglevPoint>,
-    /// Parse + validate of the 100 x 100 config text.
-    pub validate: Timing,
-    pub config_bytes: usize,
-    pub stores: Vec<StoreFigures>,
 }
 
 pub fn big_config(vips: u32, per_vip: u32) -> Vec<VipSpec> {
@@ -216,7 +168,7 @@ fn store_figures<S: MapStore>(
         weight.push(t.elapsed());
     }
     let f = StoreFigures {
-        store: name,
+        store: name.into(),
         vips,
         backends_per_vip: per_vip,
         initial_apply,
@@ -278,19 +230,6 @@ pub fn run(reps: u32) -> anyhow::Result<Report> {
         config_bytes: text.len(),
         stores: vec![fake, real],
     })
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct MemoryReport {
-    pub flow_table_size: u32,
-    pub flows_inserted: u64,
-    /// Entries found in the table after the fill.
-    pub flows_resident: usize,
-    pub rss_after_load: sys::Rss,
-    pub rss_after_fill: sys::Rss,
-    pub maps: Vec<sys::MapMemory>,
-    pub memlock_total_bytes: u64,
-    pub fill_seconds: f64,
 }
 
 /// Loads the program with the default sizes (1M-entry flow table), fills `flows` entries, and

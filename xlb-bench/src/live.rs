@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp};
-use serde::Serialize;
+pub use xlb_bench_data::live::{Generated, LiveProgram, LiveRun, Report};
 
 use super::{
     fixture::{Aux, Fixture, VipSpec, counter_delta},
@@ -21,34 +21,6 @@ use super::{
 use lb_common::map_names::PROG_REFLECT;
 use lb_userspace::{loader::LoadOptions, model::Proto};
 use xlb_testkit::packet::{Packet, TCP_ACK, ip};
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LiveRun {
-    pub frames: u32,
-    /// The kernel's time per frame.
-    pub kernel_ns_per_frame: f64,
-    pub wall_seconds: f64,
-    pub pps: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LiveProgram {
-    pub program: &'static str,
-    pub runs: Vec<LiveRun>,
-    /// Median over runs of frames / wall time.
-    pub pps: f64,
-    pub kernel_ns_per_frame: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub ifname: String,
-    pub ifindex: u32,
-    pub batch: u32,
-    pub xlb: LiveProgram,
-    pub reflect: LiveProgram,
-    pub xlb_counters: std::collections::HashMap<String, u64>,
-}
 
 fn ctx_for(ifindex: u32, len: usize) -> Vec<u8> {
     // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
@@ -95,7 +67,7 @@ fn live(
     let mut kns: Vec<f64> = out.iter().map(|r| r.kernel_ns_per_frame).collect();
     kns.sort_by(f64::total_cmp);
     let p = LiveProgram {
-        program: name,
+        program: name.into(),
         pps: pps[pps.len() / 2],
         kernel_ns_per_frame: kns[kns.len() / 2],
         runs: out,

@@ -154,12 +154,12 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::ProcMemory { pid } => {
             let pid = pid.to_string();
             let maps = sys::map_memory(&pid);
-            emit(&serde_json::json!({
-                "pid": pid,
-                "rss": sys::rss(&pid),
-                "memlock_total_bytes": maps.iter().map(|m| m.memlock_bytes).sum::<u64>(),
-                "maps": maps,
-            }))
+            emit(&sys::ProcMemory {
+                rss: sys::rss(&pid),
+                memlock_total_bytes: maps.iter().map(|m| m.memlock_bytes).sum::<u64>(),
+                maps,
+                pid,
+            })
         }
         Cmd::Live {
             ifname,
@@ -191,7 +191,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 &dst,
                 dport,
             )?;
-            emit(&serde_json::json!({ "frames_sent": sent, "seconds": seconds }))
+            emit(&live::Generated {
+                frames_sent: sent,
+                seconds,
+            })
         }
         Cmd::Hold { prog, ifname } => {
             let name = if prog == "pass" {

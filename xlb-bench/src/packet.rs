@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use lb_common::{addr, hash::addr_filter_bit};
-use serde::Serialize;
 
 use super::{
     fixture::{Aux, Fixture, VipSpec, counter_delta},
@@ -15,61 +14,18 @@ use lb_common::map_names::{PROG_PASS, PROG_REFLECT};
 use lb_userspace::{loader::LoadOptions, model::Proto};
 use xlb_testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip};
 
-/// How much to measure.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Params {
-    /// One-packet syscalls per run.
-    pub iterations: u64,
-    pub runs: u32,
-    pub warmup: u64,
-    /// The CPU the measuring thread is pinned to.
-    pub cpu: usize,
-    /// Resident flows of the "1M flows" scenario.
-    pub resident: u64,
-}
+pub use xlb_bench_data::packet::{Params, Report, Scenario};
 
 /// XDP verdicts.
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Scenario {
-    pub name: &'static str,
-    pub label: &'static str,
-    pub expected_verdict: u32,
-    pub m: Measurement,
-    /// Counter increments during the measurement (warm-up included): shows which path ran.
-    pub counters: HashMap<String, u64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub params: Params,
-    pub load_options: LoadOptionsJson,
-    pub scenarios: Vec<Scenario>,
-    /// The idempotent programs measured with the kernel's repeat loop (see `runner`).
-    pub repeat_method: Vec<Scenario>,
-    /// Flows of the "1M resident" fill that have an entry after it (fewer than inserted: a
-    /// flow whose set is full evicts another, as in the program).
-    pub resident_after_fill: Option<usize>,
-    /// Entries in the whole table after that fill.
-    pub table_entries_after_fill: Option<usize>,
-}
-
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct LoadOptionsJson {
-    pub max_vips: u32,
-    pub max_backends: u32,
-    pub flow_table_size: u32,
-}
-
-impl From<LoadOptions> for LoadOptionsJson {
-    fn from(o: LoadOptions) -> Self {
-        Self {
-            max_vips: o.max_vips,
-            max_backends: o.max_backends,
-            flow_table_size: o.flow_table_size,
-        }
+/// The map sizes of `o`, as the report shows them.
+fn load_options(o: LoadOptions) -> xlb_bench_data::packet::LoadOptions {
+    xlb_bench_data::packet::LoadOptions {
+        max_vips: o.max_vips,
+        max_backends: o.max_backends,
+        flow_table_size: o.flow_table_size,
     }
 }
 
@@ -159,8 +115,8 @@ pub fn scenario(
     let after = fx.counters()?;
     log_measurement(name, &m);
     Ok(Scenario {
-        name,
-        label,
+        name: name.into(),
+        label: label.into(),
         expected_verdict,
         m,
         counters: counter_delta(&before, &after),
@@ -194,8 +150,8 @@ fn aux_scenario(
     )?;
     log_measurement(name, &m);
     Ok(Scenario {
-        name,
-        label,
+        name: name.into(),
+        label: label.into(),
         expected_verdict,
         m,
         counters: HashMap::new(),
@@ -214,8 +170,8 @@ fn repeat_scenario(
     let m = runner::measure_repeat(prog, frame, repeat, p.runs)?;
     eprintln!("  {name:<22} {:>8.2} ns  (repeat loop)", m.ns);
     Ok(Scenario {
-        name,
-        label,
+        name: name.into(),
+        label: label.into(),
         expected_verdict,
         m,
         counters: HashMap::new(),
@@ -396,7 +352,7 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
     ];
     Ok(Report {
         params: *p,
-        load_options: opts.into(),
+        load_options: load_options(opts),
         scenarios: out,
         repeat_method,
         resident_after_fill,

@@ -15,7 +15,6 @@
 use std::time::Instant;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use serde::Serialize;
 
 /// Where the frames of a measurement come from: one fixed frame, or a template rewritten per
 /// iteration (distinct flows).
@@ -107,40 +106,7 @@ impl Frames for V4Flows {
     }
 }
 
-/// One run's statistics, in nanoseconds per packet.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct RunStats {
-    pub iterations: u64,
-    pub median_ns: f64,
-    /// Mean of the samples at or below the run's 99th percentile (interrupts and preemptions
-    /// that land inside the timed region would otherwise dominate the mean).
-    pub trimmed_mean_ns: f64,
-    pub p99_ns: f64,
-    /// Wall-clock time per syscall seen from user space (the cost of this method, not of the
-    /// program).
-    pub wall_ns_per_call: f64,
-}
-
-/// A measurement: several runs; the figure is the median over runs of each run's trimmed mean.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Measurement {
-    pub method: &'static str,
-    pub runs: Vec<RunStats>,
-    /// Median over runs of `trimmed_mean_ns`: THE figure.
-    pub ns: f64,
-    /// Median over runs of `median_ns` (integer nanoseconds: the kernel reports whole ns).
-    pub median_ns: f64,
-    /// Spread of the runs: (max - min) / median of `trimmed_mean_ns`.
-    pub spread: f64,
-    /// Verdict of the last iteration (sanity: TX = 3, PASS = 2).
-    pub verdict: u32,
-}
-
-impl Measurement {
-    pub fn mpps(&self) -> f64 {
-        if self.ns > 0.0 { 1e3 / self.ns } else { 0.0 }
-    }
-}
+pub use xlb_bench_data::measure::{Measurement, RunStats};
 
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
@@ -165,7 +131,7 @@ fn summarise(method: &'static str, runs: Vec<RunStats>, verdict: u32) -> Measure
         0.0
     };
     Measurement {
-        method,
+        method: method.into(),
         ns,
         median_ns: median(&mut medians),
         spread,

@@ -5,55 +5,16 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use super::{
     fixture::{Aux, Fixture, VipSpec, counter_delta},
     packet::{CLIENT_PORT, CLIENT_V4, Params, v4_backends, v6_backends},
-    runner::{
-        self, ACTIVE_FLOWS, Cycle, Fixed, Frames, Measurement, V4Flows, active_flow, scrambled,
-    },
+    runner::{self, ACTIVE_FLOWS, Cycle, Fixed, Frames, V4Flows, active_flow, scrambled},
 };
 use lb_common::map_names::PROG_REFLECT;
 use lb_userspace::{loader::LoadOptions, model::Proto};
 use xlb_testkit::packet::{Packet, TCP_ACK, TCP_SYN, ip};
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Point {
-    pub x: u64,
-    /// Flow-table entries before the measurement (occupancy curve only).
-    pub resident: Option<usize>,
-    pub m: Measurement,
-    pub counters: std::collections::HashMap<String, u64>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Curve {
-    pub name: &'static str,
-    pub label: &'static str,
-    pub x_label: &'static str,
-    pub points: Vec<Point>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub params: Params,
-    pub reflect: Measurement,
-    pub curves: Vec<Curve>,
-    /// Per-packet cost of SYNs from random sources with the flow table full (every insert
-    /// evicts), and of established hits measured right after that flood.
-    pub syn_flood_full: Measurement,
-    /// Of the ACTIVE_FLOWS flows the hits after the flood use (each had one packet just
-    /// before the flood), how many had an entry right before the flood and right after it.
-    pub active_before_flood: usize,
-    pub active_after_flood: usize,
-    /// The same for as many flows of the fill that had no packet.
-    pub idle_before_flood: usize,
-    pub idle_after_flood: usize,
-    pub hit_after_flood: Measurement,
-    pub flood_counters: std::collections::HashMap<String, u64>,
-    pub hit_after_flood_counters: std::collections::HashMap<String, u64>,
-}
+pub use xlb_bench_data::scale::{Curve, Point, Report};
 
 fn point(fx: &Fixture, x: u64, frames: &mut dyn Frames, p: &Params) -> anyhow::Result<Point> {
     let before = fx.counters()?;
@@ -244,27 +205,27 @@ pub fn run(p: &Params) -> anyhow::Result<Report> {
         reflect,
         curves: vec![
             Curve {
-                name: "vips",
-                label: "established hit, packets round-robin over N VIPs",
-                x_label: "VIPs",
+                name: "vips".into(),
+                label: "established hit, packets round-robin over N VIPs".into(),
+                x_label: "VIPs".into(),
                 points: vips_curve,
             },
             Curve {
-                name: "backends_syn",
-                label: "new flow (SYN), one VIP with N backends",
-                x_label: "backends per VIP",
+                name: "backends_syn".into(),
+                label: "new flow (SYN), one VIP with N backends".into(),
+                x_label: "backends per VIP".into(),
                 points: syn_curve,
             },
             Curve {
-                name: "backends_hit",
-                label: "established hit, 4,096 of 65,536 resident flows active, one VIP with N backends",
-                x_label: "backends per VIP",
+                name: "backends_hit".into(),
+                label: "established hit, 4,096 of 65,536 resident flows active, one VIP with N backends".into(),
+                x_label: "backends per VIP".into(),
                 points: hit_curve,
             },
             Curve {
-                name: "occupancy",
-                label: "established hit, 1,000 active flows, N resident flows",
-                x_label: "flow-table entries",
+                name: "occupancy".into(),
+                label: "established hit, 1,000 active flows, N resident flows".into(),
+                x_label: "flow-table entries".into(),
                 points: occ_curve,
             },
         ],

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use serde::Serialize;
+pub use xlb_bench_data::sys::{Machine, MapMemory, ProcMemory, Rss};
 
 /// Pins the calling thread to `cpu`. `BPF_PROG_TEST_RUN` runs the program on the calling
 /// thread's CPU, so a pinned thread measures one core and is not migrated mid-run.
@@ -32,20 +32,6 @@ pub fn online_cpus() -> usize {
     usize::try_from(n).unwrap_or(1).max(1)
 }
 
-/// `VmRSS` and `VmHWM` of `/proc/<pid>/status`, in KiB.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Rss {
-    pub rss_kib: u64,
-    pub hwm_kib: u64,
-    /// The process's own memory (heap, stacks).
-    pub anon_kib: u64,
-    /// File-backed and shared mappings: includes the memory-mapped ring and flow maps, which
-    /// are kernel (BPF map) memory shown in this process's RSS because they are mapped (the
-    /// kernel maps every page of a BPF array at mmap time).
-    pub file_kib: u64,
-    pub shmem_kib: u64,
-}
-
 pub fn rss(pid: &str) -> Rss {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -63,18 +49,6 @@ pub fn rss(pid: &str) -> Rss {
         file_kib: field("RssFile:"),
         shmem_kib: field("RssShmem:"),
     }
-}
-
-/// One BPF map held open by a process, as its fdinfo describes it.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct MapMemory {
-    pub map_id: u32,
-    pub map_type: u32,
-    pub max_entries: u64,
-    pub key_size: u64,
-    pub value_size: u64,
-    /// `memlock:` of fdinfo: the kernel's accounting of the map's memory, in bytes.
-    pub memlock_bytes: u64,
 }
 
 /// Every BPF map fd of process `pid` (`/proc/<pid>/fdinfo/*` with a `map_type:` line), one
@@ -111,15 +85,6 @@ pub fn map_memory(pid: &str) -> Vec<MapMemory> {
     }
     out.sort_by_key(|m| m.map_id);
     out
-}
-
-/// The machine, for the report header.
-#[derive(Clone, Debug, Serialize)]
-pub struct Machine {
-    pub cpu_model: String,
-    pub cpus: usize,
-    pub kernel: String,
-    pub mem_total_kib: u64,
 }
 
 pub fn machine() -> Machine {

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: builds the release binaries, runs the measurements of `xlb-bench`
 //! (per-packet cost, scale curves, control plane, memory) and the end-to-end testbed
-//! (`bench_e2e`), then writes `target/bench/report.md`, `report.json` and PNG charts
-//! (`bench_report`). Needs root. Bounded: every stage has a time limit, the whole run takes a
+//! (`bench_e2e`), then writes `target/bench/report.md`, `report.json` and SVG charts
+//! (`bench_report`, `bench_charts`). The drivers' output is parsed into the types of
+//! `xlb-bench-data`, the ones `xlb-bench` prints. Needs root. Bounded: every stage has a time limit, the whole run takes a
 //! few minutes; all traffic stays inside namespaces it creates and removes.
 
 use std::io::Read as _;
@@ -10,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use xlb_bench_data::run::{Results, Run, Stage};
 
 use crate::{
     bench_e2e, bench_report,
@@ -76,8 +78,8 @@ fn build() -> Result<Bins> {
     })
 }
 
-/// Runs `cmd` (stderr shown), killing it after `limit`; returns its stdout parsed as JSON.
-pub fn run_json(cmd: &mut Command, limit: Duration) -> Result<Value> {
+/// Runs `cmd` (stderr shown), killing it after `limit`; returns its stdout parsed as a `T`.
+pub fn run_json<T: DeserializeOwned>(cmd: &mut Command, limit: Duration) -> Result<T> {
     let shown = display(cmd);
     eprintln!("$ {shown}");
     let mut child = cmd
@@ -108,26 +110,25 @@ pub fn run_json(cmd: &mut Command, limit: Duration) -> Result<Value> {
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
-    serde_json::from_str(&out).with_context(|| format!("`{shown}` printed no JSON document"))
+    serde_json::from_str(&out).with_context(|| {
+        format!(
+            "`{shown}` printed no {} document",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
-/// One stage's outcome, for the report.
-pub struct Stage {
-    pub name: &'static str,
-    pub command: String,
-    pub seconds: f64,
-    pub result: Result<Value>,
-}
-
-fn stage(
+/// Runs stage `name` unless `only` leaves it out; records it in `stages`, returns its result
+/// if it succeeded.
+fn stage<T>(
     stages: &mut Vec<Stage>,
     only: &[String],
     name: &'static str,
     command: String,
-    f: impl FnOnce() -> Result<Value>,
-) {
+    f: impl FnOnce() -> Result<T>,
+) -> Option<T> {
     if !only.is_empty() && !only.iter().any(|o| o == name) {
-        return;
+        return None;
     }
     println!("\n==> xtask bench: {name}");
     let t = Instant::now();
@@ -136,11 +137,12 @@ fn stage(
         println!("==> xtask bench: {name} FAILED: {e:#}");
     }
     stages.push(Stage {
-        name,
+        name: name.into(),
         command,
         seconds: t.elapsed().as_secs_f64(),
-        result,
+        error: result.as_ref().err().map(|e| format!("{e:#}")),
     });
+    result.ok()
 }
 
 fn bench_cmd(bench: &Path, args: &[String]) -> Command {
@@ -156,7 +158,7 @@ pub fn run(args: &Args) -> Result<()> {
              namespaces and runs servers in them; nothing was run"
         );
     }
-    // The bench's own packages (HAProxy, nginx, wrk, iperf3, the chart renderer) come only here:
+    // The bench's own packages (HAProxy, nginx, wrk, iperf3) come only here:
     // `cargo xtask test` does not need them.
     crate::setup::run_for_bench()?;
     let mut a = args.clone();
@@ -173,6 +175,7 @@ pub fn run(args: &Args) -> Result<()> {
     let bins = build()?;
 
     let mut stages = Vec::new();
+    let mut results = Results::default();
     let b = &bins.bench;
     let cpu = a.cpu.to_string();
     let machine = run_json(
@@ -196,7 +199,7 @@ pub fn run(args: &Args) -> Result<()> {
         .to_vec()
     };
     let packet_args = per_packet_args("packet", a.iterations);
-    stage(
+    results.packet = stage(
         &mut stages,
         &a.only,
         "packet",
@@ -204,7 +207,7 @@ pub fn run(args: &Args) -> Result<()> {
         || run_json(&mut bench_cmd(b, &packet_args), Duration::from_secs(240)),
     );
     let scale_args = per_packet_args("scale", a.scale_iterations);
-    stage(
+    results.scale = stage(
         &mut stages,
         &a.only,
         "scale",
@@ -212,7 +215,7 @@ pub fn run(args: &Args) -> Result<()> {
         || run_json(&mut bench_cmd(b, &scale_args), Duration::from_secs(180)),
     );
     let control_args: Vec<String> = vec!["control".into(), "--reps".into(), "10".into()];
-    stage(
+    results.control = stage(
         &mut stages,
         &a.only,
         "control",
@@ -220,7 +223,7 @@ pub fn run(args: &Args) -> Result<()> {
         || run_json(&mut bench_cmd(b, &control_args), Duration::from_secs(90)),
     );
     let memory_args: Vec<String> = vec!["memory".into()];
-    stage(
+    results.memory = stage(
         &mut stages,
         &a.only,
         "memory",
@@ -228,7 +231,7 @@ pub fn run(args: &Args) -> Result<()> {
         || run_json(&mut bench_cmd(b, &memory_args), Duration::from_secs(60)),
     );
     if !a.no_e2e {
-        stage(
+        results.e2e = stage(
             &mut stages,
             &a.only,
             "e2e",
@@ -240,19 +243,14 @@ pub fn run(args: &Args) -> Result<()> {
     let total = started.elapsed().as_secs_f64();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let invocation = format!("cargo xtask {}", argv.join(" "));
-    let raw = json!({
-        "machine": machine,
-        "invocation": invocation,
-        "quick": a.quick,
-        "total_seconds": total,
-        "stages": stages.iter().map(|s| json!({
-            "name": s.name,
-            "command": s.command,
-            "seconds": s.seconds,
-            "error": s.result.as_ref().err().map(|e| format!("{e:#}")),
-        })).collect::<Vec<_>>(),
-        "results": stages.iter().filter_map(|s| s.result.as_ref().ok().map(|v| (s.name.to_string(), v.clone()))).collect::<serde_json::Map<String, Value>>(),
-    });
+    let raw = Run {
+        machine,
+        invocation,
+        quick: a.quick,
+        total_seconds: total,
+        stages,
+        results,
+    };
     std::fs::write(
         out.join("raw").join("all.json"),
         serde_json::to_string_pretty(&raw)?,
@@ -262,10 +260,11 @@ pub fn run(args: &Args) -> Result<()> {
         "\n==> xtask bench: done in {total:.0} s: {}",
         out.join("report.md").display()
     );
-    let failed: Vec<&str> = stages
+    let failed: Vec<&str> = raw
+        .stages
         .iter()
-        .filter(|s| s.result.is_err())
-        .map(|s| s.name)
+        .filter(|s| s.error.is_some())
+        .map(|s| s.name.as_str())
         .collect();
     if !failed.is_empty() {
         bail!("stages failed: {} (see the report)", failed.join(", "));

@@ -25,7 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use xlb_bench_data::e2e::{self, HttpSuite, Iperf, PpsPair};
 use xlb_testplan::{
     CLIENT_MAC, CLIENT_V4, CLIENT_V6, LB_MAC, LB_V4, LB_V6, Mode, backend_addrs, fmt_mac,
 };
@@ -410,7 +411,7 @@ fn parse_wrk(out: &str) -> Result<Wrk> {
 }
 
 /// wrk from the client against each of `targets` at once (connections split), summed.
-fn wrk_parallel(t: &Topo, targets: &[String], secs: u32, close: bool) -> Result<Value> {
+fn wrk_parallel(t: &Topo, targets: &[String], secs: u32, close: bool) -> Result<e2e::Wrk> {
     let conns = if close { WRK_CONNS / 2 } else { WRK_CONNS };
     let per = (conns / targets.len() as u32).max(1).to_string();
     let d = format!("{secs}s");
@@ -453,19 +454,33 @@ fn wrk_parallel(t: &Topo, targets: &[String], secs: u32, close: bool) -> Result<
         p50s.push(w.p50_ms);
     }
     sum.p50_ms = p50s.iter().sum::<f64>() / p50s.len() as f64;
-    Ok(json!({
-        "targets": targets,
-        "connections": conns,
-        "connection_close": close,
-        "seconds": secs,
-        "requests_per_s": sum.rps,
-        "p50_ms": sum.p50_ms,
-        "p99_ms": sum.p99_ms,
-        "errors": sum.errors,
-    }))
+    Ok(e2e::Wrk {
+        targets: targets.to_vec(),
+        connections: conns,
+        connection_close: close,
+        seconds: secs,
+        requests_per_s: sum.rps,
+        p50_ms: sum.p50_ms,
+        p99_ms: sum.p99_ms,
+        errors: sum.errors,
+    })
 }
 
-fn iperf(t: &Topo, target: &str, port: u16, secs: u32) -> Result<Value> {
+/// The part of `iperf3 -J`'s document the report uses: `end.sum_received.bits_per_second`.
+#[derive(Deserialize)]
+struct IperfJson {
+    end: IperfEnd,
+}
+#[derive(Deserialize)]
+struct IperfEnd {
+    sum_received: IperfSum,
+}
+#[derive(Deserialize)]
+struct IperfSum {
+    bits_per_second: f64,
+}
+
+fn iperf(t: &Topo, target: &str, port: u16, secs: u32) -> Result<Iperf> {
     let mut c = t.exec(
         "cli",
         &[
@@ -480,11 +495,13 @@ fn iperf(t: &Topo, target: &str, port: u16, secs: u32) -> Result<Value> {
         ],
     );
     let out = output(&mut c)?;
-    let v: Value = serde_json::from_str(&out).context("iperf3 -J output")?;
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3: no end.sum_received")?;
-    Ok(json!({ "target": target, "seconds": secs, "gbit_per_s": bps / 1e9 }))
+    let v: IperfJson =
+        serde_json::from_str(&out).context("iperf3 -J output (no end.sum_received?)")?;
+    Ok(Iperf {
+        target: target.to_string(),
+        seconds: secs,
+        gbit_per_s: v.end.sum_received.bits_per_second / 1e9,
+    })
 }
 
 /// Sum of the `*xdp_tx` counters of `ethtool -S eth0` in the LB namespace.
@@ -501,7 +518,7 @@ fn lb_xdp_tx(t: &Topo) -> Result<u64> {
 /// UDP to the VIP from the client for `secs` (`xlb-bench gen`: live-frames XDP_TX out of the
 /// client's veth, what xdp-trafficgen does; Debian's xdp-trafficgen 1.3 fails to load on this
 /// kernel); the LB's XDP_TX rate in the middle of the run.
-fn pps(t: &mut Topo, bench: &Path, secs: u32) -> Result<Value> {
+fn pps(t: &mut Topo, bench: &Path, secs: u32) -> Result<e2e::Pps> {
     let mut c = t.exec("cli", &[]);
     c.arg(bench).args([
         "gen",
@@ -535,7 +552,10 @@ fn pps(t: &mut Topo, bench: &Path, secs: u32) -> Result<Value> {
     if b <= a {
         bail!("no XDP_TX on the LB during the traffic run; the generator said: {log}");
     }
-    Ok(json!({ "xdp_tx_pps": (b - a) as f64 / dt, "seconds": dt }))
+    Ok(e2e::Pps {
+        xdp_tx_pps: (b - a) as f64 / dt,
+        seconds: dt,
+    })
 }
 
 /// What to look at when the VIP does not answer.
@@ -579,15 +599,15 @@ fn wait_http(t: &Topo, url: &str, limit: Duration) -> Result<()> {
     bail!("{url} not answering from the client after {limit:?}")
 }
 
-fn http_suite(t: &Topo, targets: &[String], iperf_target: &str, secs: u32) -> Result<Value> {
-    Ok(json!({
-        "keepalive": wrk_parallel(t, targets, secs, false)?,
-        "connection_close": wrk_parallel(t, targets, secs, true)?,
-        "iperf3": iperf(t, iperf_target, 5201, secs)?,
-    }))
+fn http_suite(t: &Topo, targets: &[String], iperf_target: &str, secs: u32) -> Result<HttpSuite> {
+    Ok(HttpSuite {
+        keepalive: wrk_parallel(t, targets, secs, false)?,
+        connection_close: wrk_parallel(t, targets, secs, true)?,
+        iperf3: iperf(t, iperf_target, 5201, secs)?,
+    })
 }
 
-pub fn run(bins: &Bins, secs: u32) -> Result<Value> {
+pub fn run(bins: &Bins, secs: u32) -> Result<e2e::Report> {
     for tool in ["wrk", "haproxy", "nginx", "iperf3", "curl", "ethtool"] {
         if crate::cmd::find_on_path(tool).is_none() && !Path::new("/usr/sbin").join(tool).exists() {
             bail!("{tool} is missing: run `cargo xtask setup`");
@@ -683,15 +703,18 @@ pub fn run(bins: &Bins, secs: u32) -> Result<Value> {
     let reflect_pps = pps(&mut t, &bins.bench, secs)?;
     t.stop(r);
 
-    Ok(json!({
-        "backends": BACKENDS,
-        "wrk_connections": WRK_CONNS,
-        "direct": direct,
-        "xlb": via_xlb,
-        "haproxy": via_haproxy,
-        "pps": { "xlb": xlb_pps, "reflect": reflect_pps },
-        "live_frames": live,
-        "agent_memory": agent_memory,
-        "xlb_log_tail": xlb_log.lines().rev().take(5).collect::<Vec<_>>(),
-    }))
+    Ok(e2e::Report {
+        backends: BACKENDS,
+        wrk_connections: WRK_CONNS,
+        direct,
+        xlb: via_xlb,
+        haproxy: via_haproxy,
+        pps: PpsPair {
+            xlb: xlb_pps,
+            reflect: reflect_pps,
+        },
+        live_frames: live,
+        agent_memory,
+        xlb_log_tail: xlb_log.lines().rev().take(5).map(String::from).collect(),
+    })
 }

@@ -1,14 +1,24 @@
-//! `target/bench/report.md`, `report.json` and the PNG charts, from the raw results of
+//! `target/bench/report.md`, `report.json` and the SVG charts, from the typed results of
 //! `cargo xtask bench`. Every figure is shown with the baseline it is a ratio to, measured in
 //! the same run.
 
+use std::fmt::Display;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
-use serde_json::{Value, json};
+use serde::Serialize;
+use xlb_bench_data::{
+    control::{self, MemoryReport, Timing},
+    e2e,
+    packet::{self, Scenario},
+    run::{Results, Run, Stage},
+    scale,
+    sys::Machine,
+};
 
+use crate::bench_key::{Figure, KeyFigure, Outcome, Section};
 use crate::cmd::output;
 
 /// Per-packet targets: (scenario, max ratio to the reflector).
@@ -32,24 +42,26 @@ pub const VS_DIRECT: f64 = 0.9;
 /// Maglev build of 1000 backends at 65537 slots, milliseconds.
 pub const MAGLEV_1000_MS: f64 = 2.0;
 
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(f64::NAN)
-}
-
 fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
+    Outcome::of(ok).as_str()
 }
 
-fn scenario<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
-    list.as_array()?.iter().find(|s| s["name"] == name)
+/// An optional count as the report prints it: `null` when the driver had none.
+fn opt(v: Option<impl Display>) -> String {
+    v.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+fn ns_of(s: Option<&Scenario>) -> f64 {
+    s.map_or(f64::NAN, |s| s.m.ns)
 }
 
 /// "FlowHit 100%, Tx 100%": the counters that moved, as shares of the packets run.
-fn path_check(s: &Value, packets: f64) -> String {
-    let Some(c) = s["counters"].as_object() else {
-        return String::new();
-    };
-    let mut v: Vec<(String, f64)> = c.iter().map(|(k, n)| (k.clone(), f(n))).collect();
+fn path_check(s: &Scenario, packets: f64) -> String {
+    let mut v: Vec<(String, f64)> = s
+        .counters
+        .iter()
+        .map(|(k, n)| (k.clone(), *n as f64))
+        .collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     v.iter()
         .filter(|(_, n)| *n / packets >= 0.001)
@@ -58,21 +70,17 @@ fn path_check(s: &Value, packets: f64) -> String {
         .join(", ")
 }
 
-fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
-    let list = &r["scenarios"];
-    let (Some(pass), Some(refl)) = (
-        scenario(list, "baseline_pass"),
-        scenario(list, "baseline_reflect"),
-    ) else {
+fn per_packet(r: &packet::Report, md: &mut String, key: &mut Vec<KeyFigure>) {
+    let (Some(pass), Some(refl)) = (r.scenario("baseline_pass"), r.scenario("baseline_reflect"))
+    else {
         md.push_str("(per-packet results missing)\n");
         return;
     };
-    let p = &r["params"];
-    let (pass_ns, refl_ns) = (f(&pass["m"]["ns"]), f(&refl["m"]["ns"]));
-    let rep = &r["repeat_method"];
-    let rep_pass = scenario(rep, "baseline_pass").map_or(f64::NAN, |s| f(&s["m"]["ns"]));
-    let rep_refl = scenario(rep, "baseline_reflect").map_or(f64::NAN, |s| f(&s["m"]["ns"]));
-    let packets = f(&p["iterations"]) * f(&p["runs"]) + f(&p["warmup"]);
+    let p = &r.params;
+    let (pass_ns, refl_ns) = (pass.m.ns, refl.m.ns);
+    let rep_pass = ns_of(r.repeat("baseline_pass"));
+    let rep_refl = ns_of(r.repeat("baseline_reflect"));
+    let packets = p.iterations as f64 * f64::from(p.runs) + p.warmup as f64;
     let _ = writeln!(
         md,
         "Method: {} single-packet `BPF_PROG_TEST_RUN` calls per run (`repeat = 1`: the kernel \
@@ -85,16 +93,16 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
          flows where the program would put them, into the table the earlier rows left; {} of \
          them stay resident (the table is made of 4-entry sets, and a flow whose set is full \
          evicts another), and the table then holds {} entries.\n",
-        p["iterations"],
-        p["runs"],
-        p["warmup"],
-        p["cpu"],
-        r["load_options"]["max_vips"],
-        r["load_options"]["max_backends"],
-        r["load_options"]["flow_table_size"],
-        p["resident"],
-        r["resident_after_fill"],
-        r["table_entries_after_fill"],
+        p.iterations,
+        p.runs,
+        p.warmup,
+        p.cpu,
+        r.load_options.max_vips,
+        r.load_options.max_backends,
+        r.load_options.flow_table_size,
+        p.resident,
+        opt(r.resident_after_fill),
+        opt(r.table_entries_after_fill),
     );
     let _ = writeln!(
         md,
@@ -115,31 +123,31 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
         "| scenario | ns/packet | Mpps/core | × reflector | net × reflector | target | result | \
          path (counters / packets) |\n|---|---:|---:|---:|---:|---:|---|---|\n",
     );
-    for s in list.as_array().into_iter().flatten() {
-        let name = s["name"].as_str().unwrap_or("");
-        let ns = f(&s["m"]["ns"]);
+    for s in &r.scenarios {
+        let name = s.name.as_str();
+        let ns = s.m.ns;
         let ratio = ns / refl_ns;
         // The reflector's own work is ~2 ns: when noise eats that gap, a net ratio means nothing.
         let net =
             (refl_ns - pass_ns >= MIN_NET_GAP_NS).then(|| (ns - pass_ns) / (refl_ns - pass_ns));
         let target = TARGETS.iter().find(|(n, _)| *n == name).map(|t| t.1);
-        let verdict_ok = s["m"]["verdict"] == s["expected_verdict"];
+        let verdict_ok = s.m.verdict == s.expected_verdict;
         let result = match target {
-            Some(t) => verdict(ratio <= t && verdict_ok).to_string(),
-            None => "-".into(),
+            Some(t) => Outcome::of(ratio <= t && verdict_ok),
+            None => Outcome::None,
         };
         let check = if verdict_ok {
             path_check(s, packets)
         } else {
             format!(
                 "WRONG VERDICT {} (expected {})",
-                s["m"]["verdict"], s["expected_verdict"]
+                s.m.verdict, s.expected_verdict
             )
         };
         let _ = writeln!(
             md,
-            "| {} (`{name}`) | {ns:.1} | {:.2} | {ratio:.2} | {} | {} | {result} | {check} |",
-            s["label"].as_str().unwrap_or(name),
+            "| {} (`{name}`) | {ns:.1} | {:.2} | {ratio:.2} | {} | {} | {} | {check} |",
+            s.label,
             1e3 / ns,
             match net {
                 _ if name.starts_with("baseline") => "-".into(),
@@ -147,65 +155,86 @@ fn per_packet(r: &Value, md: &mut String, key: &mut Vec<Value>) {
                 None => "n/a".into(),
             },
             target.map_or("-".into(), |t| format!("≤ {t}×")),
+            result.as_str(),
         );
-        key.push(json!({
-            "section": "per-packet",
-            "name": name,
-            "ns": ns,
-            "mpps": 1e3 / ns,
-            "ratio_to_reflector": ratio,
-            "net_ratio_to_reflector": net,
-            "baseline_reflect_ns": refl_ns,
-            "baseline_pass_ns": pass_ns,
-            "spread": s["m"]["spread"],
-            "target": target,
-            "result": result,
-        }));
+        key.push(KeyFigure::new(
+            Section::PerPacket,
+            name,
+            Figure::PerPacket {
+                ns,
+                mpps: 1e3 / ns,
+                ratio_to_reflector: ratio,
+                net_ratio_to_reflector: net,
+                baseline_reflect_ns: refl_ns,
+                baseline_pass_ns: pass_ns,
+                spread: s.m.spread,
+                target,
+                result,
+            },
+        ));
     }
     md.push_str(
         "\nThe kernel's repeat loop (one syscall, the mean per iteration in whole ns), only for \
          programs that redo the same work on their own output:\n\n\
          | program / path | ns/iteration (repeat loop) | × reflector |\n|---|---:|---:|\n",
     );
-    for s in rep.as_array().into_iter().flatten() {
-        let ns = f(&s["m"]["ns"]);
+    for s in &r.repeat_method {
         let _ = writeln!(
             md,
-            "| {} | {ns:.0} | {:.1} |",
-            s["label"].as_str().unwrap_or(""),
-            ns / rep_refl
+            "| {} | {:.0} | {:.1} |",
+            s.label,
+            s.m.ns,
+            s.m.ns / rep_refl
         );
     }
 }
 
-fn timing(v: &Value) -> String {
-    format!("{:.3}", f(&v["median_ms"]))
+/// Bytes in MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
 }
 
-fn control(r: &Value, mem: Option<&Value>, md: &mut String, key: &mut Vec<Value>) {
+fn memory_figure(rss: &xlb_bench_data::sys::Rss, memlock_bytes: u64) -> Figure {
+    Figure::Memory {
+        rss_mib: rss.rss_kib as f64 / 1024.0,
+        anon_mib: rss.anon_kib as f64 / 1024.0,
+        memlock_mib: mib(memlock_bytes),
+    }
+}
+
+fn timing(t: &Timing) -> String {
+    format!("{:.3}", t.median_ms)
+}
+
+fn control(
+    r: &control::Report,
+    mem: Option<&MemoryReport>,
+    md: &mut String,
+    key: &mut Vec<KeyFigure>,
+) {
     md.push_str(
         "### Maglev (65537 slots, equal weights)\n\n| backends | build, ms (median) | min | \
          slots rewritten when 1 fails | of which moved between survivors | rewritten share | \
          ideal (1/N) | × ideal | max imbalance |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for m in r["maglev"].as_array().into_iter().flatten() {
-        let share = f(&m["changed_fraction"]);
-        let ideal = f(&m["ideal_fraction"]);
+    for m in &r.maglev {
+        let share = m.changed_fraction;
+        let ideal = m.ideal_fraction;
         let _ = writeln!(
             md,
             "| {} | {} | {:.3} | {} | {} | {:.2}% | {:.2}% | {:.2} | {:.3} |",
-            m["backends"],
-            timing(&m["build"]),
-            f(&m["build"]["min_ms"]),
-            m["slots_changed_on_failure"],
-            m["slots_moved_between_survivors"],
+            m.backends,
+            timing(&m.build),
+            m.build.min_ms,
+            m.slots_changed_on_failure,
+            m.slots_moved_between_survivors,
             100.0 * share,
             100.0 * ideal,
             share / ideal,
-            f(&m["max_imbalance"]),
+            m.max_imbalance,
         );
-        if m["backends"] == 1000 {
-            let ms = f(&m["build"]["median_ms"]);
+        if m.backends == 1000 {
+            let ms = m.build.median_ms;
             let _ = writeln!(
                 md,
                 "\nTarget: 1000 backends < {MAGLEV_1000_MS} ms (the paper: 1.8 ms): **{ms:.3} ms, \
@@ -213,10 +242,15 @@ fn control(r: &Value, mem: Option<&Value>, md: &mut String, key: &mut Vec<Value>
                 verdict(ms < MAGLEV_1000_MS),
                 ms / MAGLEV_1000_MS
             );
-            key.push(
-                json!({"section": "control", "name": "maglev_build_1000", "ms": ms,
-                "target_ms": MAGLEV_1000_MS, "result": verdict(ms < MAGLEV_1000_MS)}),
-            );
+            key.push(KeyFigure::new(
+                Section::Control,
+                "maglev_build_1000",
+                Figure::MaglevBuild {
+                    ms,
+                    target_ms: MAGLEV_1000_MS,
+                    result: Outcome::of(ms < MAGLEV_1000_MS),
+                },
+            ));
         }
     }
     let _ = writeln!(
@@ -225,26 +259,31 @@ fn control(r: &Value, mem: Option<&Value>, md: &mut String, key: &mut Vec<Value>
          text ({} bytes): {} ms (median of {}).\n\n| store | first apply, ms | health change \
          (1 backend down/up), ms | ring slots written | reload unchanged (validate + apply), ms \
          | reload, one weight changed, ms |\n|---|---:|---:|---:|---:|---:|",
-        r["config_bytes"],
-        timing(&r["validate"]),
-        r["validate"]["reps"],
+        r.config_bytes,
+        timing(&r.validate),
+        r.validate.reps,
     );
-    for s in r["stores"].as_array().into_iter().flatten() {
+    for s in &r.stores {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} |",
-            s["store"].as_str().unwrap_or(""),
-            timing(&s["initial_apply"]),
-            timing(&s["health_change_apply"]),
-            s["health_change_ring_slots"],
-            timing(&s["reload_unchanged"]),
-            timing(&s["reload_one_weight"]),
+            s.store,
+            timing(&s.initial_apply),
+            timing(&s.health_change_apply),
+            s.health_change_ring_slots,
+            timing(&s.reload_unchanged),
+            timing(&s.reload_one_weight),
         );
-        key.push(json!({"section": "control", "name": format!("health_change_apply ({})", s["store"].as_str().unwrap_or("")),
-            "ms": s["health_change_apply"]["median_ms"]}));
+        key.push(KeyFigure::new(
+            Section::Control,
+            format!("health_change_apply ({})", s.store),
+            Figure::Timing {
+                ms: s.health_change_apply.median_ms,
+            },
+        ));
     }
     if let Some(m) = mem {
-        let rss = &m["rss_after_fill"];
+        let rss = &m.rss_after_fill;
         let _ = writeln!(
             md,
             "\n### Memory with a 1M-entry flow table\n\n`xlb-bench memory`: a process that loads \
@@ -254,37 +293,39 @@ fn control(r: &Value, mem: Option<&Value>, md: &mut String, key: &mut Vec<Value>
              twice: kernel memory that shows in RSS because it is mapped). Kernel memory of its BPF maps (fdinfo `memlock:`), total \
              **{:.1} MiB**:\n\n| map id | type | max entries | key | value | memlock, MiB |\n\
              |---:|---:|---:|---:|---:|---:|",
-            m["flows_inserted"],
-            m["flows_resident"],
-            f(&m["fill_seconds"]),
-            f(&rss["rss_kib"]) / 1024.0,
-            f(&rss["anon_kib"]) / 1024.0,
-            (f(&rss["file_kib"]) + f(&rss["shmem_kib"])) / 1024.0,
-            f(&m["memlock_total_bytes"]) / 1048576.0,
+            m.flows_inserted,
+            m.flows_resident,
+            m.fill_seconds,
+            mib(rss.rss_kib * 1024),
+            mib(rss.anon_kib * 1024),
+            mib((rss.file_kib + rss.shmem_kib) * 1024),
+            mib(m.memlock_total_bytes),
         );
-        for x in m["maps"].as_array().into_iter().flatten() {
-            if f(&x["memlock_bytes"]) < 1048576.0 {
+        for x in &m.maps {
+            if x.memlock_bytes < 1048576 {
                 continue;
             }
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {:.1} |",
-                x["map_id"],
-                x["map_type"],
-                x["max_entries"],
-                x["key_size"],
-                x["value_size"],
-                f(&x["memlock_bytes"]) / 1048576.0
+                x.map_id,
+                x.map_type,
+                x.max_entries,
+                x.key_size,
+                x.value_size,
+                mib(x.memlock_bytes)
             );
         }
         md.push_str("\n(maps under 1 MiB omitted; types: 1 hash, 2 array, 6 per-CPU array)\n");
-        key.push(json!({"section": "control", "name": "memory_1m_flows",
-            "rss_mib": f(&rss["rss_kib"]) / 1024.0, "anon_mib": f(&rss["anon_kib"]) / 1024.0,
-            "memlock_mib": f(&m["memlock_total_bytes"]) / 1048576.0}));
+        key.push(KeyFigure::new(
+            Section::Control,
+            "memory_1m_flows",
+            memory_figure(&m.rss_after_fill, m.memlock_total_bytes),
+        ));
     }
 }
 
-fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
+fn e2e(r: &e2e::Report, md: &mut String, key: &mut Vec<KeyFigure>) {
     let _ = writeln!(
         md,
         "Testbed: client, LB, switch (bridge) and {} backend namespaces on veth pairs, native \
@@ -296,81 +337,83 @@ fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
          203.0.113.10 (dsr-l2), HAProxy (TCP mode, `nbthread 1`, pinned to CPU 1) to its \
          address. The bridge runs no netfilter hooks. Everything (client, backends, LB) shares \
          the machine's CPUs.\n",
-        r["backends"],
-        r["wrk_connections"],
-        f(&r["wrk_connections"]) / 2.0,
-        r["xlb"]["keepalive"]["seconds"],
-        r["xlb"]["iperf3"]["seconds"],
+        r.backends,
+        r.wrk_connections,
+        f64::from(r.wrk_connections) / 2.0,
+        r.xlb.keepalive.seconds,
+        r.xlb.iperf3.seconds,
     );
     md.push_str(
         "| path | requests/s (keep-alive) | p50 ms | p99 ms | connections/s (close) | p50 ms | \
          p99 ms | iperf3 Gbit/s | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for path in ["direct", "xlb", "haproxy"] {
-        let p = &r[path];
+    for (path, p) in r.paths() {
         let _ = writeln!(
             md,
             "| {path} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-            f(&p["keepalive"]["requests_per_s"]),
-            f(&p["keepalive"]["p50_ms"]),
-            f(&p["keepalive"]["p99_ms"]),
-            f(&p["connection_close"]["requests_per_s"]),
-            f(&p["connection_close"]["p50_ms"]),
-            f(&p["connection_close"]["p99_ms"]),
-            f(&p["iperf3"]["gbit_per_s"]),
-            f(&p["keepalive"]["errors"]) + f(&p["connection_close"]["errors"]),
+            p.keepalive.requests_per_s,
+            p.keepalive.p50_ms,
+            p.keepalive.p99_ms,
+            p.connection_close.requests_per_s,
+            p.connection_close.p50_ms,
+            p.connection_close.p99_ms,
+            p.iperf3.gbit_per_s,
+            p.keepalive.errors + p.connection_close.errors,
         );
     }
     md.push_str("\n| ratio | keep-alive req/s | conn/s | iperf3 | target | result |\n|---|---:|---:|---:|---:|---|\n");
-    let ratio = |a: &str, b: &str, field: &[&str]| {
-        let get = |p: &str| {
-            let mut v = &r[p];
-            for k in field {
-                v = &v[*k];
-            }
-            f(v)
-        };
-        get(a) / get(b)
+    let rps = |p: &e2e::HttpSuite| p.keepalive.requests_per_s;
+    let cps = |p: &e2e::HttpSuite| p.connection_close.requests_per_s;
+    let bw = |p: &e2e::HttpSuite| p.iperf3.gbit_per_s;
+    // xlb over `base`: keep-alive requests/s, connections/s, iperf3.
+    let ratios = |base: &e2e::HttpSuite| {
+        (
+            rps(&r.xlb) / rps(base),
+            cps(&r.xlb) / cps(base),
+            bw(&r.xlb) / bw(base),
+        )
     };
-    let rps = ["keepalive", "requests_per_s"];
-    let cps = ["connection_close", "requests_per_s"];
-    let bw = ["iperf3", "gbit_per_s"];
     // What xlb ÷ HAProxy could reach at most on this machine: a perfect LB is as fast as
     // direct.
-    let bound = ratio("direct", "haproxy", &rps);
-    let (x, y, z) = (
-        ratio("xlb", "haproxy", &rps),
-        ratio("xlb", "haproxy", &cps),
-        ratio("xlb", "haproxy", &bw),
-    );
+    let bound = rps(&r.direct) / rps(&r.haproxy);
+    let (x, y, z) = ratios(&r.haproxy);
     let _ = writeln!(
         md,
         "| xlb / haproxy | {x:.2} | {y:.2} | {z:.2} | none; bound here: direct / haproxy = \
          {bound:.2} | - |"
     );
-    key.push(
-        json!({"section": "e2e", "name": "xlb/haproxy requests/s", "ratio": x,
-        "conn_ratio": y, "iperf_ratio": z, "bound": bound, "result": "-"}),
-    );
-    let (x, y, z) = (
-        ratio("xlb", "direct", &rps),
-        ratio("xlb", "direct", &cps),
-        ratio("xlb", "direct", &bw),
-    );
+    key.push(KeyFigure::new(
+        Section::E2e,
+        "xlb/haproxy requests/s",
+        Figure::PathRatio {
+            ratio: x,
+            conn_ratio: y,
+            iperf_ratio: z,
+            bound: Some(bound),
+            target: None,
+            result: Outcome::None,
+        },
+    ));
+    let (x, y, z) = ratios(&r.direct);
     let ok = x >= VS_DIRECT;
     let _ = writeln!(
         md,
         "| xlb / direct | {x:.2} | {y:.2} | {z:.2} | ≥ {VS_DIRECT} (req/s) | {} |",
         verdict(ok)
     );
-    key.push(
-        json!({"section": "e2e", "name": "xlb/direct requests/s", "ratio": x,
-        "conn_ratio": y, "iperf_ratio": z, "target": VS_DIRECT, "result": verdict(ok)}),
-    );
-    let (xp, rp) = (
-        f(&r["pps"]["xlb"]["xdp_tx_pps"]),
-        f(&r["pps"]["reflect"]["xdp_tx_pps"]),
-    );
+    key.push(KeyFigure::new(
+        Section::E2e,
+        "xlb/direct requests/s",
+        Figure::PathRatio {
+            ratio: x,
+            conn_ratio: y,
+            iperf_ratio: z,
+            bound: None,
+            target: Some(VS_DIRECT),
+            result: Outcome::of(ok),
+        },
+    ));
+    let (xp, rp) = (r.pps.xlb.xdp_tx_pps, r.pps.reflect.xdp_tx_pps);
     let _ = writeln!(
         md,
         "\nPacket rate: UDP from the client to the VIP (203.0.113.10:9000, dsr-l2, one flow), \
@@ -385,9 +428,17 @@ fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
         rp / 1e6,
         xp / rp
     );
-    key.push(json!({"section": "e2e", "name": "trafficgen pps xlb/reflect", "xlb_pps": xp, "reflect_pps": rp, "ratio": xp / rp}));
-    let live = &r["live_frames"];
-    let (lx, lr) = (f(&live["xlb"]["pps"]), f(&live["reflect"]["pps"]));
+    key.push(KeyFigure::new(
+        Section::E2e,
+        "trafficgen pps xlb/reflect",
+        Figure::Rate {
+            xlb_pps: xp,
+            reflect_pps: rp,
+            ratio: xp / rp,
+        },
+    ));
+    let live = &r.live_frames;
+    let (lx, lr) = (live.xlb.pps, live.reflect.pps);
     let _ = writeln!(
         md,
         "XDP live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, batch {}, frames really transmitted \
@@ -396,93 +447,107 @@ fn e2e(r: &Value, md: &mut String, key: &mut Vec<Value>) {
          **{:.3} Mpps** ({:.0} ns/frame): xlb at {:.2}× the reflector's rate (its time per frame \
          {:.2}× the reflector's). dsr-l2 because the kernel recycles frame pages without \
          restoring their bytes: an encapsulating path would meet its own output again.\n",
-        live["batch"],
+        live.batch,
         lx / 1e6,
-        f(&live["xlb"]["kernel_ns_per_frame"]),
+        live.xlb.kernel_ns_per_frame,
         lr / 1e6,
-        f(&live["reflect"]["kernel_ns_per_frame"]),
+        live.reflect.kernel_ns_per_frame,
         lx / lr,
         lr / lx,
     );
-    key.push(json!({"section": "e2e", "name": "live frames xlb/reflect", "xlb_pps": lx, "reflect_pps": lr, "ratio": lx / lr}));
-    let am = &r["agent_memory"];
+    key.push(KeyFigure::new(
+        Section::E2e,
+        "live frames xlb/reflect",
+        Figure::Rate {
+            xlb_pps: lx,
+            reflect_pps: lr,
+            ratio: lx / lr,
+        },
+    ));
+    let am = &r.agent_memory;
     let _ = writeln!(
         md,
         "Agent (`xlb run` in the testbed, flow-table-size 1048576, max-vips 8): RSS {:.1} MiB \
          (anonymous {:.1} MiB, file/shared {:.1} MiB); its maps' kernel memory (fdinfo \
          `memlock:`) {:.1} MiB.\n",
-        f(&am["rss"]["rss_kib"]) / 1024.0,
-        f(&am["rss"]["anon_kib"]) / 1024.0,
-        (f(&am["rss"]["file_kib"]) + f(&am["rss"]["shmem_kib"])) / 1024.0,
-        f(&am["memlock_total_bytes"]) / 1048576.0,
+        am.rss.rss_kib as f64 / 1024.0,
+        am.rss.anon_kib as f64 / 1024.0,
+        (am.rss.file_kib + am.rss.shmem_kib) as f64 / 1024.0,
+        mib(am.memlock_total_bytes),
     );
-    key.push(json!({"section": "e2e", "name": "agent memory", "rss_mib": f(&am["rss"]["rss_kib"]) / 1024.0,
-        "anon_mib": f(&am["rss"]["anon_kib"]) / 1024.0,
-        "memlock_mib": f(&am["memlock_total_bytes"]) / 1048576.0}));
+    key.push(KeyFigure::new(
+        Section::E2e,
+        "agent memory",
+        memory_figure(&am.rss, am.memlock_total_bytes),
+    ));
 }
 
-fn scale(r: &Value, md: &mut String, key: &mut Vec<Value>) {
-    let refl = f(&r["reflect"]["ns"]);
-    let p = &r["params"];
+fn scale(r: &scale::Report, md: &mut String, key: &mut Vec<KeyFigure>) {
+    let refl = r.reflect.ns;
+    let p = &r.params;
     let _ = writeln!(
         md,
         "Same method as above, {} calls × {} runs per point; reflector in this process: {refl:.1} \
          ns. Target: flat within {:.0}% (highest point ≤ {FLAT}× the lowest).\n",
-        p["iterations"],
-        p["runs"],
+        p.iterations,
+        p.runs,
         (FLAT - 1.0) * 100.0
     );
-    for c in r["curves"].as_array().into_iter().flatten() {
-        let pts = c["points"].as_array().cloned().unwrap_or_default();
-        let Some(first) = pts.first().map(|p| f(&p["m"]["ns"])) else {
+    for c in &r.curves {
+        let pts = &c.points;
+        let Some(first) = pts.first().map(|p| p.m.ns) else {
             continue;
         };
         // Flatness is the curve's own spread, highest over lowest point: a first point that
         // happens to be slow (or fast) must not make the rest look flatter than it is.
-        let ns: Vec<f64> = pts.iter().map(|p| f(&p["m"]["ns"])).collect();
+        let ns: Vec<f64> = pts.iter().map(|p| p.m.ns).collect();
         let lowest = ns.iter().copied().fold(f64::INFINITY, f64::min);
         let worst = ns.iter().copied().fold(0.0, f64::max) / lowest;
-        let name = c["name"].as_str().unwrap_or("");
-        let chart = if name.starts_with("backends") {
-            "backends"
-        } else {
-            name
-        };
+        let name = c.name.as_str();
+        let chart = crate::bench_charts::scale_group(name);
         let _ = writeln!(
             md,
             "**{}** (`{name}`): highest point {worst:.2}× the lowest: **{}**. Chart: \
-             [scale_{chart}.png](scale_{chart}.png)\n\n| {} | ns/packet | × first point | × \
+             [scale_{chart}.svg](scale_{chart}.svg)\n\n| {} | ns/packet | × first point | × \
              reflector | spread |\n|---:|---:|---:|---:|---:|",
-            c["label"].as_str().unwrap_or(""),
+            c.label,
             verdict(worst <= FLAT),
-            c["x_label"].as_str().unwrap_or("x"),
+            c.x_label,
         );
-        for pt in &pts {
-            let ns = f(&pt["m"]["ns"]);
+        for pt in pts {
+            let ns = pt.m.ns;
             let _ = writeln!(
                 md,
                 "| {} | {ns:.1} | {:.2} | {:.2} | {:.1}% |",
-                pt["x"],
+                pt.x,
                 ns / first,
                 ns / refl,
-                100.0 * f(&pt["m"]["spread"])
+                100.0 * pt.m.spread
             );
         }
         md.push('\n');
-        key.push(
-            json!({"section": "scale", "name": name, "highest_over_lowest": worst,
-            "target": FLAT, "result": verdict(worst <= FLAT)}),
-        );
+        key.push(KeyFigure::new(
+            Section::Scale,
+            name,
+            Figure::Flatness {
+                highest_over_lowest: worst,
+                target: FLAT,
+                result: Outcome::of(worst <= FLAT),
+            },
+        ));
     }
-    let flood = f(&r["syn_flood_full"]["ns"]);
-    let after = f(&r["hit_after_flood"]["ns"]);
-    let hits = f(&r["hit_after_flood_counters"]["FlowHit"]);
-    let tx = f(&r["hit_after_flood_counters"]["Tx"]);
-    let occ_first = r["curves"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == "occupancy"))
-        .and_then(|c| c["points"][0]["m"]["ns"].as_f64())
-        .unwrap_or(f64::NAN);
+    let flood = r.syn_flood_full.ns;
+    let after = r.hit_after_flood.ns;
+    let counter = |name: &str| {
+        r.hit_after_flood_counters
+            .get(name)
+            .map_or(f64::NAN, |n| *n as f64)
+    };
+    let (hits, tx) = (counter("FlowHit"), counter("Tx"));
+    let occ_first = r
+        .curve("occupancy")
+        .and_then(|c| c.points.first())
+        .map_or(f64::NAN, |p| p.m.ns);
     let _ = writeln!(
         md,
         "Full table (1,048,576 entries) under a SYN flood from random sources: **{flood:.1} ns \
@@ -493,245 +558,127 @@ fn scale(r: &Value, md: &mut String, key: &mut Vec<Value>) {
          docs/datapath.md §4). Established hits right after the flood over the first 1,000 \
          (the evicted ones are inserted again by their first packet, during the warm-up: \
          {:.1}% of the packets counted were hits): {after:.1} ns ({:.2}× the 1k-entry hit). \
-         Chart: [scale_occupancy.png](scale_occupancy.png)\n",
+         Chart: [scale_occupancy.svg](scale_occupancy.svg)\n",
         flood / refl,
         flood / occ_first,
-        r["active_before_flood"],
-        r["active_after_flood"],
-        r["idle_before_flood"],
-        r["idle_after_flood"],
+        r.active_before_flood,
+        r.active_after_flood,
+        r.idle_before_flood,
+        r.idle_after_flood,
         100.0 * hits / tx,
         after / occ_first,
     );
-    key.push(
-        json!({"section": "scale", "name": "syn_flood_full_table", "ns": flood,
-        "ratio_to_first_occupancy_point": flood / occ_first, "hit_after_flood_ns": after,
-        "active_resident_before": r["active_before_flood"], "active_resident_after": r["active_after_flood"],
-        "idle_resident_before": r["idle_before_flood"], "idle_resident_after": r["idle_after_flood"]}),
-    );
+    key.push(KeyFigure::new(
+        Section::Scale,
+        "syn_flood_full_table",
+        Figure::SynFlood {
+            ns: flood,
+            ratio_to_first_occupancy_point: flood / occ_first,
+            hit_after_flood_ns: after,
+            active_resident_before: r.active_before_flood,
+            active_resident_after: r.active_after_flood,
+            idle_resident_before: r.idle_before_flood,
+            idle_resident_after: r.idle_after_flood,
+        },
+    ));
 }
 
-const CHARTS_PY: &str = r#"
-import json, sys
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-out = sys.argv[1]
-r = json.load(open(out + "/report.json"))
-res = r["results"]
-
-def save(fig, name):
-    fig.tight_layout()
-    fig.savefig(out + "/" + name, dpi=110)
-    plt.close(fig)
-
-if "scale" in res:
-    s = res["scale"]
-    refl = s["reflect"]["ns"]
-    groups = {"vips": ["vips"], "backends": ["backends_hit", "backends_syn"], "occupancy": ["occupancy"]}
-    for fname, names in groups.items():
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for c in s["curves"]:
-            if c["name"] not in names:
-                continue
-            xs = [p["x"] for p in c["points"]]
-            ys = [p["m"]["ns"] for p in c["points"]]
-            ax.plot(xs, ys, marker="o", label=c["label"])
-            ax.fill_between(xs, min(ys), min(ys) * 1.2, alpha=0.12)
-            xlabel = c["x_label"]
-        if fname == "occupancy":
-            ax.axhline(s["syn_flood_full"]["ns"], color="tab:red", ls=":", label="SYN flood, full table")
-        ax.axhline(refl, color="gray", ls="--", label="reflector (baseline)")
-        ax.set_xscale("log", base=2 if fname != "occupancy" else 10)
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("ns per packet (BPF_PROG_TEST_RUN)")
-        ax.set_title("xlb per-packet cost vs " + xlabel + " (band: lowest point +20%)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        save(fig, "scale_" + fname + ".png")
-
-if "packet" in res:
-    sc = res["packet"]["scenarios"]
-    names = [x["name"] for x in sc]
-    ns = [x["m"]["ns"] for x in sc]
-    refl = next(x["m"]["ns"] for x in sc if x["name"] == "baseline_reflect")
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    colors = ["gray" if n.startswith("baseline") else "tab:blue" for n in names]
-    ax.barh(names, ns, color=colors)
-    for i, v in enumerate(ns):
-        ax.text(v, i, " %.0f ns (%.2fx)" % (v, v / refl), va="center", fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("ns per packet (single-packet BPF_PROG_TEST_RUN, median of runs)")
-    ax.set_title("xlb per-packet cost; ratio to the reflector in brackets", fontsize=10)
-    ax.set_xlim(0, max(ns) * 1.35)
-    save(fig, "per_packet.png")
-
-if "e2e" in res:
-    e = res["e2e"]
-    paths = ["direct", "xlb", "haproxy"]
-    fig, axs = plt.subplots(1, 3, figsize=(10, 3.6))
-    for ax, (title, get) in zip(axs, [
-        ("requests/s (keep-alive)", lambda p: e[p]["keepalive"]["requests_per_s"]),
-        ("connections/s", lambda p: e[p]["connection_close"]["requests_per_s"]),
-        ("iperf3 Gbit/s", lambda p: e[p]["iperf3"]["gbit_per_s"]),
-    ]):
-        vals = [get(p) for p in paths]
-        ax.bar(paths, vals, color=["gray", "tab:blue", "tab:orange"])
-        ax.set_title(title, fontsize=10)
-        for i, v in enumerate(vals):
-            ax.text(i, v, "%.3g" % v, ha="center", va="bottom", fontsize=8)
-    save(fig, "e2e.png")
-"#;
-
-fn charts(out: &Path) -> Result<Vec<String>> {
-    let script = out.join("charts.py");
-    std::fs::write(&script, CHARTS_PY)?;
-    // The distribution's python3 (python3-matplotlib), not one a version manager may put first.
-    let py = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    output(Command::new(py).arg(&script).arg(out))?;
-    let mut pngs: Vec<String> = std::fs::read_dir(out)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".png"))
-        .collect();
-    pngs.sort();
-    Ok(pngs)
+/// `report.json`: the run, its key figures and the drivers' results.
+#[derive(Serialize)]
+pub struct ReportJson<'a> {
+    pub machine: &'a Machine,
+    pub invocation: &'a str,
+    pub total_seconds: f64,
+    pub stages: &'a [Stage],
+    pub key: Vec<KeyFigure>,
+    pub results: &'a Results,
 }
 
-pub fn write(raw: &Value, out: &Path) -> Result<()> {
+/// `report.md` (without its closing line about the charts) and `report.json` of `raw`;
+/// `date` is when the run ended, as the header shows it.
+pub fn render<'a>(raw: &'a Run, date: &str) -> (String, ReportJson<'a>) {
     let mut md = String::new();
     let mut key = Vec::new();
-    let m = &raw["machine"];
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
+    let m = &raw.machine;
     let _ = writeln!(
         md,
         "# xlb benchmark report\n\n{}Produced by `{}` in {:.0} s on {}.\n\nMachine: **{}**, {} \
          CPUs, Linux {}, {:.1} GiB RAM (a KVM guest: shared, noisy host).\n",
-        if raw["quick"] == true {
+        if raw.quick {
             "**QUICK RUN (--quick): smoke-test figures, not the published ones.**\n\n"
         } else {
             ""
         },
-        raw["invocation"].as_str().unwrap_or("cargo xtask bench"),
-        f(&raw["total_seconds"]),
-        date.trim(),
-        m["cpu_model"].as_str().unwrap_or("?"),
-        m["cpus"],
-        m["kernel"].as_str().unwrap_or("?"),
-        f(&m["mem_total_kib"]) / 1048576.0,
+        raw.invocation,
+        raw.total_seconds,
+        date,
+        m.cpu_model,
+        m.cpus,
+        m.kernel,
+        m.mem_total_kib as f64 / 1048576.0,
     );
     md.push_str("| stage | command | seconds | status |\n|---|---|---:|---|\n");
-    for s in raw["stages"].as_array().into_iter().flatten() {
+    for s in &raw.stages {
         let _ = writeln!(
             md,
             "| {} | `{}` | {:.1} | {} |",
-            s["name"].as_str().unwrap_or(""),
-            s["command"].as_str().unwrap_or(""),
-            f(&s["seconds"]),
-            s["error"].as_str().map_or("ok".to_string(), |e| format!(
+            s.name,
+            s.command,
+            s.seconds,
+            s.error.as_ref().map_or("ok".to_string(), |e| format!(
                 "FAILED: {}",
                 e.replace('\n', " ")
             )),
         );
     }
-    let res = &raw["results"];
+    let res = &raw.results;
     let mut body = String::new();
-    body.push_str("\n## 1. Per-packet cost\n\n![per-packet](per_packet.png)\n\n");
-    if res["packet"].is_object() {
-        per_packet(&res["packet"], &mut body, &mut key);
+    body.push_str("\n## 1. Per-packet cost\n\n![per-packet](per_packet.svg)\n\n");
+    if let Some(r) = &res.packet {
+        per_packet(r, &mut body, &mut key);
     }
     body.push_str("\n## 2. Control plane\n\n");
-    if res["control"].is_object() {
-        control(
-            &res["control"],
-            res.get("memory").filter(|v| v.is_object()),
-            &mut body,
-            &mut key,
-        );
+    if let Some(r) = &res.control {
+        control(r, res.memory.as_ref(), &mut body, &mut key);
     }
-    body.push_str("\n## 3. End to end (veth testbed, native XDP)\n\n![e2e](e2e.png)\n\n");
-    if res["e2e"].is_object() {
-        e2e(&res["e2e"], &mut body, &mut key);
-    } else {
-        body.push_str("(not run)\n");
+    body.push_str("\n## 3. End to end (veth testbed, native XDP)\n\n![e2e](e2e.svg)\n\n");
+    match &res.e2e {
+        Some(r) => e2e(r, &mut body, &mut key),
+        None => body.push_str("(not run)\n"),
     }
-    body.push_str("\n## 4. Scale curves\n\n![vips](scale_vips.png) ![backends](scale_backends.png) ![occupancy](scale_occupancy.png)\n\n");
-    if res["scale"].is_object() {
-        scale(&res["scale"], &mut body, &mut key);
+    body.push_str("\n## 4. Scale curves\n\n![vips](scale_vips.svg) ![backends](scale_backends.svg) ![occupancy](scale_occupancy.svg)\n\n");
+    if let Some(r) = &res.scale {
+        scale(r, &mut body, &mut key);
     }
 
     // Key table first.
     md.push_str("\n## Key figures\n\n| section | figure | value | baseline / target | result |\n|---|---|---:|---|---|\n");
     for k in &key {
-        let name = k["name"].as_str().unwrap_or("");
-        let (value, base) = match k["section"].as_str() {
-            Some("per-packet") => (
-                format!(
-                    "{:.1} ns, {:.2} Mpps, **{:.2}×** reflector (net {})",
-                    f(&k["ns"]),
-                    f(&k["mpps"]),
-                    f(&k["ratio_to_reflector"]),
-                    k["net_ratio_to_reflector"]
-                        .as_f64()
-                        .map_or("n/a".into(), |n| format!("{n:.1}×"))
-                ),
-                format!(
-                    "reflector {:.1} ns{}",
-                    f(&k["baseline_reflect_ns"]),
-                    k["target"]
-                        .as_f64()
-                        .map_or(String::new(), |t| format!("; target ≤ {t}×"))
-                ),
-            ),
-            _ => (
-                k.as_object()
-                    .map(|o| {
-                        o.iter()
-                            .filter(|(n, _)| {
-                                !["section", "name", "result", "target"].contains(&n.as_str())
-                            })
-                            .map(|(n, v)| match v.as_f64() {
-                                Some(x) => format!("{n} {x:.3}"),
-                                None => format!("{n} {v}"),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default(),
-                k["target"]
-                    .as_f64()
-                    .map_or(String::new(), |t| format!("target {t}")),
-            ),
-        };
-        let _ = writeln!(
-            md,
-            "| {} | {name} | {value} | {base} | {} |",
-            k["section"].as_str().unwrap_or(""),
-            k["result"].as_str().unwrap_or("-")
-        );
+        md.push_str(&k.row());
+        md.push('\n');
     }
     md.push_str(&body);
-    let report = json!({
-        "machine": raw["machine"],
-        "invocation": raw["invocation"],
-        "total_seconds": raw["total_seconds"],
-        "stages": raw["stages"],
-        "key": key,
-        "results": raw["results"],
-    });
+    let report = ReportJson {
+        machine: &raw.machine,
+        invocation: &raw.invocation,
+        total_seconds: raw.total_seconds,
+        stages: &raw.stages,
+        key,
+        results: &raw.results,
+    };
+    (md, report)
+}
+
+pub fn write(raw: &Run, out: &Path) -> Result<()> {
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
+    let (mut md, report) = render(raw, date.trim());
     std::fs::write(
         out.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    match charts(out) {
-        Ok(pngs) => {
-            let _ = writeln!(md, "\nCharts: {}", pngs.join(", "));
+    match crate::bench_charts::write(&raw.results, out) {
+        Ok(svgs) => {
+            let _ = writeln!(md, "\nCharts: {}", svgs.join(", "));
         }
         Err(e) => {
             let _ = writeln!(md, "\nCharts could not be drawn: {e:#}");
@@ -740,3 +687,7 @@ pub fn write(raw: &Value, out: &Path) -> Result<()> {
     std::fs::write(out.join("report.md"), md)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "bench_report_tests.rs"]
+mod tests;

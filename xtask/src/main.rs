@@ -4,7 +4,9 @@
 //! choice of the toolchain that builds the eBPF object.
 
 mod bench;
+mod bench_charts;
 mod bench_e2e;
+mod bench_key;
 mod bench_report;
 mod build;
 mod clippy;

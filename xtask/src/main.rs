@@ -45,7 +45,7 @@ enum Command {
     /// Setup, build, and show xlb balancing, failing over and recovering on a testbed (root).
     Demo(testbed::DemoArgs),
     /// Measure (root): per-packet cost, scale curves, control plane, end to end on a
-    /// namespace testbed; writes target/bench/report.md, report.json and PNG charts.
+    /// namespace testbed; writes target/bench/report.md, report.json and SVG charts.
     Bench(bench::Args),
 }
 

@@ -31,9 +31,9 @@ const TEST_PACKAGES: &[&str] = &[
     // Lints scripts/*.sh in integration-tests/tests/scripts.rs.
     "shellcheck",
 ];
-/// What only `cargo xtask bench` runs: the end-to-end comparison and its charts. Installed by
-/// the bench, not by `cargo xtask test`.
-const BENCH_PACKAGES: &[&str] = &["haproxy", "nginx", "wrk", "iperf3", "python3-matplotlib"];
+/// What only `cargo xtask bench` runs: the end-to-end comparison (its charts are drawn by
+/// xtask itself). Installed by the bench, not by `cargo xtask test`.
+const BENCH_PACKAGES: &[&str] = &["haproxy", "nginx", "wrk", "iperf3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
 /// Host-toolchain components `cargo xtask test` uses.

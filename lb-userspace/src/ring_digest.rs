@@ -117,6 +117,9 @@ pub fn ring_digest(seed: u32, ring: &[u32], mut owner: impl FnMut(u32) -> SlotOw
 }
 
 #[cfg(test)]
+mod consistency;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use lb_common::{addr::to_words, values::BACKEND_ACTIVE};

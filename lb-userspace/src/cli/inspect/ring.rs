@@ -308,7 +308,8 @@ mod tests {
         let mut r = Reconciler::adopt(Shared(&cell)).unwrap();
         r.apply(&cfg, &Overrides::default(), &net(&cfg)).unwrap();
         let mut over = Overrides::default();
-        over.down.insert((cfg.vips[0].id, "198.51.100.2".parse().unwrap()));
+        over.down
+            .insert((cfg.vips[0].id, "198.51.100.2".parse().unwrap()));
         r.apply(&cfg, &over, &net(&cfg)).unwrap();
         let agent = r.ring_digests();
         drop(r);
@@ -319,7 +320,10 @@ mod tests {
         assert_eq!(agent.len(), 2);
         assert_eq!(run_args(&cell, &["ring", "--digest"]), expected);
         let one = run_args(&cell, &["ring", "--digest", "udp/192.0.2.11:53"]);
-        assert_eq!(one, format!("udp/192.0.2.11:53 {}\n", agent[&cfg.vips[1].id]));
+        assert_eq!(
+            one,
+            format!("udp/192.0.2.11:53 {}\n", agent[&cfg.vips[1].id])
+        );
         let v = json(&cell, &["ring", "--digest"]);
         assert_eq!(v["vips"][0]["vip"], "tcp/192.0.2.10:80");
         assert_eq!(v["vips"][0]["digest"], agent[&cfg.vips[0].id].to_string());

@@ -171,6 +171,17 @@ fn three_agents_agree_on_every_ring_digest_whatever_the_order_and_ids() {
     step("add backend", &nodes, &|r| {
         state(r, &t, v4(&nodes[0], 3)) == Some(MapState::Active)
     });
+    // The added backend got a different id on node 1 (whose earlier extra took one).
+    let id_of = |n: &Testbed| {
+        let r = n.status();
+        let v = r.vips.iter().find(|v| v.id == t).unwrap();
+        v.backends.iter().find(|b| b.addr == v4(n, 3)).unwrap().id
+    };
+    assert_ne!(
+        id_of(&nodes[0]),
+        id_of(&nodes[1]),
+        "ids differ between nodes"
+    );
 
     // Health: backend 0 stops answering everywhere.
     for n in &mut nodes {

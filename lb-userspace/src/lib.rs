@@ -15,5 +15,6 @@ pub mod netlink;
 pub mod paths;
 pub mod pinning;
 pub mod reconcile;
+pub mod ring_digest;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod test_fixtures;

@@ -38,6 +38,7 @@ use lb_common::{
 use crate::maglev::{self, MaglevBackend};
 use crate::maps::{MapError, MapStore};
 use crate::model::{Config, NoBackend, Proto, Vip, VipId};
+use crate::ring_digest::{RingDigest, SlotOwner, ring_digest};
 
 /// What netlink found out: the egress interface and how to reach each backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -122,6 +123,9 @@ struct VipContents {
     /// What `ring` was built from (`None` when adopted): an unchanged input reuses the table
     /// instead of rebuilding it, so a health change rebuilds one VIP's table, not all of them.
     inputs: Option<Vec<MaglevBackend>>,
+    /// The ring's digest and the hash seed it was taken under (`None` when adopted); reused
+    /// with the table when neither changed.
+    digest: Option<(u32, RingDigest)>,
 }
 
 /// Contents of the maps: what they hold as far as the reconciler wrote or adopted it, or what
@@ -165,6 +169,7 @@ fn read_applied<S: MapStore>(store: &S) -> Result<MapContents, MapError> {
                     backends: BTreeMap::new(),
                     ring: store.ring(meta.index)?,
                     inputs: None,
+                    digest: None,
                 },
             );
         }
@@ -221,6 +226,15 @@ impl<S: MapStore> Reconciler<S> {
     /// VIP index of a configured VIP, as applied.
     pub fn vip_index(&self, vip: &VipId) -> Option<u32> {
         self.applied.vips.get(vip).map(|v| v.index)
+    }
+
+    /// The ring digest of every applied VIP (see [`crate::ring_digest`]), by VIP.
+    pub fn ring_digests(&self) -> BTreeMap<VipId, RingDigest> {
+        self.applied
+            .vips
+            .iter()
+            .filter_map(|(id, v)| v.digest.map(|(_, d)| (*id, d)))
+            .collect()
     }
 
     /// Every applied backend with its id, entry and ring share.
@@ -344,6 +358,7 @@ impl<S: MapStore> Reconciler<S> {
                 backends: BTreeMap::new(),
                 ring: Vec::new(),
                 inputs: None,
+                digest: None,
             };
             let meta = vip_meta(vip, index);
             let mut in_ring = Vec::new();
@@ -407,14 +422,26 @@ impl<S: MapStore> Reconciler<S> {
                     });
                 }
             }
-            planned.ring = match previous {
-                Some(p) if p.inputs.as_ref() == Some(&in_ring) => p.ring.clone(),
-                _ => maglev::build_table(&in_ring, RING_SIZE).map_err(|source| {
+            let reused = previous.filter(|p| p.inputs.as_ref() == Some(&in_ring));
+            planned.ring = match reused {
+                Some(p) => p.ring.clone(),
+                None => maglev::build_table(&in_ring, RING_SIZE).map_err(|source| {
                     ReconcileError::Maglev {
                         vip: vip.id,
                         source,
                     }
                 })?,
+            };
+            // Taken from the entries this plan writes, through the rule `xlb inspect` applies
+            // to the maps, so both print the same digest for the same maps.
+            planned.digest = match reused.and_then(|p| p.digest) {
+                Some((seed, d)) if seed == config.hash_seed => Some((seed, d)),
+                _ => {
+                    let d = ring_digest(config.hash_seed, &planned.ring, |id| {
+                        SlotOwner::of(id, index, plan.backends.get(&id))
+                    });
+                    Some((config.hash_seed, d))
+                }
             };
             planned.inputs = Some(in_ring);
             plan.entries.insert(vip.id.map_key(), meta);

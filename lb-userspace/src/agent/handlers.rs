@@ -131,18 +131,24 @@ impl<S: MapStore> Agent<S> {
             return Response::error(e.to_string());
         }
         self.removed.remove(&(id, addr));
-        if !self
+        if self
             .file
             .vip(&id)
             .is_some_and(|v| v.backends.iter().any(|b| b.addr == addr))
         {
+            // A configured backend back from removal: the request's weight overrides the file's.
+            self.overrides.weights.insert((id, addr), weight);
+        } else {
+            // The weight lives in the addition, not in an override: an override would outlive
+            // the addition when a reload brings the backend into the file, and the node would
+            // then keep this weight where a node that reloaded first keeps the file's.
             self.added.entry(id).or_default().push(BackendSpec {
                 addr,
                 weight,
                 check_port: None,
             });
+            self.overrides.weights.remove(&(id, addr));
         }
-        self.overrides.weights.insert((id, addr), weight);
         self.start_health();
         self.request_net();
         match self.apply("api") {

@@ -250,6 +250,66 @@ mod tests {
         assert_eq!(a.overrides.weights[&(id, ip("198.51.100.1"))], 0);
     }
 
+    /// The backend is added through the API with weight 3 on one node and the file (weight
+    /// 1) brings it on both; one node reloads before the API call (which it then refuses),
+    /// the other after. Both must end with the file's weight and the same ring.
+    #[tokio::test]
+    async fn an_api_addition_and_a_reload_that_adds_the_same_backend_commute() {
+        const TWO: &[(&str, &[&str])] = &[(
+            "203.0.113.10",
+            &["198.51.100.1", "198.51.100.2", "198.51.100.3"],
+        )];
+        let add = |a: &mut Agent<FakeStore>| {
+            let vip = a.file.vips[0].id;
+            a.answer(Request::AddBackend {
+                vip,
+                addr: ip("198.51.100.3"),
+                weight: 3,
+            })
+        };
+        let (file_a, file_b) = (
+            ConfigFile::new("commute-add-first"),
+            ConfigFile::new("commute-reload-first"),
+        );
+        let mut first = running(&file_a);
+        assert!(matches!(
+            add(&mut first),
+            Answer::Reply(Response::Ok { .. })
+        ));
+        file_a.write(&toml(8, TWO));
+        assert!(matches!(reload(&mut first), Response::Ok { .. }));
+        let mut second = running(&file_b);
+        file_b.write(&toml(8, TWO));
+        assert!(matches!(reload(&mut second), Response::Ok { .. }));
+        assert!(matches!(
+            add(&mut second),
+            Answer::Reply(Response::Error { .. })
+        ));
+        let weight = |a: &Agent<FakeStore>| {
+            a.reconciler
+                .backends()
+                .into_iter()
+                .find(|b| b.addr == ip("198.51.100.3"))
+                .map(|b| b.entry.weight)
+        };
+        assert_eq!(weight(&first), weight(&second));
+        assert_eq!(weight(&first), Some(a_file_weight(&first)));
+        assert_eq!(
+            first.reconciler.ring_digests(),
+            second.reconciler.ring_digests()
+        );
+    }
+
+    /// The weight the file gives 198.51.100.3.
+    fn a_file_weight(a: &Agent<FakeStore>) -> u32 {
+        a.file.vips[0]
+            .backends
+            .iter()
+            .find(|b| b.addr == ip("198.51.100.3"))
+            .unwrap()
+            .weight
+    }
+
     #[tokio::test]
     async fn a_config_the_maps_cannot_hold_is_refused_and_api_changes_stay() {
         let file = ConfigFile::new("reload-too-big");

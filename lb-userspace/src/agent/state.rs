@@ -179,6 +179,8 @@ impl<S: MapStore> Agent<S> {
             .collect();
         self.metrics
             .set_topology(indices, self.reconciler.backends());
+        self.metrics
+            .set_ring_digests(self.reconciler.ring_digests());
         if report.wrote_anything() {
             info!(
                 why,

@@ -18,6 +18,7 @@ use prometheus_client::{
 use super::lock;
 use crate::model::VipId;
 use crate::reconcile::{ApplyReport, BackendView};
+use crate::ring_digest::RingDigest;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct VipBackendLabels {
@@ -50,6 +51,8 @@ pub(super) struct AgentState {
     /// VIP index -> VIP.
     pub(super) vips: BTreeMap<u32, VipId>,
     pub(super) backends: Vec<BackendView>,
+    /// Ring digest per VIP, as of the last apply.
+    pub(super) ring_digests: BTreeMap<VipId, RingDigest>,
     pub(super) health: HashMap<(VipId, IpAddr), bool>,
     pub(super) flow_capacity: Option<u32>,
     /// Label pairs with probe series, to drop them when the backend leaves.
@@ -147,6 +150,12 @@ impl AgentMetrics {
     /// rounds it: `lb_common::flows::flow_sets`).
     pub fn set_flow_table_capacity(&self, entries: u32) {
         lock(&self.inner.state).flow_capacity = Some(entries);
+    }
+
+    /// After each apply: `Reconciler::ring_digests()`. Replaces the previous set, so a removed
+    /// VIP's series goes away.
+    pub fn set_ring_digests(&self, digests: BTreeMap<VipId, RingDigest>) {
+        lock(&self.inner.state).ring_digests = digests;
     }
 
     /// What the maps hold after an apply: the VIP indices (`VipId` -> index) and

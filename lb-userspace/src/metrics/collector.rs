@@ -129,13 +129,14 @@ impl MapCollector {
 
 impl Collector for MapCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let (vips, backends, health, capacity) = {
+        let (vips, backends, health, capacity, digests) = {
             let st = lock(&self.agent.inner.state);
             (
                 st.vips.clone(),
                 st.backends.clone(),
                 st.health.clone(),
                 st.flow_capacity,
+                st.ring_digests.clone(),
             )
         };
         let store = lock(&self.store);
@@ -270,6 +271,17 @@ impl Collector for MapCollector {
             "xlb_backend_ring_slots",
             "Maglev ring slots owned by the backend (of 65537), as of the last apply.",
             &slot_series,
+        )?;
+
+        let digest_series: Vec<_> = digests
+            .iter()
+            .map(|(vip, d)| ([("vip", vip.to_string()), ("digest", d.to_string())], 1))
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "xlb_vip_ring_info",
+            "The VIP's ring digest (label digest, as `xlb inspect ring --digest` prints it); always 1.",
+            &digest_series,
         )?;
 
         if let Some(f) = flows {

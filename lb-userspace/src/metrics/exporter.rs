@@ -188,6 +188,25 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn ring_digests_are_one_gauge_per_vip_with_the_digest_as_label() {
+        use crate::ring_digest::{SlotOwner, ring_digest};
+        let (store, agent) = fixture();
+        let d = ring_digest(7, &[0, 0, 0], |_| SlotOwner::None);
+        agent.set_ring_digests([(vip("tcp/203.0.113.10:80"), d)].into_iter().collect());
+        let exporter = Exporter::new(store, agent.clone());
+        let line = format!(r#"xlb_vip_ring_info{{vip="tcp/203.0.113.10:80",digest="{d}"}} 1"#);
+        assert_lines(&exporter.encode(Format::OpenMetrics), &[&line]);
+        assert_lines(&exporter.encode(Format::Prometheus), &[&line]);
+        // A VIP gone from the last apply loses its series.
+        agent.set_ring_digests(Default::default());
+        let text = exporter.encode(Format::OpenMetrics);
+        assert!(
+            !text.lines().any(|l| l.starts_with("xlb_vip_ring_info{")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn exposition_has_map_counters_with_labels() {
         let (store, agent) = fixture();
         let exporter = Exporter::new(store.clone(), agent.clone());

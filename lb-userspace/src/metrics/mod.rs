@@ -9,8 +9,9 @@
 //!   index or backend id is zeroed when it is (re)allocated, so a series restarts from 0 when
 //!   its VIP or backend is re-added, which Prometheus treats as a counter reset.
 //! - **Agent values** (labels for VIP indices and backend ids, health, ring shares, reloads,
-//!   ring rebuilds, probe latencies) come from an [`AgentMetrics`] handle the agent updates:
-//!   [`AgentMetrics::set_topology`] after every apply, [`AgentMetrics::record_apply`],
+//!   ring rebuilds, ring digests, probe latencies) come from an [`AgentMetrics`] handle the
+//!   agent updates: [`AgentMetrics::set_topology`] and [`AgentMetrics::set_ring_digests`] after
+//!   every apply, [`AgentMetrics::record_apply`],
 //!   [`AgentMetrics::record_reload`], [`AgentMetrics::set_health`],
 //!   [`AgentMetrics::record_probe`].
 //!
@@ -31,6 +32,7 @@
 //! | `xlb_backend_health` | gauge | vip, backend | damped health-check verdict: **1 = up, 0 = down**; no series until the first verdict |
 //! | `xlb_backend_state` | gauge | vip, backend | the backend map entry's state, read from the map: **0 = empty, 1 = active (in the ring), 2 = draining (out of the ring, flows kept), 3 = down (out of the ring, flows re-hash)** |
 //! | `xlb_backend_ring_slots` | gauge | vip, backend | Maglev ring slots the backend owns (of 65537), as of the agent's last apply |
+//! | `xlb_vip_ring_info` | gauge | vip, digest | always 1; `digest` is the VIP's ring digest as of the agent's last apply, the same as `xlb inspect ring --digest` prints (`crate::ring_digest`): equal across nodes that agree on config and health |
 //! | `xlb_packets_total` | counter | reason | every global counter of the program, `reason` = `lb_common::stats::Counter::name()`: verdicts (`pass*`, `tx`, `icmp_*`, `drop_*`) and detail counters (`flow_*`, `fragment`). Drops are the `drop_*` reasons: `sum(xlb_packets_total{reason=~"drop_.*"})` |
 //! | `xlb_flow_table_entries` | gauge | | flow-table occupancy, see below |
 //! | `xlb_flow_table_walk_capped` | gauge | | 1 when the last occupancy walk stopped at its cap (the entries gauge is then a lower bound) |

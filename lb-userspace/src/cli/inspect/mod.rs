@@ -69,6 +69,12 @@ pub enum InspectCmd {
     /// the backends holding slots; 1.0000 is perfect). Then the table BACKEND ID STATE SLOTS
     /// SHARE% EXPECTED%. EXPECTED% is each active backend's share of the active backends' total
     /// weight (the agent records the effective weight in each backend entry).
+    ///
+    /// With --digest: one line per VIP (or only the VIP given), `VIP DIGEST`, sorted by VIP,
+    /// no header. The digest (16 hex digits) names each slot's backend by address, never by
+    /// the node-local id, and covers the ring size and hash seed: nodes with the same config
+    /// and health view print the same lines (docs/operations.md, "Comparing rings across
+    /// nodes"). The agent exports the same value as the `xlb_vip_ring_info` metric.
     Ring(RingArgs),
     /// Flow-table entries: 5-tuple, VIP, backend and whether the entry is still honoured.
     ///
@@ -126,9 +132,12 @@ pub struct BackendsArgs {
 
 #[derive(Clone, Debug, Args)]
 pub struct RingArgs {
-    /// The VIP (PROTO/ADDR:PORT).
-    #[arg(value_parser = parse_vip, value_name = "VIP")]
-    pub vip: VipId,
+    /// The VIP (PROTO/ADDR:PORT); optional with --digest (then every VIP).
+    #[arg(value_parser = parse_vip, value_name = "VIP", required_unless_present = "digest")]
+    pub vip: Option<VipId>,
+    /// Print each VIP's ring digest instead of the table.
+    #[arg(long)]
+    pub digest: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -3,6 +3,8 @@
 //!
 //! JSON: `{vip, vip_index, ring_size, empty_slots, empty_share_pct, active_backends, imbalance,
 //! backends: [{addr, id, state, slots, share_pct, expected_share_pct}]}`.
+//!
+//! `--digest` JSON: `{vips: [{vip, vip_index, digest}]}`, sorted by VIP.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -19,6 +21,53 @@ use super::common::{share, write_json};
 use super::snapshot::{Snapshot, backend_addr, state_name};
 use crate::cli::format::{Align, Table, opt};
 use crate::maps::MapStore;
+use crate::ring_digest::{SlotOwner, ring_digest};
+
+#[derive(Serialize)]
+struct DigestsJson {
+    vips: Vec<DigestJson>,
+}
+
+#[derive(Serialize)]
+struct DigestJson {
+    vip: String,
+    vip_index: u32,
+    digest: String,
+}
+
+/// `--digest`: one line per VIP. Slot owners come from the backend map through the same rule
+/// the agent uses ([`SlotOwner::of`]), so both print the same digest for the same maps.
+fn digests<S: MapStore>(store: &S, a: &RingArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let snap = Snapshot::read(store)?;
+    let vips = match &a.vip {
+        Some(id) => vec![snap.vip(id)?],
+        None => snap.vips.iter().collect(),
+    };
+    let mut rows = Vec::new();
+    for v in vips {
+        let index = v.meta.index;
+        let ring = store.ring(index)?;
+        let d = ring_digest(snap.config.hash_seed, &ring, |id| {
+            let entry = match snap.backends.get(&id) {
+                Some(b) => Some(*b),
+                None => store.backend(id).ok(),
+            };
+            SlotOwner::of(id, index, entry.as_ref())
+        });
+        rows.push(DigestJson {
+            vip: v.id.to_string(),
+            vip_index: index,
+            digest: d.to_string(),
+        });
+    }
+    if a.output.json {
+        return write_json(out, &DigestsJson { vips: rows });
+    }
+    for r in rows {
+        writeln!(out, "{} {}", r.vip, r.digest)?;
+    }
+    Ok(())
+}
 
 #[derive(Serialize)]
 struct RingJson {
@@ -47,8 +96,14 @@ pub(super) fn ring<S: MapStore>(
     a: &RingArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    if a.digest {
+        return digests(store, a, out);
+    }
+    let Some(vip) = &a.vip else {
+        anyhow::bail!("a VIP is required without --digest");
+    };
     let snap = Snapshot::read(store)?;
-    let v = snap.vip(&a.vip)?;
+    let v = snap.vip(vip)?;
     let index = v.meta.index;
     let counts = crate::maglev::slot_counts(&store.ring(index)?);
     let empty = counts.get(&0).copied().unwrap_or(0);
@@ -236,6 +291,50 @@ mod tests {
             .map(|r| r["weight"].as_u64().unwrap())
             .collect();
         assert_eq!(weights, vec![100, 300]);
+    }
+
+    #[test]
+    fn digest_lines_match_the_agents_digests_for_the_same_maps() {
+        let cell = RefCell::new(FakeStore::new(8, 64));
+        let cfg = config(vec![
+            vip(
+                "192.0.2.10",
+                80,
+                Proto::Tcp,
+                &[("198.51.100.1", 100), ("198.51.100.2", 300)],
+            ),
+            vip("192.0.2.11", 53, Proto::Udp, &[("198.51.100.3", 1)]),
+        ]);
+        let mut r = Reconciler::adopt(Shared(&cell)).unwrap();
+        r.apply(&cfg, &Overrides::default(), &net(&cfg)).unwrap();
+        let mut over = Overrides::default();
+        over.down
+            .insert((cfg.vips[0].id, "198.51.100.2".parse().unwrap()));
+        r.apply(&cfg, &over, &net(&cfg)).unwrap();
+        let agent = r.ring_digests();
+        drop(r);
+        let expected: String = agent
+            .iter()
+            .map(|(vip, d)| format!("{vip} {d}\n"))
+            .collect();
+        assert_eq!(agent.len(), 2);
+        assert_eq!(run_args(&cell, &["ring", "--digest"]), expected);
+        let one = run_args(&cell, &["ring", "--digest", "udp/192.0.2.11:53"]);
+        assert_eq!(
+            one,
+            format!("udp/192.0.2.11:53 {}\n", agent[&cfg.vips[1].id])
+        );
+        let v = json(&cell, &["ring", "--digest"]);
+        assert_eq!(v["vips"][0]["vip"], "tcp/192.0.2.10:80");
+        assert_eq!(v["vips"][0]["digest"], agent[&cfg.vips[0].id].to_string());
+        // A slot naming an empty backend entry is not the same ring.
+        let free = (1..64u32)
+            .find(|&id| cell.borrow().backends[id as usize] == Backend::default())
+            .unwrap();
+        let mut ring = cell.borrow().rings[&0].clone();
+        ring[0] = free;
+        cell.borrow_mut().rings.insert(0, ring);
+        assert_ne!(run_args(&cell, &["ring", "--digest"]), expected);
     }
 
     #[test]

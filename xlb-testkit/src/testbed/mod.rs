@@ -28,6 +28,7 @@
 pub mod agent;
 pub mod bird;
 pub mod cluster;
+pub mod failover;
 pub mod plan;
 pub mod resources;
 pub mod sessions;

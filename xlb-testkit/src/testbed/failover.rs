@@ -21,6 +21,11 @@ pub fn failover_vip() -> VipSpec {
     VipSpec::tcp(Mode::DsrL2, false)
 }
 
+/// The failover VIP as the testbed tools print it (`tcp/203.0.113.12:80 (dsr-l2)`).
+pub fn failover_vip_note() -> String {
+    format!("{} (dsr-l2)", failover_vip().id())
+}
+
 /// A cluster of `lbs` nodes and `backends` backends, each node's agent running
 /// [`failover_vip`] with every backend active, announced ([`LbNode::announce_manually`]), and
 /// the router holding a path to each node.

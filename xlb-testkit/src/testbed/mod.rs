@@ -36,6 +36,7 @@ pub mod traffic;
 
 pub use agent::*;
 pub use cluster::{Cluster, ClusterOptions, LbNode};
+pub use failover::failover_vip_note;
 pub use plan::*;
 pub use resources::*;
 pub use traffic::*;

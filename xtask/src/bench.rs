@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::{
-    bench_e2e, bench_report,
+    bench_e2e, bench_failover, bench_report,
     cmd::{display, is_root, workspace_root},
     toolchain::EbpfToolchain,
 };
@@ -42,8 +42,8 @@ pub struct Args {
     /// Skip the end-to-end testbed.
     #[arg(long)]
     pub no_e2e: bool,
-    /// Run only these stages (packet, scale, control, memory, e2e); repeatable.
-    #[arg(long, value_parser = ["packet", "scale", "control", "memory", "e2e"])]
+    /// Run only these stages (packet, scale, control, memory, e2e, failover); repeatable.
+    #[arg(long, value_parser = ["packet", "scale", "control", "memory", "e2e", "failover"])]
     pub only: Vec<String>,
 }
 
@@ -236,6 +236,13 @@ pub fn run(args: &Args) -> Result<()> {
             || bench_e2e::run(&bins, a.duration),
         );
     }
+    stage(
+        &mut stages,
+        &a.only,
+        "failover",
+        display(&bench_failover::command(&bins)),
+        || bench_failover::run(&bins),
+    );
 
     let total = started.elapsed().as_secs_f64();
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -665,6 +665,12 @@ pub fn write(raw: &Value, out: &Path) -> Result<()> {
     if res["scale"].is_object() {
         scale(&res["scale"], &mut body, &mut key);
     }
+    body.push_str("\n## 5. Failover (several LB nodes, BGP+BFD, ECMP)\n\n");
+    if res["failover"].is_object() {
+        crate::bench_failover::report(&res["failover"], &mut body, &mut key);
+    } else {
+        body.push_str("(not run)\n");
+    }
 
     // Key table first.
     md.push_str("\n## Key figures\n\n| section | figure | value | baseline / target | result |\n|---|---|---:|---|---|\n");

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_e2e;
+mod bench_failover;
 mod bench_report;
 mod build;
 mod clippy;

@@ -146,7 +146,7 @@ impl BirdFiles {
     }
 }
 
-/// A path in `dir` (for tools that only know the directory).
+/// The files of the BIRD called `name` in `dir`.
 pub fn files(dir: &Path, name: &str) -> BirdFiles {
     BirdFiles {
         name: name.to_owned(),

@@ -191,7 +191,7 @@ fn one_session(
 
 /// One keep-alive request; the answering backend's name.
 fn request(w: &mut TcpStream, r: &mut BufReader<TcpStream>) -> io::Result<String> {
-    w.write_all(b"GET / HTTP/1.1\r\nHost: xlb-testbed\r\n\r\n")?;
+    w.write_all(b"GET / HTTP/1.1\r\nHost: xlb-testbed\r\nConnection: keep-alive\r\n\r\n")?;
     let mut line = String::new();
     r.read_line(&mut line)?;
     if !line.starts_with("HTTP/1.1 200") {

@@ -7,11 +7,13 @@
 //! - [`control`]: Maglev, reconcile and reload timings, the memory of a 1M-entry flow table.
 //! - [`sys`]: machine facts, RSS and BPF map memory.
 //! - [`live`]: XDP live-frames runs and the traffic generator.
+//! - [`failover`]: node loss, return and drain on several LB nodes behind a BIRD router.
 //! - [`e2e`]: the end-to-end testbed (wrk, iperf3, packet rates, the agent's memory).
 //! - [`run`]: one whole `cargo xtask bench` run: stages and their results.
 
 pub mod control;
 pub mod e2e;
+pub mod failover;
 pub mod live;
 pub mod measure;
 pub mod packet;

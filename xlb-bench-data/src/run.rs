@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{control, e2e, packet, scale, sys::Machine};
+use crate::{control, e2e, failover, packet, scale, sys::Machine};
 
 /// One stage as the report lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,8 @@ pub struct Results {
     pub memory: Option<control::MemoryReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e2e: Option<e2e::Report>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<failover::FailoverResult>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,9 +9,11 @@
 //! - [`packet`], [`scale`]: the per-packet scenarios and the scale curves.
 //! - [`control`]: Maglev builds, disruption, reconcile and reload times, memory.
 //! - [`live`]: `BPF_F_TEST_XDP_LIVE_FRAMES` on a real interface (run inside a namespace).
+//! - [`failover`]: the multi-LB testbed through node loss, return and drain.
 //! - [`sys`]: CPU pinning, RSS and memlock readings, machine facts.
 
 pub mod control;
+pub mod failover;
 pub mod fixture;
 pub mod live;
 pub mod packet;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lb_common::map_names::{PROG_PASS, PROG_REFLECT};
-use xlb_bench::{control, fixture::Aux, live, packet, scale, sys};
+use xlb_bench::{control, failover, fixture::Aux, live, packet, scale, sys};
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +111,18 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         cpu: usize,
     },
+    /// Three LB nodes behind a router (BGP+BFD, ECMP) under long-lived connections: node
+    /// loss, node return, drain.
+    Failover {
+        /// The `xlb` binary the nodes run.
+        #[arg(long)]
+        xlb: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        connections: usize,
+        /// Length of each phase.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
     /// Attach `xlb_pass` or `xlb_reflect` to an interface (native mode) and hold it until
     /// killed; prints "ready" once attached.
     Hold {
@@ -196,6 +208,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 seconds,
             })
         }
+        Cmd::Failover {
+            xlb,
+            connections,
+            seconds,
+        } => emit(&failover::run(&xlb, connections, seconds)),
         Cmd::Hold { prog, ifname } => {
             let name = if prog == "pass" {
                 PROG_PASS

@@ -1,6 +1,8 @@
 """A testbed backend (xlb-testkit/src/testbed/resources.rs starts one per backend namespace).
 
-HTTP on [::]:PORT (IPv4 too), one connection per request (HTTP/1.0):
+HTTP on [::]:PORT (IPv4 too); an HTTP/1.0 request gets its answer and the connection closes,
+an HTTP/1.1 request with "Connection: keep-alive" keeps the connection open for the next one
+(the long-lived connections of xlb_testkit::testbed::sessions):
   GET /            -> "<name>\n"
   GET /healthz     -> "ok\n"
   GET /stream?secs=S -> "<name> <i>\n" every 100 ms for S seconds (at most 60), then "done\n"
@@ -31,16 +33,23 @@ def main():
     name = a.name.encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"
+        # 1.1 enables keep-alive for 1.1 requests; 1.0 requests still close after the answer.
+        protocol_version = "HTTP/1.1"
         server_version = "xlb-testbed"
 
         def log_message(self, *args):
             pass
 
         def reply(self, body):
+            # Keep-alive only when asked for: every other client (the agent's health checks
+            # too) sees the connection close after the answer, as with HTTP/1.0.
+            keep = self.headers.get("Connection", "").lower() == "keep-alive"
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
+            if not keep:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
 

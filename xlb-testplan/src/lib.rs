@@ -22,6 +22,38 @@ pub const UDP_PORT: u16 = 9000;
 /// Backends at most (addresses .11 up).
 pub const MAX_BACKENDS: usize = 50;
 
+// The routed testbed of several LB nodes (xlb_testkit::testbed::cluster): the client on a link
+// of its own behind a router, the router and the LB nodes on the segment above, BGP between them.
+
+/// LB nodes at most (segment addresses .2 up to .9).
+pub const MAX_LBS: usize = 8;
+/// The router's address on the LB segment.
+pub const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, 1);
+/// The router's and the client's addresses on the client link (192.0.2.0/24, 2001:db8:2::/64).
+pub const ROUTER_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const ROUTER_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+pub const ROUTED_CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const ROUTED_CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x100);
+/// Private ASNs: the router's, and the one all LB nodes share.
+pub const ROUTER_AS: u32 = 64512;
+pub const NODE_AS: u32 = 64513;
+
+/// Addresses of LB node `i` (0-based) on the segment: node 0 is [`LB_V4`] / [`LB_V6`].
+pub fn lb_addrs(i: usize) -> (Ipv4Addr, Ipv6Addr) {
+    assert!(i < MAX_LBS);
+    let host = 2 + i as u16;
+    (
+        Ipv4Addr::new(198, 51, 100, host as u8),
+        Ipv6Addr::new(0x2001, 0xdb8, 0x51, 0, 0, 0, 0, host),
+    )
+}
+
+/// MAC of LB node `i`: node 0 has [`LB_MAC`].
+pub fn lb_mac(i: usize) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, 0x02 + i as u8]
+}
+
 /// The forwarding modes, each with its own VIP address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
@@ -130,7 +162,19 @@ mod tests {
             LB_V6.into(),
             CLIENT_V4.into(),
             CLIENT_V6.into(),
+            ROUTER_V4.into(),
+            ROUTER_V6.into(),
+            ROUTER_CLIENT_V4.into(),
+            ROUTER_CLIENT_V6.into(),
+            ROUTED_CLIENT_V4.into(),
+            ROUTED_CLIENT_V6.into(),
         ];
+        for i in 1..MAX_LBS {
+            let (v4, v6) = lb_addrs(i);
+            all.extend([IpAddr::from(v4), v6.into()]);
+        }
+        assert_eq!(lb_addrs(0), (LB_V4, LB_V6));
+        assert_eq!(lb_mac(0), LB_MAC);
         all.extend(all_vips());
         for i in 0..MAX_BACKENDS {
             let (v4, v6) = backend_addrs(i);

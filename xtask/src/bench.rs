@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use xlb_bench_data::run::{Results, Run, Stage};
 
 use crate::{
-    bench_e2e, bench_report,
+    bench_e2e, bench_failover, bench_report,
     cmd::{display, is_root, workspace_root},
     toolchain::EbpfToolchain,
 };
@@ -44,8 +44,8 @@ pub struct Args {
     /// Skip the end-to-end testbed.
     #[arg(long)]
     pub no_e2e: bool,
-    /// Run only these stages (packet, scale, control, memory, e2e); repeatable.
-    #[arg(long, value_parser = ["packet", "scale", "control", "memory", "e2e"])]
+    /// Run only these stages (packet, scale, control, memory, e2e, failover); repeatable.
+    #[arg(long, value_parser = ["packet", "scale", "control", "memory", "e2e", "failover"])]
     pub only: Vec<String>,
 }
 
@@ -239,6 +239,13 @@ pub fn run(args: &Args) -> Result<()> {
             || bench_e2e::run(&bins, a.duration),
         );
     }
+    results.failover = stage(
+        &mut stages,
+        &a.only,
+        "failover",
+        display(&bench_failover::command(&bins)),
+        || bench_failover::run(&bins),
+    );
 
     let total = started.elapsed().as_secs_f64();
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -40,6 +40,8 @@ pub enum Section {
     E2e,
     #[serde(rename = "scale")]
     Scale,
+    #[serde(rename = "failover")]
+    Failover,
 }
 
 impl Section {
@@ -49,6 +51,7 @@ impl Section {
             Self::Control => "control",
             Self::E2e => "e2e",
             Self::Scale => "scale",
+            Self::Failover => "failover",
         }
     }
 }
@@ -118,6 +121,14 @@ pub enum Figure {
         target: Option<f64>,
         result: Outcome,
     },
+    /// One failover phase: connections that survived and failed, the longest gap; judged on
+    /// no failure (and, for node loss, the gap under BFD detection + 1 s).
+    Failover {
+        survived: usize,
+        failed: usize,
+        gap_p100_ms: f64,
+        result: Outcome,
+    },
     /// A packet rate of xlb against the reflector's on the same link.
     Rate {
         xlb_pps: f64,
@@ -157,7 +168,8 @@ impl KeyFigure {
             Figure::PerPacket { result, .. }
             | Figure::MaglevBuild { result, .. }
             | Figure::Flatness { result, .. }
-            | Figure::PathRatio { result, .. } => *result,
+            | Figure::PathRatio { result, .. }
+            | Figure::Failover { result, .. } => *result,
             _ => Outcome::None,
         }
     }
@@ -253,6 +265,19 @@ impl KeyFigure {
                 ]);
                 (fields(&list), t.map_or_else(no_target, target))
             }
+            Figure::Failover {
+                survived,
+                failed,
+                gap_p100_ms,
+                ..
+            } => (
+                fields(&[
+                    ("failed", *failed as f64),
+                    ("gap_p100_ms", *gap_p100_ms),
+                    ("survived", *survived as f64),
+                ]),
+                no_target(),
+            ),
             Figure::Rate {
                 xlb_pps,
                 reflect_pps,

@@ -650,6 +650,11 @@ pub fn render<'a>(raw: &'a Run, date: &str) -> (String, ReportJson<'a>) {
     if let Some(r) = &res.scale {
         scale(r, &mut body, &mut key);
     }
+    body.push_str("\n## 5. Failover (several LB nodes, BGP+BFD, ECMP)\n\n");
+    match &res.failover {
+        Some(r) => crate::bench_failover::report(r, &mut body, &mut key),
+        None => body.push_str("(not run)\n"),
+    }
 
     // Key table first.
     md.push_str("\n## Key figures\n\n| section | figure | value | baseline / target | result |\n|---|---|---:|---|---|\n");

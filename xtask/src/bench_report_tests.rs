@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use xlb_bench_data::{
     control::{MaglevPoint, MemoryReport, Report as ControlReport, StoreFigures, Timing},
     e2e::{HttpSuite, Iperf, Pps, PpsPair, Report as E2eReport, Wrk},
+    failover::{BfdSettings, FailoverPhase, FailoverResult},
     live::{LiveProgram, Report as LiveReport},
     measure::Measurement,
     packet::{LoadOptions, Params, Report as PacketReport, Scenario},
@@ -275,6 +276,38 @@ fn run(results: Results) -> Run {
     }
 }
 
+fn failover() -> FailoverResult {
+    let phase = |name: &str, failed: usize, gap: f64| FailoverPhase {
+        name: name.into(),
+        connections_tried: 300,
+        connections_survived: 300 - failed,
+        connections_failed: failed,
+        gap_p50_ms: gap / 2.0,
+        gap_p100_ms: gap,
+        new_connections_tried: 310,
+        new_connections_failed: 0,
+        router_converged_ms: 230.0,
+    };
+    FailoverResult {
+        lbs: 3,
+        backends: 3,
+        connections: 300,
+        request_interval_ms: 100,
+        bfd: BfdSettings {
+            interval_ms: 100,
+            multiplier: 3,
+            detection_ms: 300,
+        },
+        // Node loss within BFD detection + 1 s passes; the gap bound holds for node loss only
+        // (node return passes with a long gap); any failed connection misses.
+        phases: vec![
+            phase("node loss", 0, 256.0),
+            phase("node return", 0, 1400.0),
+            phase("drain", 2, 195.0),
+        ],
+    }
+}
+
 fn full() -> Run {
     run(Results {
         packet: Some(packet()),
@@ -282,6 +315,7 @@ fn full() -> Run {
         control: Some(control()),
         memory: Some(memory()),
         e2e: Some(e2e()),
+        failover: Some(failover()),
     })
 }
 
@@ -312,6 +346,11 @@ fn every_stage_renders_its_verdicts_and_ratios() {
         "| xlb | 95000 | 1.00 | 2.00 | 9000 | 1.00 | 2.00 | 19.00 | 0 |",
         "Target: 1000 backends < 2 ms (the paper: 1.8 ms): **1.500 ms, PASS** (0.75× the target).",
         "| 7 | 2 | 1048576 | 4 | 64 | 64.0 |",
+        "| failover | node loss | failed 0.000, gap_p100_ms 256.000, survived 300.000 |  | PASS |",
+        "| failover | node return | failed 0.000, gap_p100_ms 1400.000, survived 300.000 |  | \
+         PASS |",
+        "| failover | drain | failed 2.000, gap_p100_ms 195.000, survived 298.000 |  | MISS |",
+        "| node loss | 300 | 300 | 0 | 128 ms | 256 ms | 310 (0) | 230 ms |",
     ] {
         assert!(md.contains(line), "missing line {line:?} in:\n{md}");
     }
@@ -329,7 +368,7 @@ fn every_stage_renders_its_verdicts_and_ratios() {
     assert!(!md.contains(".png"), "{md}");
     let v = serde_json::to_value(&json).unwrap();
     let key = v["key"].as_array().unwrap();
-    assert_eq!(key.len(), 5 + 3 + 5 + 5);
+    assert_eq!(key.len(), 5 + 3 + 5 + 5 + 3);
     assert_eq!(key[2]["section"], "per-packet");
     assert_eq!(key[2]["result"], "PASS");
     assert_eq!(key[2]["target"], 2.2);

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_charts;
 mod bench_e2e;
+mod bench_failover;
 mod bench_key;
 mod bench_report;
 mod build;

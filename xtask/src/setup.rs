@@ -30,6 +30,8 @@ const TEST_PACKAGES: &[&str] = &[
     "curl",
     // Lints scripts/*.sh in integration-tests/tests/scripts.rs.
     "shellcheck",
+    // BGP+BFD between the router and the LB nodes of the multi-LB testbed (dist/bird/).
+    "bird2",
 ];
 /// What only `cargo xtask bench` runs: the end-to-end comparison (its charts are drawn by
 /// xtask itself). Installed by the bench, not by `cargo xtask test`.

@@ -30,9 +30,14 @@ pub enum Action {
         /// Number of backends.
         #[arg(long, default_value_t = 3)]
         backends: usize,
-        /// Also start the agent in the LB namespace with examples/demo.toml.
+        /// Also start the agent: with one LB, in its namespace with examples/demo.toml; with
+        /// several, on every node with the dsr-l2 VIP 203.0.113.12:80, announced to the router.
         #[arg(long)]
         agent: bool,
+        /// LB nodes. 1: the single-LB testbed; more: a router running BIRD in front of N nodes
+        /// (each running BIRD), ECMP over BGP+BFD (dist/bird/).
+        #[arg(long, default_value_t = 1)]
+        lbs: usize,
     },
     /// What the state file records, and whether it still exists.
     Status,
@@ -45,6 +50,9 @@ pub struct DemoArgs {
     /// Number of backends (at least 2).
     #[arg(long, default_value_t = 3)]
     backends: usize,
+    /// LB nodes: more than 1 runs the multi-node demo (ECMP over BGP, one node killed).
+    #[arg(long, default_value_t = 1)]
+    lbs: usize,
 }
 
 fn state_file() -> PathBuf {
@@ -87,11 +95,16 @@ pub fn run(args: &Args) -> Result<()> {
     let state = state_file();
     let mut cmd = Command::new(&tool);
     match &args.action {
-        Action::Up { backends, agent } => {
+        Action::Up {
+            backends,
+            agent,
+            lbs,
+        } => {
             cmd.arg("up")
                 .arg("--state")
                 .arg(&state)
-                .args(["--backends", &backends.to_string()]);
+                .args(["--backends", &backends.to_string()])
+                .args(["--lbs", &lbs.to_string()]);
             if *agent {
                 cmd.arg("--xlb")
                     .arg(&xlb)
@@ -119,7 +132,8 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         .arg(&xlb)
         .arg("--config")
         .arg(demo_config())
-        .args(["--backends", &args.backends.to_string()]);
+        .args(["--backends", &args.backends.to_string()])
+        .args(["--lbs", &args.lbs.to_string()]);
     // Ctrl-C reaches the demo too (same process group); it cleans up and exits, so we wait for
     // it instead of dying first.
     set_sigint(SigHandler::SigIgn);

@@ -26,11 +26,17 @@
 //! config, start, stop and status) and [`traffic`] (clients, load and packet capture).
 
 pub mod agent;
+pub mod bird;
+pub mod cluster;
+pub mod failover;
 pub mod plan;
 pub mod resources;
+pub mod sessions;
 pub mod traffic;
 
 pub use agent::*;
+pub use cluster::{Cluster, ClusterOptions, LbNode};
+pub use failover::failover_vip_note;
 pub use plan::*;
 pub use resources::*;
 pub use traffic::*;

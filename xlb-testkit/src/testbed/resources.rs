@@ -207,7 +207,7 @@ impl Options {
     }
 }
 
-fn bpffs_mounted() -> bool {
+pub(super) fn bpffs_mounted() -> bool {
     fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
@@ -218,12 +218,12 @@ fn bpffs_mounted() -> bool {
 }
 
 /// `ip -n NS WORDS...` (`words` split at spaces).
-fn ip(ns: &Netns, words: &str) {
+pub(super) fn ip(ns: &Netns, words: &str) {
     ns.ip(&words.split_whitespace().collect::<Vec<_>>());
 }
 
 /// Tears down a [`Resources`] on drop unless disarmed (a panic while building).
-struct TeardownGuard(Option<Resources>);
+pub(super) struct TeardownGuard(pub(super) Option<Resources>);
 
 impl Drop for TeardownGuard {
     fn drop(&mut self) {
@@ -406,11 +406,7 @@ impl Testbed {
         );
         let script = opts.work_dir.join("backend.py");
         fs::write(&script, BACKEND_PY).unwrap();
-        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("python3"));
+        let python = python();
         // From here on the testbed's drop tears down.
         guard.0 = None;
         let mut tb = Testbed {
@@ -462,46 +458,12 @@ impl Testbed {
     /// Starts backend `i`'s servers (again) and waits until they listen.
     pub fn start_backend(&mut self, i: usize) {
         assert!(self.backends[i].server.is_none(), "already running");
-        let b = &self.backends[i];
-        let log_path = self.work_dir.join(format!("{}.log", b.name));
-        let log = fs::File::create(&log_path).unwrap();
-        let mut cmd = b.ns.command(&self.python);
-        cmd.arg(self.work_dir.join("backend.py"))
-            .args(["--name", &b.name])
-            .args(["--http-port", &HTTP_PORT.to_string()])
-            .args(["--udp-port", &UDP_PORT.to_string()]);
-        for a in all_vips()
-            .into_iter()
-            .chain([IpAddr::V4(b.v4), IpAddr::V6(b.v6)])
-        {
-            cmd.args(["--udp-bind", &a.to_string()]);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} ({}): {e}", b.name, self.python.display()));
-        let what = format!("{} server", b.name);
-        self.res.processes.push(ProcRecord::of(&child, &what));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if fs::read_to_string(&log_path)
-                .unwrap_or_default()
-                .contains("ready")
-            {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{what} exited ({status}): {}", tail(&log_path, 20));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} not ready after 15 s: {}",
-                tail(&log_path, 20)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = start_server(
+            &self.python,
+            &self.work_dir,
+            &self.backends[i],
+            &mut self.res,
+        );
         self.backends[i].server = Some(child);
     }
 
@@ -513,6 +475,64 @@ impl Testbed {
         let _ = child.wait();
         self.res.processes.retain(|p| p.pid != pid);
     }
+}
+
+/// Starts backend `b`'s servers (recorded in `res` before anything can fail) and waits until
+/// they listen; shared by [`Testbed`] and the multi-LB testbed.
+pub(super) fn start_server(
+    python: &Path,
+    work_dir: &Path,
+    b: &Backend,
+    res: &mut Resources,
+) -> Child {
+    let log_path = work_dir.join(format!("{}.log", b.name));
+    let log = fs::File::create(&log_path).unwrap();
+    let mut cmd = b.ns.command(python);
+    cmd.arg(work_dir.join("backend.py"))
+        .args(["--name", &b.name])
+        .args(["--http-port", &HTTP_PORT.to_string()])
+        .args(["--udp-port", &UDP_PORT.to_string()]);
+    for a in all_vips()
+        .into_iter()
+        .chain([IpAddr::V4(b.v4), IpAddr::V6(b.v6)])
+    {
+        cmd.args(["--udp-bind", &a.to_string()]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} ({}): {e}", b.name, python.display()));
+    let what = format!("{} server", b.name);
+    res.processes.push(ProcRecord::of(&child, &what));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("ready")
+        {
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}): {}", tail(&log_path, 20));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready after 15 s: {}",
+            tail(&log_path, 20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The python interpreter the backends run on.
+pub(super) fn python() -> PathBuf {
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 impl Drop for Testbed {

@@ -20,7 +20,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-fn check() -> Result<(), String> {
+pub(crate) fn check() -> Result<(), String> {
     if INTERRUPTED.load(Ordering::Relaxed) {
         Err("interrupted: cleaning up".into())
     } else {
@@ -38,7 +38,7 @@ fn pause(d: Duration) -> Result<(), String> {
     check()
 }
 
-fn step(n: u32, title: &str) {
+pub(crate) fn step(n: u32, title: &str) {
     // SAFETY: isatty has no preconditions.
     if unsafe { libc::isatty(1) } == 1 {
         println!("\n\x1b[1m== {n}. {title}\x1b[0m");
@@ -87,12 +87,18 @@ fn bars(counts: &BTreeMap<String, usize>, names: &[String], failed: usize) {
     }
 }
 
-pub fn run(xlb: &Path, template: &Path, backends: usize) -> Result<(), String> {
+/// Ctrl-C and SIGTERM set a flag that [`check`] turns into an error (so the testbed is
+/// dropped, and removed, on the way out).
+pub(crate) fn catch_signals() {
     // SAFETY: installing an async-signal-safe handler (it only stores to an atomic).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+}
+
+pub fn run(xlb: &Path, template: &Path, backends: usize) -> Result<(), String> {
+    catch_signals();
     if backends < 2 {
         return Err("the demo needs at least 2 backends".into());
     }

@@ -2,11 +2,15 @@
 //! `cargo xtask demo` run; root only):
 //!
 //! ```text
-//! xlb-testbed up --state FILE [--backends N] [--xlb PATH --agent-config TEMPLATE]
+//! xlb-testbed up --state FILE [--backends N] [--lbs N] [--xlb PATH --agent-config TEMPLATE]
 //! xlb-testbed status --state FILE
 //! xlb-testbed down --state FILE
-//! xlb-testbed demo --xlb PATH --config TEMPLATE [--backends N]
+//! xlb-testbed demo --xlb PATH --config TEMPLATE [--backends N] [--lbs N]
 //! ```
+//!
+//! `--lbs 1` (the default) is the single-LB testbed; more builds the multi-LB one
+//! (`xlb_testkit::testbed::cluster`: a router with BIRD in front of N nodes), where `--xlb`
+//! starts an agent on every node with the dsr-l2 VIP of the failover tests.
 //!
 //! `up` records what it created in the state file (and its work directory next to it);
 //! `down` removes exactly that. The demo builds its own testbed and removes it when it ends,
@@ -15,16 +19,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use xlb_testkit::testbed::{Options, Resources, Testbed};
+use xlb_testkit::testbed::failover::announced_cluster;
+use xlb_testkit::testbed::{ClusterOptions, Options, Resources, Testbed, failover_vip_note};
 
 mod demo;
+mod demo_multi;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: xlb-testbed up --state FILE [--backends N] [--xlb PATH --agent-config TEMPLATE]\n\
+        "usage: xlb-testbed up --state FILE [--backends N] [--lbs N] [--xlb PATH --agent-config TEMPLATE]\n\
          \x20      xlb-testbed status --state FILE\n\
          \x20      xlb-testbed down --state FILE\n\
-         \x20      xlb-testbed demo --xlb PATH --config TEMPLATE [--backends N]"
+         \x20      xlb-testbed demo --xlb PATH --config TEMPLATE [--backends N] [--lbs N]"
     );
     ExitCode::from(2)
 }
@@ -33,6 +39,7 @@ struct Args {
     cmd: String,
     state: Option<PathBuf>,
     backends: usize,
+    lbs: usize,
     xlb: Option<PathBuf>,
     config: Option<PathBuf>,
 }
@@ -43,6 +50,7 @@ fn parse() -> Option<Args> {
         cmd: it.next()?,
         state: None,
         backends: 3,
+        lbs: 1,
         xlb: None,
         config: None,
     };
@@ -51,6 +59,7 @@ fn parse() -> Option<Args> {
         match flag.as_str() {
             "--state" => a.state = Some(value.into()),
             "--backends" => a.backends = value.parse().ok()?,
+            "--lbs" => a.lbs = value.parse().ok()?,
             "--xlb" => a.xlb = Some(value.into()),
             "--config" | "--agent-config" => a.config = Some(value.into()),
             _ => return None,
@@ -69,10 +78,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match (a.cmd.as_str(), &a.state) {
+        ("up", Some(state)) if a.lbs > 1 => up_cluster(state, &a),
         ("up", Some(state)) => up(state, &a),
         ("status", Some(state)) => status(state),
         ("down", Some(state)) => down(state),
         ("demo", _) => match (&a.xlb, &a.config) {
+            (Some(xlb), _) if a.lbs > 1 => demo_multi::run(xlb, a.lbs, a.backends),
             (Some(xlb), Some(config)) => demo::run(xlb, config, a.backends),
             _ => return usage(),
         },
@@ -134,6 +145,55 @@ fn up(state: &Path, a: &Args) -> Result<(), String> {
     }
     lines.push(format!("  state:     {}", state.display()));
     tb.persist(state)
+        .map_err(|e| format!("writing {}: {e}", state.display()))?;
+    println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+fn up_cluster(state: &Path, a: &Args) -> Result<(), String> {
+    if state.exists() {
+        return Err(format!(
+            "{} exists: a testbed is up; `cargo xtask testbed down` first",
+            state.display()
+        ));
+    }
+    let prefix = format!("xlbtb-{}", std::process::id());
+    let dir = state.parent().unwrap_or(Path::new("."));
+    let opts = ClusterOptions {
+        work_dir: dir.join(&prefix),
+        prefix,
+        lbs: a.lbs,
+        backends: a.backends,
+    };
+    let c = match &a.xlb {
+        Some(xlb) => announced_cluster(&opts, xlb),
+        None => xlb_testkit::testbed::Cluster::up(&opts),
+    };
+    let mut lines = vec![format!("testbed {} is up ({} LB nodes):", c.prefix, a.lbs)];
+    for (k, v) in &c.resources().notes {
+        lines.push(format!("  {k:<10} {v}"));
+    }
+    let vip = failover_vip_note();
+    if a.xlb.is_some() {
+        lines.push(format!("  agents:    on every node, {vip}, announced"));
+    } else {
+        lines.push(
+            "  agents:    none (BIRD runs on the router and every node); announce a VIP from a \
+             node with\n             ip -n NODE_NS route add 203.0.113.12/32 dev lo table 200 proto 200"
+                .into(),
+        );
+    }
+    lines.push(format!(
+        "  routes:    ip -n {}-router route show;  birdc -s {} show protocols",
+        c.prefix,
+        c.router_bird.socket().display()
+    ));
+    lines.push(format!(
+        "  try:       nsenter --net=/run/netns/{}-client curl -s http://203.0.113.12/",
+        c.prefix
+    ));
+    lines.push(format!("  state:     {}", state.display()));
+    c.persist(state)
         .map_err(|e| format!("writing {}: {e}", state.display()))?;
     println!("{}", lines.join("\n"));
     Ok(())

@@ -1,0 +1,41 @@
+//! The failover stage (`xlb-bench failover`): several LB nodes behind a router with BIRD,
+//! long-lived connections through node loss, node return and a planned drain.
+
+use serde::{Deserialize, Serialize};
+
+/// The stage's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverResult {
+    pub lbs: usize,
+    pub backends: usize,
+    /// Long-lived connections per phase, and the time between two requests on each.
+    pub connections: usize,
+    pub request_interval_ms: u64,
+    pub bfd: BfdSettings,
+    pub phases: Vec<FailoverPhase>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BfdSettings {
+    pub interval_ms: u64,
+    pub multiplier: u32,
+    pub detection_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverPhase {
+    /// `node loss`, `node return`, `drain`.
+    pub name: String,
+    pub connections_tried: usize,
+    pub connections_survived: usize,
+    pub connections_failed: usize,
+    /// Over the surviving connections: the median and the largest of each one's longest gap
+    /// between two answered requests.
+    pub gap_p50_ms: f64,
+    pub gap_p100_ms: f64,
+    /// New connections (one request each) opened during the phase, and failed.
+    pub new_connections_tried: u64,
+    pub new_connections_failed: u64,
+    /// From the event to the router's route showing it.
+    pub router_converged_ms: f64,
+}

@@ -1,0 +1,716 @@
+//! The multi-LB testbed: N xlb nodes behind a router that spreads flows over them with ECMP,
+//! each node announcing the VIPs over BGP (with BFD) through BIRD.
+//!
+//! ```text
+//!  client ns              router ns (BIRD, AS 64512)         switch ns (bridge br0)
+//!  eth0 192.0.2.100 ---- eth1 192.0.2.1  eth0 198.51.100.1 ---- [ router            ]
+//!                        ECMP, L4 hash                          [ lb1 (xlb_pass) ---- lb1 ns .2 (xlb, BIRD AS 64513)
+//!                                                               [ lbN (xlb_pass) ---- lbN ns .(1+N)
+//!                                                               [ b1 --------------- backend-1 ns .11 (VIPs on lo)
+//! ```
+//!
+//! Backends answer the client straight (DSR, `dsr-l2` VIPs) through the router. Each node's
+//! BIRD learns kernel table [`VIP_TABLE`] (protocol [`VIP_PROTO`]) and exports it to the router.
+//! Until the agent writes those routes itself, [`Cluster::announce_manually`] writes them in the
+//! agent's place. Removed on drop (also on panic), like [`Testbed`](super::Testbed).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lb_common::map_names;
+use lb_userspace::api::{self, MapState, Request, Response, StatusReport};
+use lb_userspace::loader;
+use lb_userspace::model::XdpMode;
+use lb_userspace::pinning;
+
+use super::bird::{self, BirdFiles};
+use super::plan::*;
+use super::resources::{TeardownGuard, bpffs_mounted, ip, python, start_server};
+use super::{Backend, ProcRecord, Resources, agent_config, tail};
+use crate::netns::Netns;
+
+/// The kernel table and route protocol the VIP routes use (the contract's defaults).
+pub const VIP_TABLE: u32 = 200;
+pub const VIP_PROTO: u8 = 200;
+/// MAC of the router's segment port.
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Names everything (`<prefix>-router`, `/sys/fs/bpf/<prefix>`); unique per testbed.
+    pub prefix: String,
+    pub lbs: usize,
+    pub backends: usize,
+    /// Configs, logs, BIRD and API sockets (short: a socket path has at most 107 bytes).
+    pub work_dir: PathBuf,
+}
+
+impl ClusterOptions {
+    /// Prefix `xlbt-<tag>-<pid>-<n>`, work directory in the temp directory.
+    pub fn for_test(tag: &str, lbs: usize, backends: usize) -> ClusterOptions {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "xlbt-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        ClusterOptions {
+            work_dir: std::env::temp_dir().join(&prefix),
+            prefix,
+            lbs,
+            backends,
+        }
+    }
+}
+
+/// One LB node: its namespace, agent and BIRD.
+pub struct LbNode {
+    /// `lb1`, ...: also its switch port's name.
+    pub name: String,
+    pub ns: ManuallyDrop<Netns>,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+    pub pin_dir: PathBuf,
+    pub api_socket: PathBuf,
+    pub bird: BirdFiles,
+    agent: Option<Child>,
+    bird_proc: Option<Child>,
+    agents_started: u32,
+}
+
+impl LbNode {
+    pub fn agent_log_path(&self, work_dir: &Path) -> PathBuf {
+        work_dir.join(format!("{}-agent-{}.log", self.name, self.agents_started))
+    }
+
+    /// Installs the route the agent will write for a ready VIP address, in the contract's form
+    /// (`ip route add <vip>/32 dev lo table 200 proto 200`). Stands in for the agent's own
+    /// announcements until they exist.
+    pub fn announce_manually(&self, vip: IpAddr) {
+        let (fam, plen) = if vip.is_ipv4() {
+            ("-4", 32)
+        } else {
+            ("-6", 128)
+        };
+        self.ns.ip(&[
+            fam,
+            "route",
+            "replace",
+            &format!("{vip}/{plen}"),
+            "dev",
+            "lo",
+            "table",
+            &VIP_TABLE.to_string(),
+            "proto",
+            &VIP_PROTO.to_string(),
+        ]);
+    }
+
+    /// Removes what [`LbNode::announce_manually`] installed.
+    pub fn withdraw_manually(&self, vip: IpAddr) {
+        let (fam, plen) = if vip.is_ipv4() {
+            ("-4", 32)
+        } else {
+            ("-6", 128)
+        };
+        self.ns.ip(&[
+            fam,
+            "route",
+            "del",
+            &format!("{vip}/{plen}"),
+            "dev",
+            "lo",
+            "table",
+            &VIP_TABLE.to_string(),
+            "proto",
+            &VIP_PROTO.to_string(),
+        ]);
+    }
+
+    pub fn agent_running(&self) -> bool {
+        self.agent.is_some()
+    }
+
+    /// The agent's status.
+    pub fn status(&self) -> StatusReport {
+        match block_on(api::call(&self.api_socket, &Request::Status)) {
+            Ok(Response::Status(r)) => r,
+            other => panic!("{}: status: {other:?}", self.name),
+        }
+    }
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+pub struct Cluster {
+    pub prefix: String,
+    pub switch: ManuallyDrop<Netns>,
+    pub router: ManuallyDrop<Netns>,
+    pub client: ManuallyDrop<Netns>,
+    pub lbs: Vec<LbNode>,
+    pub backends: Vec<Backend>,
+    pub work_dir: PathBuf,
+    pub pin_root: PathBuf,
+    pub router_bird: BirdFiles,
+    router_bird_proc: Option<Child>,
+    res: Resources,
+    persisted: bool,
+}
+
+/// A veth from the bridge (`port`) to `node`'s eth0, with its addresses.
+fn bridge_port(switch: &Netns, node: &Netns, port: &str, mac: [u8; 6], v4: Ipv4Addr, v6: Ipv6Addr) {
+    for key in ["all", "default"] {
+        node.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0");
+    }
+    ip(
+        switch,
+        &format!(
+            "link add {port} type veth peer name eth0 netns {}",
+            node.name
+        ),
+    );
+    ip(switch, &format!("link set {port} master br0 up"));
+    ip(node, &format!("link set eth0 address {}", fmt_mac(&mac)));
+    ip(node, &format!("addr add {v4}/24 dev eth0"));
+    ip(node, &format!("addr add {v6}/64 dev eth0 nodad"));
+    ip(node, "link set eth0 up");
+    ip(node, "link set lo up");
+}
+
+fn ethtool_off(ns: &Netns, dev: &str) {
+    let out = ns
+        .command("ethtool")
+        .args(["-K", dev, "tx", "off", "tso", "off", "gso", "off"])
+        .output()
+        .unwrap_or_else(|e| panic!("ethtool (cargo xtask setup installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "ethtool -K {dev} tx off tso off gso off: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    /// Builds the topology, starts the backends' servers and every BIRD (the router's and each
+    /// node's), but no agent ([`Cluster::start_agent`]). Panics (after removing what it made)
+    /// when something cannot be made.
+    pub fn up(opts: &ClusterOptions) -> Cluster {
+        assert!((1..=MAX_LBS).contains(&opts.lbs), "1..={MAX_LBS} LB nodes");
+        assert!(
+            (1..=MAX_BACKENDS).contains(&opts.backends),
+            "1..={MAX_BACKENDS} backends"
+        );
+        assert!(
+            bpffs_mounted(),
+            "the testbed needs bpffs at /sys/fs/bpf: run `cargo xtask setup` (as root)"
+        );
+        let pin_root = Path::new("/sys/fs/bpf").join(&opts.prefix);
+        let mut names = vec![
+            "switch".to_owned(),
+            "router".to_owned(),
+            "client".to_owned(),
+        ];
+        names.extend((1..=opts.lbs).map(|i| format!("lb{i}")));
+        names.extend((1..=opts.backends).map(|i| format!("b{i}")));
+        let mut res = Resources {
+            prefix: opts.prefix.clone(),
+            namespaces: names
+                .iter()
+                .map(|n| format!("{}-{n}", opts.prefix))
+                .collect(),
+            pin_dirs: (1..=opts.lbs)
+                .flat_map(|i| {
+                    [
+                        pin_root.join(format!("lb{i}")),
+                        pin_root.join(format!("pass-lb{i}")),
+                    ]
+                })
+                .collect(),
+            pin_root: Some(pin_root.clone()),
+            work_dir: Some(opts.work_dir.clone()),
+            ..Resources::default()
+        };
+        let mut guard = TeardownGuard(Some(res.clone()));
+        for dir in [&opts.work_dir, &pin_root] {
+            assert!(
+                !dir.exists(),
+                "{} exists: another testbed with prefix {} is up (or was not removed)",
+                dir.display(),
+                opts.prefix
+            );
+            fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        }
+        let mut ns = res
+            .namespaces
+            .iter()
+            .map(|n| ManuallyDrop::new(Netns::named(n)));
+        let switch = ns.next().unwrap();
+        let router = ns.next().unwrap();
+        let client = ns.next().unwrap();
+        let lb_ns: Vec<_> = ns.by_ref().take(opts.lbs).collect();
+        let backend_ns: Vec<_> = ns.collect();
+
+        ip(&switch, "link set lo up");
+        ip(&switch, "link add br0 type bridge mcast_snooping 0");
+        ip(&switch, "link set br0 up");
+        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+            for proto in ["iptables", "ip6tables", "arptables"] {
+                switch.sysctl(&format!("net/bridge/bridge-nf-call-{proto}"), "0");
+            }
+        }
+
+        // The router: forwarding, L4 ECMP hashing (dist/bird/router.conf names these sysctls).
+        bridge_port(&switch, &router, "router", ROUTER_MAC, ROUTER_V4, ROUTER_V6);
+        for (key, value) in [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv6/conf/all/forwarding", "1"),
+            ("net/ipv4/fib_multipath_hash_policy", "1"),
+            ("net/ipv6/fib_multipath_hash_policy", "1"),
+            ("net/ipv4/conf/all/rp_filter", "0"),
+            ("net/ipv4/conf/default/rp_filter", "0"),
+        ] {
+            router.sysctl(key, value);
+        }
+        ip(
+            &router,
+            &format!(
+                "link add eth1 type veth peer name eth0 netns {}",
+                client.name
+            ),
+        );
+        ip(&router, &format!("addr add {ROUTER_CLIENT_V4}/24 dev eth1"));
+        ip(
+            &router,
+            &format!("addr add {ROUTER_CLIENT_V6}/64 dev eth1 nodad"),
+        );
+        ip(&router, "link set eth1 up");
+        // The LB's XDP cannot complete a checksum left to "hardware": frames leave the router
+        // as a NIC would put them on the wire.
+        ethtool_off(&router, "eth0");
+
+        for key in ["all", "default"] {
+            client.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0");
+        }
+        ip(&client, "link set lo up");
+        ip(&client, &format!("addr add {ROUTED_CLIENT_V4}/24 dev eth0"));
+        ip(
+            &client,
+            &format!("addr add {ROUTED_CLIENT_V6}/64 dev eth0 nodad"),
+        );
+        ip(&client, "link set eth0 up");
+        ip(
+            &client,
+            &format!("route add default via {ROUTER_CLIENT_V4}"),
+        );
+        ip(
+            &client,
+            &format!("-6 route add default via {ROUTER_CLIENT_V6}"),
+        );
+        ethtool_off(&client, "eth0");
+
+        let mut lbs = Vec::new();
+        for (i, node) in lb_ns.into_iter().enumerate() {
+            let name = format!("lb{}", i + 1);
+            let (v4, v6) = lb_addrs(i);
+            bridge_port(&switch, &node, &name, lb_mac(i), v4, v6);
+            // XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
+            let pass_dir = pin_root.join(format!("pass-{name}"));
+            let port = name.clone();
+            switch.enter(move || {
+                fs::create_dir_all(&pass_dir).unwrap();
+                let mut ebpf = loader::load_aux(map_names::PROG_PASS)
+                    .unwrap_or_else(|e| panic!("loading xlb_pass: {e}"));
+                pinning::attach_program(
+                    &mut ebpf,
+                    map_names::PROG_PASS,
+                    &pass_dir,
+                    &port,
+                    XdpMode::Native,
+                )
+                .unwrap_or_else(|e| panic!("attaching xlb_pass to {port}: {e}"));
+            });
+            lbs.push(LbNode {
+                bird: bird::files(&opts.work_dir, &name),
+                pin_dir: pin_root.join(&name),
+                api_socket: opts.work_dir.join(format!("{name}.sock")),
+                name,
+                ns: node,
+                v4,
+                v6,
+                agent: None,
+                bird_proc: None,
+                agents_started: 0,
+            });
+        }
+
+        let mut backends = Vec::new();
+        for (i, node) in backend_ns.into_iter().enumerate() {
+            let (v4, v6) = backend_addrs(i);
+            let mac = backend_mac(i);
+            bridge_port(&switch, &node, &format!("b{}", i + 1), mac, v4, v6);
+            for vip in all_vips() {
+                let plen = if vip.is_ipv4() { 32 } else { 128 };
+                ip(&node, &format!("addr add {vip}/{plen} dev lo"));
+            }
+            for (key, value) in [
+                ("net/ipv4/conf/all/arp_ignore", "1"),
+                ("net/ipv4/conf/all/arp_announce", "2"),
+                ("net/ipv4/conf/all/rp_filter", "0"),
+                ("net/ipv4/conf/default/rp_filter", "0"),
+                ("net/ipv4/conf/eth0/rp_filter", "0"),
+                ("net/ipv4/conf/lo/rp_filter", "0"),
+            ] {
+                node.sysctl(key, value);
+            }
+            // Direct server return: answers go to the client through the router.
+            ip(&node, &format!("route add 192.0.2.0/24 via {ROUTER_V4}"));
+            ip(
+                &node,
+                &format!("-6 route add 2001:db8:2::/64 via {ROUTER_V6}"),
+            );
+            backends.push(Backend {
+                name: format!("backend-{}", i + 1),
+                ns: node,
+                v4,
+                v6,
+                mac,
+                server: None,
+            });
+        }
+
+        res.notes.insert(
+            "client".into(),
+            format!("{ROUTED_CLIENT_V4} {ROUTED_CLIENT_V6}"),
+        );
+        res.notes.insert(
+            "router".into(),
+            format!("{ROUTER_V4} {ROUTER_V6} (AS {ROUTER_AS}, BIRD)"),
+        );
+        for n in &lbs {
+            res.notes.insert(
+                n.name.clone(),
+                format!("{} {} (AS {NODE_AS}, BIRD)", n.v4, n.v6),
+            );
+        }
+        for b in &backends {
+            res.notes
+                .insert(b.name.clone(), format!("{} {}", b.v4, b.v6));
+        }
+        fs::write(opts.work_dir.join("backend.py"), BACKEND_PY).unwrap();
+        guard.0 = None;
+        let mut c = Cluster {
+            prefix: opts.prefix.clone(),
+            switch,
+            router,
+            client,
+            lbs,
+            backends,
+            work_dir: opts.work_dir.clone(),
+            pin_root,
+            router_bird: bird::files(&opts.work_dir, "router"),
+            router_bird_proc: None,
+            res,
+            persisted: false,
+        };
+        let py = python();
+        for i in 0..c.backends.len() {
+            let child = start_server(&py, &c.work_dir, &c.backends[i], &mut c.res);
+            c.backends[i].server = Some(child);
+        }
+        c.router_bird.write_conf(&bird::render(
+            bird::ROUTER_CONF,
+            &[
+                ("ROUTER_ADDR", ROUTER_V4.to_string()),
+                ("ROUTER_AS", ROUTER_AS.to_string()),
+                ("NODE_AS", NODE_AS.to_string()),
+                ("NODES", "198.51.100.0/24".into()),
+            ],
+        ));
+        let mut child = c.router_bird.spawn(&c.router);
+        c.res.processes.push(ProcRecord::of(&child, "router bird"));
+        c.router_bird.wait_ready(&mut child);
+        c.router_bird_proc = Some(child);
+        for i in 0..c.lbs.len() {
+            c.start_bird(i);
+        }
+        c
+    }
+
+    /// What the testbed created so far.
+    pub fn resources(&self) -> &Resources {
+        &self.res
+    }
+
+    /// Writes the state file and leaves everything running after this value is gone.
+    pub fn persist(mut self, state: &Path) -> std::io::Result<()> {
+        self.res.save(state)?;
+        self.persisted = true;
+        Ok(())
+    }
+
+    /// Node `i`'s agent config: [`agent_config`] with its own pin dir, socket and address.
+    pub fn node_config(&self, i: usize, agent_extra: &str, vips: &[VipSpec]) -> String {
+        let n = &self.lbs[i];
+        agent_config(
+            &n.pin_dir,
+            &n.api_socket,
+            self.backends.len(),
+            agent_extra,
+            vips,
+        )
+        .replace(
+            &format!("lb-src-v4 = \"{LB_V4}\""),
+            &format!("lb-src-v4 = \"{}\"", n.v4),
+        )
+        .replace(
+            &format!("lb-src-v6 = \"{LB_V6}\""),
+            &format!("lb-src-v6 = \"{}\"", n.v6),
+        )
+    }
+
+    /// Starts node `i`'s BIRD (rendered from dist/bird/xlb-node.conf) and waits for its socket.
+    pub fn start_bird(&mut self, i: usize) {
+        let n = &self.lbs[i];
+        assert!(n.bird_proc.is_none(), "{}: bird already running", n.name);
+        n.bird.write_conf(&bird::render(
+            bird::NODE_CONF,
+            &[
+                ("NODE_ADDR", n.v4.to_string()),
+                ("ROUTER_ADDR", ROUTER_V4.to_string()),
+                ("NODE_AS", NODE_AS.to_string()),
+                ("ROUTER_AS", ROUTER_AS.to_string()),
+                ("VIP_TABLE", VIP_TABLE.to_string()),
+                ("VIP_PROTO", VIP_PROTO.to_string()),
+            ],
+        ));
+        let mut child = n.bird.spawn(&n.ns);
+        self.res
+            .processes
+            .push(ProcRecord::of(&child, &format!("{} bird", n.name)));
+        n.bird.wait_ready(&mut child);
+        self.lbs[i].bird_proc = Some(child);
+    }
+
+    /// Starts `xlb run` with `config` in node `i` and waits (at most 30 s) for its API.
+    pub fn start_agent(&mut self, i: usize, xlb: &Path, config: &str) {
+        let work_dir = self.work_dir.clone();
+        let n = &mut self.lbs[i];
+        assert!(n.agent.is_none(), "{}: an agent is already running", n.name);
+        n.agents_started += 1;
+        let conf_path = work_dir.join(format!("{}.toml", n.name));
+        fs::write(&conf_path, config).unwrap();
+        let log_path = n.agent_log_path(&work_dir);
+        let log = fs::File::create(&log_path).unwrap();
+        let mut child =
+            n.ns.command(xlb)
+                .arg("run")
+                .arg("--config")
+                .arg(&conf_path)
+                .env("XLB_LOG", std::env::var("XLB_LOG").unwrap_or("info".into()))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", xlb.display()));
+        self.res
+            .processes
+            .push(ProcRecord::of(&child, &format!("{} xlb agent", n.name)));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{}: the agent exited ({status}): {}",
+                    n.name,
+                    tail(&log_path, 30)
+                );
+            }
+            if matches!(
+                block_on(api::call(&n.api_socket, &Request::Status)),
+                Ok(Response::Status(_))
+            ) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{}: the agent's API did not answer within 30 s: {}",
+                    n.name,
+                    tail(&log_path, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        n.agent = Some(child);
+    }
+
+    /// Waits until every backend of every VIP of node `i` is active with ring slots.
+    pub fn wait_all_active(&self, i: usize, timeout: Duration) {
+        let n = &self.lbs[i];
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = n.status();
+            let done = r.vips.iter().all(|v| {
+                !v.backends.is_empty()
+                    && v.backends
+                        .iter()
+                        .all(|b| b.state == MapState::Active && b.ring_slots > 0)
+            });
+            if done {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: not every backend active within {timeout:?}:\n{}\n{}",
+                n.name,
+                r.render_table(),
+                tail(&n.agent_log_path(&self.work_dir), 30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Hard-stops node `i` as a crash would: its link goes down, its agent and BIRD get
+    /// SIGKILL (nothing is withdrawn: the router notices through BFD).
+    pub fn crash_node(&mut self, i: usize) {
+        let name = self.lbs[i].name.clone();
+        ip(&self.switch, &format!("link set {name} down"));
+        let n = &mut self.lbs[i];
+        for child in [n.agent.take(), n.bird_proc.take()].into_iter().flatten() {
+            let mut child = child;
+            let pid = child.id();
+            let _ = child.kill();
+            let _ = child.wait();
+            self.res.processes.retain(|p| p.pid != pid);
+        }
+        // BIRD leaves its socket behind when killed; a restarted BIRD makes a new one.
+        let _ = fs::remove_file(n.bird.socket());
+    }
+
+    /// Brings node `i`'s link back up and starts its BIRD (the agent: [`Cluster::start_agent`]).
+    pub fn revive_node(&mut self, i: usize) {
+        let name = self.lbs[i].name.clone();
+        ip(&self.switch, &format!("link set {name} up"));
+        self.start_bird(i);
+    }
+
+    /// The next hops of the router's route to `vip` (empty: no route).
+    pub fn router_next_hops(&self, vip: IpAddr) -> BTreeSet<IpAddr> {
+        let fam = if vip.is_ipv4() { "-4" } else { "-6" };
+        let out = self
+            .router
+            .ip(&[fam, "route", "show", "exact", &vip.to_string()]);
+        next_hops(&out)
+    }
+
+    /// Waits (at most `timeout`) until the router's next hops for `vip` are `want`; returns
+    /// how long that took. Panics with the router's view otherwise.
+    pub fn wait_next_hops(
+        &self,
+        vip: IpAddr,
+        want: &BTreeSet<IpAddr>,
+        timeout: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let have = self.router_next_hops(vip);
+            if &have == want {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "router: next hops of {vip} are {have:?}, not {want:?}, after {timeout:?}\n{}",
+                    self.router_bird
+                        .birdc(&["show", "protocols"])
+                        .unwrap_or_else(|e| e)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Packets the switch has handed to node `i` (its port's transmit counter): the traffic the
+    /// router sent that node.
+    pub fn node_packets(&self, i: usize) -> u64 {
+        let out = self
+            .switch
+            .ip(&["-j", "-s", "link", "show", "dev", &self.lbs[i].name]);
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j -s link: {e}: {out}"));
+        v[0]["stats64"]["tx"]["packets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tx packet count in {out}"))
+    }
+
+    /// The next hop the router sees for node `i` for a VIP of this family.
+    pub fn node_addr(&self, i: usize, v6: bool) -> IpAddr {
+        let n = &self.lbs[i];
+        if v6 { n.v6.into() } else { n.v4.into() }
+    }
+}
+
+/// The gateways of `ip route show` output: a single `via X` or one `nexthop via X` per path.
+pub fn next_hops(ip_route_output: &str) -> BTreeSet<IpAddr> {
+    let words: Vec<&str> = ip_route_output.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.persisted {
+            return;
+        }
+        let problems = self.res.teardown();
+        for b in &mut self.backends {
+            if let Some(mut c) = b.server.take() {
+                let _ = c.wait();
+            }
+        }
+        for n in &mut self.lbs {
+            for mut c in [n.agent.take(), n.bird_proc.take()].into_iter().flatten() {
+                let _ = c.wait();
+            }
+        }
+        if let Some(mut c) = self.router_bird_proc.take() {
+            let _ = c.wait();
+        }
+        if !problems.is_empty() {
+            eprintln!(
+                "cluster {}: teardown left: {}",
+                self.prefix,
+                problems.join("; ")
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_hops_of_single_and_multipath_routes() {
+        let multi = "203.0.113.12 proto bird metric 32 \n\tnexthop via 198.51.100.2 dev eth0 weight 1 \n\tnexthop via 198.51.100.3 dev eth0 weight 1 \n";
+        let got: Vec<String> = next_hops(multi).iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["198.51.100.2", "198.51.100.3"]);
+        let single = "203.0.113.12 via 198.51.100.3 dev eth0 proto bird metric 32 \n";
+        assert_eq!(next_hops(single).len(), 1);
+        assert!(next_hops("").is_empty());
+    }
+}

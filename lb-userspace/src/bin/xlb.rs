@@ -362,6 +362,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 ifaces,
                 mode: mode.map(Into::into),
                 no_probe,
+                bird: None,
             };
             let report = doctor::judge(&runtime()?.block_on(doctor::gather(&opts)));
             if json {

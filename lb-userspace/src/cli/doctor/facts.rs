@@ -1,7 +1,9 @@
 //! What doctor reads from the host: everything the judgement looks at, as plain data that tests
 //! can build by hand.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config;
 use crate::model::{Config, ForwardMode, XdpMode};
@@ -32,6 +34,8 @@ pub struct HostFacts {
     pub ifaces: Vec<IfaceFacts>,
     pub pin: PinFacts,
     pub agent: AgentFacts,
+    /// BIRD, when the VIPs are announced through it; `None`: not checked.
+    pub bird: Option<BirdFacts>,
 }
 
 /// The process's credentials (`/proc/self/status`).
@@ -192,6 +196,111 @@ pub enum AgentState {
     NotRunning,
     PermissionDenied,
     Error(String),
+}
+
+/// What the BIRD checks expect: where BIRD listens, the kernel routing table and route
+/// protocol number the agent writes the VIP routes with, and the VIP addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BirdExpectation {
+    /// BIRD's control socket (`birdc -s`).
+    pub socket: PathBuf,
+    /// The kernel routing table the agent writes the VIP routes into.
+    pub table: u32,
+    /// The route protocol number of those routes (BIRD shows it as `Kernel.source`).
+    pub protocol: u8,
+    /// Every VIP address of the config.
+    pub vips: Vec<IpAddr>,
+    /// How long one `birdc` call may take before BIRD is reported stuck.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BirdFacts {
+    pub expect: BirdExpectation,
+    pub state: BirdState,
+    /// The host routes of table `expect.table` with protocol `expect.protocol`, read through
+    /// rtnetlink in doctor's network namespace: the VIP routes the agent announces now.
+    pub kernel_routes: Result<Vec<IpAddr>, String>,
+}
+
+/// Whether `birdc` reached BIRD, and what BIRD said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BirdState {
+    /// No `birdc` on PATH.
+    NotInstalled,
+    SocketMissing,
+    PermissionDenied,
+    /// The socket exists but nothing accepts on it (BIRD died without removing it).
+    Refused,
+    /// `birdc` did not finish within the timeout.
+    Stuck,
+    /// Anything else `birdc` failed with.
+    Error(String),
+    Running(BirdView),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BirdView {
+    /// `BIRD 2.0.12`.
+    pub version: String,
+    /// The last line of `show status` (`Daemon is up and running`).
+    pub status: String,
+    /// `show protocols all`.
+    pub protocols: Result<Vec<BirdProtocol>, String>,
+    /// The routes BIRD learned from the kernel with `Kernel.source` = the expected protocol.
+    pub learned: Result<Vec<BirdRoute>, String>,
+}
+
+/// One protocol of `show protocols all`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BirdProtocol {
+    pub name: String,
+    /// `BGP`, `Kernel`, `Device`, `BFD`...
+    pub proto: String,
+    /// `up`, `start`, `down`...
+    pub state: String,
+    pub since: String,
+    /// The Info column (for BGP: the session state and the last error).
+    pub info: String,
+    pub bgp: Option<BgpDetail>,
+    pub channels: Vec<BirdChannel>,
+}
+
+impl BirdProtocol {
+    pub fn is_bgp(&self) -> bool {
+        self.proto == "BGP"
+    }
+    pub fn is_kernel(&self) -> bool {
+        self.proto == "Kernel"
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BgpDetail {
+    /// `Established`, `Active`, `Connect`, `Idle`, `Down`...
+    pub state: String,
+    pub neighbor_address: Option<String>,
+    pub neighbor_as: Option<u32>,
+    pub local_as: Option<u32>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BirdChannel {
+    /// `ipv4`, `ipv6`.
+    pub family: String,
+    /// `UP`, `DOWN`...
+    pub state: String,
+    pub imported: Option<u32>,
+    pub exported: Option<u32>,
+}
+
+/// One route of `show route`: its network and the protocol that brought it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BirdRoute {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub protocol: String,
 }
 
 /// Names of the capabilities the agent needs that `caps` lacks: (fatal, degrading).

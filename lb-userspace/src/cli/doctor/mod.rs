@@ -11,6 +11,8 @@
 //!   physical NICs (mlx5, i40e, ixgbe...) attaching and detaching XDP reconfigures the queues
 //!   and drops traffic for a moment: `--no-probe` skips it. An interface that already has an
 //!   XDP program is never touched.
+//! - BIRD, when [`DoctorOptions::bird`] names what to expect: its client `birdc` (each call
+//!   bounded by a timeout) and the agent's routing table (rtnetlink); see `gather/bird.rs`.
 //! - [`judge`] is a pure function of the facts: one `judge_*` per check, then
 //!   [`backend_setup`], the settings to check on each backend.
 //!
@@ -29,8 +31,9 @@
 //! ```
 //!
 //! `check` is one of `kernel`, `bpffs`, `capabilities`, `memlock`, `config`, `link`, `xdp`,
-//! `mtu`, `rp_filter`, `pin_dir`, `agent`; `subject` is the interface for `link`, `xdp`, `mtu`
-//! and `rp_filter`, else null; `status` is `ok` | `warn` | `fail` | `skip`. The exit code is
+//! `mtu`, `rp_filter`, `pin_dir`, `agent`, and, when BIRD is checked, `bird`, `bird_kernel`,
+//! `bgp`; `subject` is the interface for `link`, `xdp`, `mtu` and `rp_filter`, the BGP
+//! protocol's name for `bgp` (null when there is none), else null; `status` is `ok` | `warn` | `fail` | `skip`. The exit code is
 //! non-zero when any check is `fail`.
 
 mod backend_setup;
@@ -43,13 +46,18 @@ mod report;
 
 pub use backend_setup::backend_setup;
 pub use facts::{
-    AgentFacts, AgentState, AttachMode, AttachedXdp, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON,
+    AgentFacts, AgentState, AttachMode, AttachedXdp, BgpDetail, BirdChannel, BirdExpectation,
+    BirdFacts, BirdProtocol, BirdRoute, BirdState, BirdView, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON,
     CAP_SYS_ADMIN, Caps, ConfigFacts, Encap, HostFacts, IfaceFacts, LinkFacts, PinFacts, Probe,
 };
-pub use gather::{AGENT_TIMEOUT, DoctorOptions, encaps_of, gather, mount_fstype, parse_status};
+pub use gather::{
+    AGENT_TIMEOUT, BIRDC, BIRDC_TIMEOUT, DoctorOptions, bird_expectation, birdc, encaps_of, gather,
+    gather_bird, mount_fstype, parse_status,
+};
 pub use judge::{
     CLIENT_MTU, MEMCG_KERNEL, MIN_KERNEL, MIN_KERNEL_WHY, NATIVE_XDP_DRIVERS,
-    driver_has_native_xdp, judge, judge_agent, judge_bpffs, judge_caps, judge_config, judge_kernel,
-    judge_link, judge_memlock, judge_mtu, judge_pin_dir, judge_rp_filter, judge_xdp, parse_kernel,
+    driver_has_native_xdp, judge, judge_agent, judge_bird, judge_bpffs, judge_caps, judge_config,
+    judge_kernel, judge_link, judge_memlock, judge_mtu, judge_pin_dir, judge_rp_filter, judge_xdp,
+    kernel_protocol_snippet, parse_kernel,
 };
 pub use report::{BackendSetup, Check, REPORT_VERSION, Report, Status, Summary};

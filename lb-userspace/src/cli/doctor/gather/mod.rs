@@ -1,7 +1,10 @@
 //! Gathering: reads the host into [`HostFacts`]. One file per source: the host (`/proc`,
-//! rlimits), the interfaces (rtnetlink, ethtool, the probe), the pin directory, the agent.
+//! rlimits), the interfaces (rtnetlink, ethtool, the probe), the pin directory, the agent,
+//! BIRD (`bird`, with `birdc` parsing its client's output).
 
 mod agent;
+mod bird;
+pub mod birdc;
 mod host;
 mod iface;
 mod pins;
@@ -9,9 +12,10 @@ mod pins;
 use std::path::{Path, PathBuf};
 
 pub use agent::AGENT_TIMEOUT;
+pub use bird::{BIRDC, BIRDC_TIMEOUT, gather_bird};
 pub use host::{mount_fstype, parse_status};
 
-use super::facts::{AgentFacts, ConfigFacts, Encap, HostFacts, missing_caps};
+use super::facts::{AgentFacts, BirdExpectation, ConfigFacts, Encap, HostFacts, missing_caps};
 use crate::config::{self, HostEnvironment};
 use crate::model::{Config, ForwardMode};
 use crate::netlink::Netlink;
@@ -28,6 +32,13 @@ pub struct DoctorOptions {
     pub mode: Option<ForwardMode>,
     /// Never attach the probe program.
     pub no_probe: bool,
+    /// Check BIRD against this; `None`: see [`bird_expectation`].
+    pub bird: Option<BirdExpectation>,
+}
+
+/// What the BIRD checks expect, if BIRD is to be checked at all (the options' expectation).
+pub fn bird_expectation(opts: &DoctorOptions, _cfg: Option<&Config>) -> Option<BirdExpectation> {
+    opts.bird.clone()
 }
 
 /// Reads the host. Needs a tokio runtime (rtnetlink, the API socket).
@@ -60,6 +71,11 @@ pub async fn gather(opts: &DoctorOptions) -> HostFacts {
     let agent = AgentFacts {
         state: agent::read_agent(&socket).await,
         socket,
+    };
+
+    let bird = match bird_expectation(opts, cfg.as_ref()) {
+        Some(expect) => Some(gather_bird(&expect).await),
+        None => None,
     };
 
     let caps = host::read_caps();
@@ -105,6 +121,7 @@ pub async fn gather(opts: &DoctorOptions) -> HostFacts {
         ifaces,
         pin,
         agent,
+        bird,
     }
 }
 

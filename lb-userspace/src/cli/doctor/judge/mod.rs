@@ -1,10 +1,13 @@
 //! Judging (pure): facts in, checks with their fix out. One file per group of facts: the
-//! host (`host`), the interfaces (`iface`), what is deployed on it (`deployment`).
+//! host (`host`), the interfaces (`iface`), what is deployed on it (`deployment`), BIRD
+//! (`bird`).
 
+mod bird;
 mod deployment;
 mod host;
 mod iface;
 
+pub use bird::{judge_bird, kernel_protocol_snippet};
 pub use deployment::{judge_agent, judge_pin_dir};
 pub use host::{
     MEMCG_KERNEL, MIN_KERNEL, MIN_KERNEL_WHY, judge_bpffs, judge_caps, judge_config, judge_kernel,
@@ -53,6 +56,9 @@ pub fn judge(f: &HostFacts) -> Report {
     }
     checks.push(judge_pin_dir(&f.pin, cfg));
     checks.push(judge_agent(&f.agent, &f.pin, cfg, f.config.path()));
+    if let Some(b) = &f.bird {
+        checks.extend(judge_bird(b));
+    }
     let mut summary = Summary::default();
     for c in &checks {
         match c.status {

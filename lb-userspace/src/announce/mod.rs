@@ -11,6 +11,7 @@
 pub mod announcer;
 pub mod decision;
 pub mod holddown;
+mod render;
 pub mod speaker;
 
 pub use announcer::{AddressStatus, AnnounceStatus, Announcer, DrainState};

@@ -1,6 +1,7 @@
 //! xlb agent and CLI.
 
 pub mod agent;
+pub mod announce;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -56,6 +56,26 @@ pub struct Config {
     pub detach_on_exit: bool,
     /// Sorted by `VipId`.
     pub vips: Vec<Vip>,
+    /// `[announce]` when enabled: VIP routes in a kernel table for a BGP speaker.
+    pub announce: Option<AnnounceConfig>,
+}
+
+/// `[announce]`: one route per VIP address in kernel table `table` with route protocol
+/// `protocol`, for BIRD's `kernel` protocol to learn and export over BGP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AnnounceConfig {
+    pub table: u32,
+    pub protocol: u8,
+    /// Backends in the ring a VIP needs to be announced (a VIP's own `min_healthy` wins).
+    pub min_healthy: u32,
+    /// A route changes state at most once per hold-down.
+    pub hold_down: Duration,
+    /// `xlb stop --detach` waits this long between withdrawing and detaching.
+    pub withdraw_grace: Duration,
+    /// A draining node reports "drained" once no VIP packet arrived for this long.
+    pub drain_quiet: Duration,
+    /// BIRD's control socket, for `xlb doctor`.
+    pub bird_socket: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -303,6 +323,8 @@ pub struct Vip {
     pub health: HealthCheck,
     /// Sorted by address; addresses unique within the VIP.
     pub backends: Vec<BackendSpec>,
+    /// Overrides `AnnounceConfig::min_healthy` for this VIP.
+    pub min_healthy: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

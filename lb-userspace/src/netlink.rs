@@ -39,6 +39,9 @@ use rtnetlink::{
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
+mod table;
+pub use table::{RouteTable, TableRoute};
+
 /// How long [`Netlink::resolve`] waits for a missing neighbour by default. The kernel sends
 /// `mcast_solicit` (default 3) probes `retrans_time` (default 1 s) apart before it gives up.
 pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);

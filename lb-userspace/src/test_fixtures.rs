@@ -52,6 +52,7 @@ pub fn vip(addr: &str, port: u16, proto: Proto, backends: &[(&str, u32)]) -> Vip
         no_backend: NoBackend::Drop,
         health: no_check(),
         backends,
+        min_healthy: None,
     }
 }
 
@@ -79,6 +80,7 @@ pub fn config(mut vips: Vec<Vip>) -> Config {
         metrics_listen: None,
         detach_on_exit: false,
         vips,
+        announce: None,
     }
 }
 

@@ -25,6 +25,8 @@ use super::state::Agent;
 const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Health probe counters are turned into metrics at this pace.
 const PROBE_METRICS_INTERVAL: Duration = Duration::from_secs(2);
+/// Pace of the drain's packet-counter reads (its quiet time is exact to this).
+const ANNOUNCE_TICK: Duration = Duration::from_secs(1);
 
 /// Why the loop ended.
 pub(super) enum Exit {
@@ -55,6 +57,7 @@ pub(super) async fn run(
     let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     refresh.reset();
     let mut probe_tick = tokio::time::interval(PROBE_METRICS_INTERVAL);
+    let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
     // (VIP, backend) -> probes already reported to metrics.
     let mut probes_seen = HashMap::new();
     loop {
@@ -86,6 +89,10 @@ pub(super) async fn run(
                     agent.request_net();
                 }
             }
+            _ = announce_tick.tick() => agent.announce_tick(),
+            _ = sleep_until_wake(agent.announce_wake), if agent.announce_wake.is_some() => {
+                agent.announce_tick();
+            }
             _ = probe_tick.tick() => {
                 report_probes(&agent.health_stats, &agent.metrics, &mut probes_seen);
             }
@@ -109,6 +116,13 @@ pub(super) async fn run(
         if agent.take_net_request() {
             resolver.request(agent.net_targets());
         }
+    }
+}
+
+/// Sleeps until a held route change is due.
+async fn sleep_until_wake(at: Option<std::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
     }
 }
 

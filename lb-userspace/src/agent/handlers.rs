@@ -38,11 +38,21 @@ impl<S: MapStore> Agent<S> {
             }
             Request::AddBackend { vip, addr, weight } => self.add_backend(vip, addr, weight),
             Request::RemoveBackend { vip, addr } => self.remove_backend(vip, addr),
+            Request::DrainNode => match self.set_node_drain(true) {
+                Ok(m) => Response::ok(m),
+                Err(e) => Response::error(e),
+            },
+            Request::UndrainNode => match self.set_node_drain(false) {
+                Ok(m) => Response::ok(m),
+                Err(e) => Response::error(e),
+            },
             Request::Shutdown { detach } => return Answer::Stop { detach },
         })
     }
 
-    fn status(&self) -> Result<StatusReport, MapError> {
+    fn status(&mut self) -> Result<StatusReport, MapError> {
+        // The drain's quiet time is as fresh as the packet counters read now.
+        self.announce_tick();
         let cfg = self.effective();
         let mut health = HashMap::new();
         for h in self.health_stats.snapshot() {
@@ -56,7 +66,7 @@ impl<S: MapStore> Agent<S> {
             health.insert((h.vip, h.backend), s);
         }
         let assigned = self.reconciler.backends();
-        StatusReport::collect(
+        let mut report = StatusReport::collect(
             &StatusInputs {
                 config: &cfg,
                 agent: AgentInfo {
@@ -76,7 +86,12 @@ impl<S: MapStore> Agent<S> {
                 assigned: &assigned,
             },
             self.reconciler.store(),
-        )
+        )?;
+        report.announce = self
+            .announcer
+            .as_ref()
+            .map(|a| Box::new(a.status(std::time::Instant::now())));
+        Ok(report)
     }
 
     fn vip(&self, id: &VipId) -> Result<Vip, String> {
@@ -445,7 +460,8 @@ mod tests {
                 addr: ip("198.51.100.2"),
             },
         ));
-        let Response::Status(StatusReport { agent, vips }) = reply(&mut a, Request::Status) else {
+        let Response::Status(StatusReport { agent, vips, .. }) = reply(&mut a, Request::Status)
+        else {
             panic!("expected a status report");
         };
         assert_eq!(agent.config_path, Path::new("/nonexistent"));

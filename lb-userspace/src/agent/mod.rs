@@ -11,6 +11,7 @@
 //! tests drive them against the in-memory store; [`startup`], [`event_loop`], [`neighbours`]
 //! and [`shutdown`] do the real I/O around them.
 
+mod announce;
 mod event_loop;
 mod handlers;
 mod neighbours;

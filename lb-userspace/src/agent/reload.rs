@@ -42,6 +42,7 @@ impl<S: MapStore> Agent<S> {
             );
         }
         let diff = config::diff(&self.file, &new);
+        let new_announce = new.announce.clone();
         let old = std::mem::replace(&mut self.file, new);
         let (old_added, old_removed, old_weights) = (
             std::mem::take(&mut self.added),
@@ -50,6 +51,9 @@ impl<S: MapStore> Agent<S> {
         );
         self.prune_overrides();
         self.start_health();
+        if old.announce != self.file.announce {
+            self.reconfigure_announce(old.announce.as_ref());
+        }
         // New backends stay out of the ring until their MAC is resolved (the reply does not
         // wait for that).
         self.request_net();
@@ -66,6 +70,9 @@ impl<S: MapStore> Agent<S> {
                 self.removed = old_removed;
                 self.overrides.weights = old_weights;
                 self.start_health();
+                if self.file.announce != new_announce {
+                    self.reconfigure_announce(new_announce.as_ref());
+                }
                 self.apply_logged("reload rollback");
                 Err(format!("{e:#}"))
             }

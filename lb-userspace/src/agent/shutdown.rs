@@ -21,7 +21,7 @@ const TEARDOWN_LIMIT: Duration = Duration::from_secs(5);
 /// Stops the probes, detaches if asked (or configured), answers a stop request, and closes the
 /// API once its open connections have written their answers.
 pub(super) async fn teardown(
-    agent: Agent<AyaStore>,
+    mut agent: Agent<AyaStore>,
     exit: Exit,
     api_rx: mpsc::Receiver<ApiCall>,
     api_task: JoinHandle<Result<(), ApiError>>,
@@ -35,6 +35,16 @@ pub(super) async fn teardown(
         Exit::Stop { detach, reply } => (detach || agent.file.detach_on_exit, Some(reply)),
     };
     let pin_dir = agent.file.pin_dir.clone();
+    if detach && agent.withdraw_for_detach() {
+        // Detaching stops forwarding: the routers must have moved the traffic away first.
+        let grace = agent
+            .file
+            .announce
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.withdraw_grace);
+        info!(?grace, "routes withdrawn; waiting before detaching");
+        tokio::time::sleep(grace).await;
+    }
     let _ = tokio::time::timeout(TEARDOWN_LIMIT, agent.health.shutdown()).await;
     let result = if detach {
         pinning::detach(&pin_dir).map(|()| {

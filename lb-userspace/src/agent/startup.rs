@@ -82,7 +82,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         HealthMonitor::new(health_tx),
         metrics,
     );
+    // Attaching failed above if any interface refused the program.
+    agent.attached = true;
     agent.start_health();
+    // Adopt the routes in place before the first apply decides about them: a restarted agent
+    // never withdraws what is still wanted.
+    agent.start_announce();
     // At start-up the first resolution is awaited: applying before it would mark every backend
     // down for want of a MAC.
     agent.net = resolver.resolve_now(agent.net_targets()).await;

@@ -34,6 +34,15 @@ pub(super) struct Agent<S: MapStore> {
     pub(super) last_reload: Option<ReloadInfo>,
     /// Set when the backend set changed: the event loop then starts a neighbour resolution.
     net_wanted: bool,
+    /// The program is attached on every configured interface (set once start-up attached it).
+    pub(super) attached: bool,
+    /// The last apply wrote everything it meant to.
+    pub(super) last_apply_ok: bool,
+    /// `[announce]`: the routes for the routers, when enabled.
+    pub(super) announcer: Option<crate::announce::Announcer>,
+    pub(super) open_speaker: super::announce::OpenSpeaker,
+    /// When a held route change or a retry is due.
+    pub(super) announce_wake: Option<std::time::Instant>,
 }
 
 impl<S: MapStore> Agent<S> {
@@ -61,6 +70,11 @@ impl<S: MapStore> Agent<S> {
             metrics,
             last_reload: None,
             net_wanted: false,
+            attached: false,
+            last_apply_ok: false,
+            announcer: None,
+            open_speaker: super::announce::kernel_speaker(),
+            announce_wake: None,
         }
     }
 
@@ -170,7 +184,11 @@ impl<S: MapStore> Agent<S> {
     /// Makes the maps match the effective config, overrides and neighbours.
     pub(super) fn apply(&mut self, why: &str) -> anyhow::Result<()> {
         let cfg = self.effective();
-        let report = self.reconciler.apply(&cfg, &self.overrides, &self.net)?;
+        let result = self.reconciler.apply(&cfg, &self.overrides, &self.net);
+        self.last_apply_ok = result.is_ok();
+        // Every change reaches the maps through here: routes follow them.
+        self.evaluate_announce();
+        let report = result?;
         self.metrics.record_apply(&report);
         let indices: Vec<(VipId, u32)> = cfg
             .vips
@@ -246,6 +264,32 @@ pub(super) mod testing {
         );
         a.start_health();
         a.net = test_fixtures::net(&a.file);
+        a.attached = true;
+        a.apply("startup").unwrap();
+        a
+    }
+
+    /// [`agent`] announcing through `speaker` (a [`SharedFake`] the test keeps a clone of),
+    /// started as `run` starts it: adoption before the first apply.
+    pub fn announcing_agent(
+        cfg: Config,
+        config_path: &Path,
+        speaker: crate::announce::SharedFake,
+    ) -> Agent<FakeStore> {
+        let (tx, _) = mpsc::channel(64);
+        let mut a = Agent::new(
+            PathBuf::from(config_path),
+            Box::new(|_: &str| true),
+            cfg,
+            Reconciler::adopt(FakeStore::new(8, 64)).unwrap(),
+            HealthMonitor::new(tx),
+            AgentMetrics::new(),
+        );
+        a.open_speaker = Box::new(move |_| Ok(Box::new(speaker.clone())));
+        a.start_health();
+        a.net = test_fixtures::net(&a.file);
+        a.attached = true;
+        a.start_announce();
         a.apply("startup").unwrap();
         a
     }

@@ -211,6 +211,7 @@ impl StatusReport {
         Ok(StatusReport {
             agent: inputs.agent.clone(),
             vips,
+            announce: None,
         })
     }
 
@@ -302,6 +303,9 @@ impl StatusReport {
         }
         for (i, n) in notes.iter().enumerate() {
             let _ = writeln!(out, "!{} {n}", i + 1);
+        }
+        if let Some(a) = &self.announce {
+            out.push_str(&a.render());
         }
         out
     }
@@ -419,6 +423,7 @@ pub(super) mod tests {
                     mismatch: Some("in config, not in maps".into()),
                 },
             ],
+            announce: None,
         }
     }
 

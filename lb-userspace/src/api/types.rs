@@ -60,6 +60,11 @@ pub enum Request {
     },
     /// Re-reads the config file and applies it.
     Reload,
+    /// Withdraws every route this node announces (`[announce]`) and keeps forwarding, so the
+    /// routers move the traffic to the other nodes (`xlb drain-node`). Not kept across restarts.
+    DrainNode,
+    /// Ends a node drain: addresses are announced again as their VIPs allow.
+    UndrainNode,
     /// Stops the agent; with `detach`, also detaches the program and unpins the maps
     /// (`xlb stop --detach`). Without it forwarding continues from the pinned program.
     Shutdown { detach: bool },
@@ -161,6 +166,9 @@ pub struct StatusReport {
     pub agent: AgentInfo,
     /// Sorted by VIP; VIPs found in the maps but not in the config come last.
     pub vips: Vec<VipStatus>,
+    /// The VIP routes for the routers, when `[announce]` is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<Box<crate::announce::AnnounceStatus>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,13 +76,26 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
+    /// Withdraw this node's VIP routes ([announce]) and keep forwarding, so the routers move
+    /// the traffic to the other nodes; `xlb status` says "drained" once no VIP packet arrives.
+    /// Not kept across agent restarts.
+    DrainNode {
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
+        socket: PathBuf,
+    },
+    /// End a node drain: the VIP routes are announced again as their VIPs allow.
+    UndrainNode {
+        #[arg(long, default_value = DEFAULT_API_SOCKET)]
+        socket: PathBuf,
+    },
     /// Make the agent re-read its config file (like SIGHUP).
     Reload {
         #[arg(long, default_value = DEFAULT_API_SOCKET)]
         socket: PathBuf,
     },
-    /// Stop the agent. Forwarding continues unless --detach, which also detaches the program
-    /// and removes the pinned maps (works with no agent running too).
+    /// Stop the agent. Forwarding continues unless --detach, which first withdraws the VIP
+    /// routes ([announce]) and waits withdraw-grace, then detaches the program and removes the
+    /// pinned maps (works with no agent running too).
     Stop {
         #[arg(long)]
         detach: bool,
@@ -309,6 +322,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             socket,
         } => ask(&socket, Request::RemoveBackend { vip, addr: backend }),
         Cmd::Reload { socket } => ask(&socket, Request::Reload),
+        Cmd::DrainNode { socket } => ask(&socket, Request::DrainNode),
+        Cmd::UndrainNode { socket } => ask(&socket, Request::UndrainNode),
         Cmd::Stop {
             detach,
             socket,

@@ -43,3 +43,27 @@ pub const RISE_FALL_RANGE: (u64, u64) = (1, 100);
 pub const EXPECT_STATUS_RANGE: (u64, u64) = (100, 599);
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(3600));
+
+/// `[announce]`: the kernel table the VIP routes go into, and their route protocol number.
+/// 200 is free on a stock system (`/etc/iproute2/rt_tables`, `rt_protos`).
+pub const DEFAULT_ANNOUNCE_TABLE: u32 = 200;
+pub const DEFAULT_ANNOUNCE_PROTOCOL: u8 = 200;
+pub const DEFAULT_MIN_HEALTHY: u32 = 1;
+pub const DEFAULT_HOLD_DOWN: Duration = Duration::from_secs(5);
+pub const DEFAULT_WITHDRAW_GRACE: Duration = Duration::from_secs(3);
+pub const DEFAULT_DRAIN_QUIET: Duration = Duration::from_secs(10);
+pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+/// Table ids: 0 is "unspecified"; 2^31 is the largest id `ip route` documents.
+pub const ANNOUNCE_TABLE_RANGE: (u64, u64) = (1, 1 << 31);
+/// The kernel's own tables: default, main, local.
+pub const RESERVED_TABLES: [u32; 3] = [253, 254, 255];
+/// 0..=4 are the kernel's (unspec, redirect, kernel, boot, static).
+pub const ANNOUNCE_PROTOCOL_RANGE: (u64, u64) = (5, 255);
+/// RTPROT_BIRD: BIRD's kernel protocol does not learn routes carrying its own number.
+pub const BIRD_PROTOCOL: u8 = 12;
+pub const MIN_HEALTHY_RANGE: (u64, u64) = (1, MAX_BACKENDS_RANGE.1);
+pub const HOLD_DOWN_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3600));
+/// `xlb stop --detach` waits this long before it answers, and its client gives up after 60 s.
+pub const WITHDRAW_GRACE_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(50));
+pub const DRAIN_QUIET_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));

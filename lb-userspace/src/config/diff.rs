@@ -62,6 +62,7 @@ pub enum VipField {
     IcmpEcho,
     NoBackend,
     Health,
+    MinHealthy,
 }
 
 impl VipField {
@@ -72,6 +73,7 @@ impl VipField {
             VipField::IcmpEcho => "icmp-echo",
             VipField::NoBackend => "no-backend",
             VipField::Health => "health",
+            VipField::MinHealthy => "min-healthy",
         }
     }
 }
@@ -103,6 +105,8 @@ pub struct ConfigDiff {
     pub vips_added: Vec<VipId>,
     pub vips_removed: Vec<VipId>,
     pub vips_changed: Vec<VipChange>,
+    /// The `[announce]` table changed (turned on or off, or any of its keys).
+    pub announce: bool,
 }
 
 impl ConfigDiff {
@@ -111,6 +115,7 @@ impl ConfigDiff {
             && self.vips_added.is_empty()
             && self.vips_removed.is_empty()
             && self.vips_changed.is_empty()
+            && !self.announce
     }
 }
 
@@ -172,6 +177,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         vips_added,
         vips_removed,
         vips_changed,
+        announce: old.announce != new.announce,
     }
 }
 
@@ -194,6 +200,9 @@ fn vip_change(old: &Vip, new: &Vip) -> Option<VipChange> {
     }
     if old.health != new.health {
         fields.push(VipField::Health);
+    }
+    if old.min_healthy != new.min_healthy {
+        fields.push(VipField::MinHealthy);
     }
     let ob: BTreeMap<IpAddr, &BackendSpec> = old.backends.iter().map(|b| (b.addr, b)).collect();
     let nb: BTreeMap<IpAddr, &BackendSpec> = new.backends.iter().map(|b| (b.addr, b)).collect();
@@ -231,6 +240,9 @@ impl fmt::Display for ConfigDiff {
         if !self.agent.is_empty() {
             let keys: Vec<&str> = self.agent.iter().map(|a| a.key()).collect();
             lines.push(format!("~ agent: {}", keys.join(", ")));
+        }
+        if self.announce {
+            lines.push("~ announce".to_string());
         }
         for id in &self.vips_removed {
             lines.push(format!("- vip {id}"));
@@ -354,6 +366,24 @@ mod tests {
             d.to_string(),
             "~ agent: interfaces, hash-seed, mtu, metrics-listen"
         );
+    }
+
+    #[test]
+    fn diff_announce_and_min_healthy() {
+        let v = vip("203.0.113.1", tcp_check()) + &backend("198.51.100.1", "");
+        let old = cfg(&v);
+        let on = cfg(&format!("{v}[announce]\nenabled = true\n"));
+        let d = diff(&old, &on);
+        assert!(d.announce && d.vips_changed.is_empty());
+        assert_eq!(d.to_string(), "~ announce");
+        let slower = cfg(&format!(
+            "{v}[announce]\nenabled = true\nhold-down = \"9s\"\n"
+        ));
+        assert!(diff(&on, &slower).announce);
+        let own = v.replace("mode = \"ipip\"", "mode = \"ipip\"\nmin-healthy = 1");
+        let d = diff(&on, &cfg(&format!("{own}[announce]\nenabled = true\n")));
+        assert!(!d.announce);
+        assert_eq!(d.vips_changed[0].fields, [VipField::MinHealthy]);
     }
 
     #[test]

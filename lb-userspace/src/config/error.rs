@@ -140,6 +140,37 @@ pub enum ConfigError {
     )]
     IntervalOutOfRange { path: String, value: Duration },
     #[error(
+        "{path}: {} is out of range: use {}..={}{hint}",
+        fmt_duration(*value),
+        fmt_duration(*min),
+        fmt_duration(*max)
+    )]
+    DurationOutOfRange {
+        path: String,
+        value: Duration,
+        min: Duration,
+        max: Duration,
+        /// Why the limits, with its leading punctuation, or empty.
+        hint: &'static str,
+    },
+    #[error("{path}: {value} {reason}: {fix}")]
+    ReservedNumber {
+        path: String,
+        value: u64,
+        reason: &'static str,
+        fix: &'static str,
+    },
+    #[error(
+        "{path}: {value} exceeds the {count} backend{} of {vip}, so it could never be announced: lower it to at most {count}",
+        if *count == 1 { "" } else { "s" }
+    )]
+    MinHealthyAboveBackends {
+        path: String,
+        value: u32,
+        count: usize,
+        vip: VipId,
+    },
+    #[error(
         "{path}: timeout {}{} must be shorter than interval {}{}: lower timeout or raise interval",
         fmt_duration(*timeout),
         default_suffix(*timeout_is_default),
@@ -230,6 +261,9 @@ impl ConfigError {
             | TooManyBackends { path, .. }
             | InvalidDuration { path, .. }
             | IntervalOutOfRange { path, .. }
+            | DurationOutOfRange { path, .. }
+            | ReservedNumber { path, .. }
+            | MinHealthyAboveBackends { path, .. }
             | TimeoutNotBelowInterval { path, .. }
             | FieldNotForKind { path, .. }
             | MissingField { path, .. }

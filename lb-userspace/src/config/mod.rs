@@ -26,14 +26,15 @@ mod validate;
 
 use std::path::Path;
 
+pub use crate::model::AnnounceConfig;
 pub use defaults::*;
 pub use diff::{AgentField, ConfigDiff, VipChange, VipField, WeightChange, diff};
 pub use duration::{fmt_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Warning};
 pub use family::{FamilyError, check_added_backend, check_backend_family};
 pub use raw::{
-    RawAgent, RawBackend, RawCheckKind, RawConfig, RawHealth, RawInterface, RawMode, RawNoBackend,
-    RawProto, RawVip, RawXdpMode,
+    RawAgent, RawAnnounce, RawBackend, RawCheckKind, RawConfig, RawHealth, RawInterface, RawMode,
+    RawNoBackend, RawProto, RawVip, RawXdpMode,
 };
 pub use validate::{parse_hex, validate};
 

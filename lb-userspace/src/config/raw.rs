@@ -17,6 +17,24 @@ pub struct RawConfig {
     /// `[[vip]]` tables.
     #[serde(default)]
     pub vip: Vec<RawVip>,
+    /// `[announce]`.
+    pub announce: Option<RawAnnounce>,
+}
+
+/// `[announce]`: routes for a BGP speaker (BIRD) in a kernel table. Numbers are read wider
+/// than they are stored so that validation, not TOML, explains a value out of range.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawAnnounce {
+    #[serde(default)]
+    pub enabled: bool,
+    pub table: Option<u64>,
+    pub protocol: Option<u64>,
+    pub min_healthy: Option<u32>,
+    pub hold_down: Option<String>,
+    pub withdraw_grace: Option<String>,
+    pub drain_quiet: Option<String>,
+    pub bird_socket: Option<String>,
 }
 
 /// `[agent]`.
@@ -150,6 +168,8 @@ pub struct RawVip {
     pub icmp_echo: Option<bool>,
     pub no_backend: Option<RawNoBackend>,
     pub health: Option<RawHealth>,
+    /// Overrides `announce.min-healthy` for this VIP.
+    pub min_healthy: Option<u32>,
     /// `[[vip.backend]]` tables.
     #[serde(default)]
     pub backend: Vec<RawBackend>,

@@ -67,6 +67,7 @@ pub(super) struct AgentInner {
     pub(super) probe_duration: ProbeHistograms,
     pub(super) probes: Family<ProbeLabels, Counter>,
     pub(super) state: Mutex<AgentState>,
+    pub(super) announce: super::announce::AnnounceFamilies,
 }
 
 /// The agent's side of the metrics; cheap to clone, every clone updates the same values.
@@ -97,6 +98,7 @@ impl AgentMetrics {
                 probe_duration: Family::new_with_constructor(probe_histogram as fn() -> Histogram),
                 probes: Family::default(),
                 state: Mutex::new(AgentState::default()),
+                announce: Default::default(),
             }),
         }
     }

@@ -75,6 +75,7 @@ impl Exporter {
             "Health probes by raw (undamped) outcome",
             inner.probes.clone(),
         );
+        inner.announce.register(&mut registry);
         registry.register_collector(Box::new(MapCollector::new(store, agent, walk)));
         Self { registry }
     }

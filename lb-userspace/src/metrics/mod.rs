@@ -42,6 +42,11 @@
 //! | `xlb_config_reloads_total` | counter | result = `ok` \| `error` | config reload requests and their outcome |
 //! | `xlb_health_check_duration_seconds` | histogram | vip, backend | duration of every probe, successful or not (a timed-out probe lands in the bucket of its timeout) |
 //! | `xlb_health_checks_total` | counter | vip, backend, result = `ok` \| `fail` | probes and their raw (undamped) outcome |
+//! | `xlb_vip_announced` | gauge | vip | with `[announce]`: 1 when this node's route for the VIP's address is in place |
+//! | `xlb_vip_withdrawn_reason` | gauge | vip, reason | 1 for why the VIP is not ready here: `not-attached`, `draining`, `not-programmed`, `too-few-backends` |
+//! | `xlb_node_draining` | gauge | | 1 while the node is drained (`xlb drain-node`) |
+//! | `xlb_route_changes_total` | counter | action = `announce` \| `withdraw` | routes written and removed |
+//! | `xlb_speaker_errors_total` | counter | | failed route updates |
 //! | `xlb_scrape_map_errors` | gauge | | map reads that failed during this scrape (their series are missing from it) |
 //!
 //! # Flow-table occupancy
@@ -68,6 +73,7 @@
 //! - `server.rs`: [`MetricsServer`], the HTTP endpoint (hyper).
 
 mod agent;
+mod announce;
 mod collector;
 mod exporter;
 mod server;

@@ -62,7 +62,8 @@ pub enum ConfigFacts {
     },
     Valid {
         path: PathBuf,
-        validated: config::Validated,
+        // Boxed: a validated config is much larger than the other variants.
+        validated: Box<config::Validated>,
     },
 }
 

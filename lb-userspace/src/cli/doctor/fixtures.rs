@@ -58,7 +58,7 @@ pub(super) fn validated(text: &str) -> config::Validated {
 pub(super) fn valid(text: &str) -> ConfigFacts {
     ConfigFacts::Valid {
         path: "/etc/xlb/xlb.toml".into(),
-        validated: validated(text),
+        validated: Box::new(validated(text)),
     }
 }
 

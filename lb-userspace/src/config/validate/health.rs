@@ -227,7 +227,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, path: &str, value: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, path: &str, value: &str) -> Option<Duration> {
         match parse_duration(value) {
             Ok(d) => Some(d),
             Err(reason) => {

@@ -3,6 +3,7 @@
 //! holds the walk over the whole file and the rules across VIPs.
 
 mod agent;
+mod announce;
 mod health;
 mod vip;
 
@@ -234,6 +235,7 @@ impl Validator<'_> {
             self.mtu_vs_ipv6(mtu, &vips);
         }
 
+        let announce = self.announce(raw.announce.as_ref(), &vips);
         let mut vips: Vec<Vip> = vips.into_iter().map(|(_, v)| v).collect();
         vips.sort_by_key(|v| v.id);
         Config {
@@ -255,6 +257,7 @@ impl Validator<'_> {
             metrics_listen,
             detach_on_exit: a.detach_on_exit,
             vips,
+            announce,
         }
     }
 

@@ -137,6 +137,7 @@ impl Validator<'_> {
             },
             health,
             backends,
+            min_healthy: rv.min_healthy,
         })
     }
 }

@@ -162,7 +162,10 @@ fn read_config(given: Option<&Path>) -> ConfigFacts {
         None => return ConfigFacts::NotGiven,
     };
     match config::load(&path, &HostEnvironment) {
-        Ok(validated) => ConfigFacts::Valid { path, validated },
+        Ok(validated) => ConfigFacts::Valid {
+            path,
+            validated: Box::new(validated),
+        },
         Err(e) => ConfigFacts::Invalid {
             path,
             error: e.to_string(),

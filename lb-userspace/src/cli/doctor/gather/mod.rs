@@ -36,9 +36,24 @@ pub struct DoctorOptions {
     pub bird: Option<BirdExpectation>,
 }
 
-/// What the BIRD checks expect, if BIRD is to be checked at all (the options' expectation).
-pub fn bird_expectation(opts: &DoctorOptions, _cfg: Option<&Config>) -> Option<BirdExpectation> {
-    opts.bird.clone()
+/// What the BIRD checks expect, if BIRD is to be checked at all: the options' expectation, else
+/// the config's `[announce]` (no `[announce]`: this node announces nothing, BIRD is not checked).
+pub fn bird_expectation(opts: &DoctorOptions, cfg: Option<&Config>) -> Option<BirdExpectation> {
+    if let Some(expect) = &opts.bird {
+        return Some(expect.clone());
+    }
+    let cfg = cfg?;
+    let announce = cfg.announce.as_ref()?;
+    let mut vips: Vec<_> = cfg.vips.iter().map(|v| v.id.addr).collect();
+    vips.sort_unstable();
+    vips.dedup();
+    Some(BirdExpectation {
+        socket: announce.bird_socket.clone(),
+        table: announce.table,
+        protocol: announce.protocol,
+        vips,
+        timeout: BIRDC_TIMEOUT,
+    })
 }
 
 /// Reads the host. Needs a tokio runtime (rtnetlink, the API socket).
@@ -175,6 +190,44 @@ fn read_config(given: Option<&Path>) -> ConfigFacts {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use crate::model::{AnnounceConfig, Proto};
+    use crate::test_fixtures::{config, vip};
+
+    #[test]
+    fn bird_is_checked_against_the_announce_table_with_each_vip_address_once() {
+        let mut cfg = config(vec![
+            vip("203.0.113.10", 80, Proto::Tcp, &[("198.51.100.11", 1)]),
+            vip("203.0.113.10", 53, Proto::Udp, &[("198.51.100.11", 1)]),
+            vip("2001:db8::10", 80, Proto::Tcp, &[("2001:db8:51::11", 1)]),
+        ]);
+        let opts = DoctorOptions::default();
+        assert_eq!(
+            bird_expectation(&opts, Some(&cfg)),
+            None,
+            "no [announce]: no BIRD"
+        );
+        cfg.announce = Some(AnnounceConfig {
+            table: 4242,
+            protocol: 201,
+            min_healthy: 1,
+            hold_down: Duration::from_secs(5),
+            withdraw_grace: Duration::from_secs(3),
+            drain_quiet: Duration::from_secs(10),
+            bird_socket: "/run/bird/test.ctl".into(),
+        });
+        let e = bird_expectation(&opts, Some(&cfg)).expect("announce configured");
+        assert_eq!(e.socket, Path::new("/run/bird/test.ctl"));
+        assert_eq!((e.table, e.protocol), (4242, 201));
+        let want: Vec<std::net::IpAddr> = vec![
+            "203.0.113.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ];
+        assert_eq!(e.vips, want);
+        assert_eq!(bird_expectation(&opts, None), None, "no config: no BIRD");
+    }
+
     use super::*;
     use crate::cli::doctor::fixtures::*;
 

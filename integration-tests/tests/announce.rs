@@ -137,6 +137,18 @@ fn routes_follow_the_health_of_the_backends() {
         "{}",
         r.render_table()
     );
+    // The shape BIRD learns: a host route on lo, nothing the host itself would forward by.
+    let t = table.to_string();
+    let v4_line = tb.lb.ip(&["-4", "route", "show", "table", &t]);
+    assert!(
+        v4_line.contains(&format!("{a4} dev lo proto {PROTO} scope link")),
+        "{v4_line}"
+    );
+    let v6_line = tb.lb.ip(&["-6", "route", "show", "table", &t]);
+    assert!(
+        v6_line.contains(&format!("{a6} dev lo proto {PROTO}")),
+        "{v6_line}"
+    );
 
     // One of the IPv4 VIP's two backends fails: still ready, still announced.
     tb.stop_backend(0);
@@ -302,9 +314,52 @@ fn stop_detach_withdraws_the_route() {
     let socket = tb.api_socket().display().to_string();
     let pin = tb.pin_dir().display().to_string();
 
+    // Samples (route present, program attached) every 20 ms during the stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (stop, ns) = (stop.clone(), tb.lb.name.clone());
+        move || {
+            let mut samples = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let route = routes(&ns, table).contains(&addr);
+                let link = Command::new("ip")
+                    .args(["-n", &ns, "-d", "link", "show", "dev", "eth0"])
+                    .output()
+                    .expect("running ip");
+                let attached = String::from_utf8_lossy(&link.stdout).contains("prog/xdp");
+                samples.push((route, attached));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            samples
+        }
+    });
     let started = Instant::now();
     let out = xlb_ok(&["stop", "--detach", "--socket", &socket, "--pin-dir", &pin]);
     let took = started.elapsed();
+    // A few more samples after the command returned.
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().expect("sampler thread");
+    assert_eq!(
+        samples.first(),
+        Some(&(true, true)),
+        "announced and attached first"
+    );
+    assert_eq!(
+        samples.last(),
+        Some(&(false, false)),
+        "both gone at the end"
+    );
+    assert!(
+        !samples.contains(&(true, false)),
+        "the program was detached while its route was still in place: {samples:?}"
+    );
+    let grace = samples.iter().filter(|s| **s == (false, true)).count();
+    assert!(
+        grace >= 10,
+        "withdrawn only {grace} samples before the detach, not withdraw-grace: {samples:?}"
+    );
     tb.wait_agent_exit(Duration::from_secs(15))
         .expect("the agent exits after `xlb stop --detach`");
     assert!(

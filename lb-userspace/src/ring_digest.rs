@@ -93,21 +93,30 @@ impl SlotOwner {
 /// The digest of `ring` (one backend id per slot) under flow-hash seed `seed`, `owner` naming
 /// each id's backend (see [`SlotOwner::of`]). `owner` is asked once per distinct id.
 pub fn ring_digest(seed: u32, ring: &[u32], mut owner: impl FnMut(u32) -> SlotOwner) -> RingDigest {
-    // Encoded once per id, then fed in slot order: hashing is the cost, not the lookups.
-    let mut encoded: std::collections::HashMap<u32, Vec<u8>> = std::collections::HashMap::new();
+    // Each distinct id is encoded once; a slot then costs a binary search over the few distinct
+    // ids and a copy, which keeps a ring change cheap even in an unoptimised build.
+    let mut ids = ring.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let encoded: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|&id| {
+            let mut b = Vec::with_capacity(17);
+            owner(id).encode(&mut b);
+            b
+        })
+        .collect();
     let mut hasher = Sha256::new();
     hasher.update(VERSION_TAG);
     // Ring sizes are far below 2^32 (maglev::MAX_TABLE_SIZE).
     hasher.update((ring.len() as u32).to_be_bytes());
     hasher.update(seed.to_be_bytes());
     let mut buf = Vec::with_capacity(ring.len() * 5);
-    for &id in ring {
-        let bytes = encoded.entry(id).or_insert_with(|| {
-            let mut b = Vec::with_capacity(17);
-            owner(id).encode(&mut b);
-            b
-        });
-        buf.extend_from_slice(bytes);
+    for id in ring {
+        let at = ids
+            .binary_search(id)
+            .expect("every slot's id is among the distinct ids");
+        buf.extend_from_slice(&encoded[at]);
     }
     hasher.update(&buf);
     let full = hasher.finalize();

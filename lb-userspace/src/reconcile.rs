@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_common::{
@@ -114,12 +115,28 @@ pub struct BackendView {
     pub slots: u32,
 }
 
+/// A VIP's ring and its slot count per backend id. Shared (not copied) between the applied
+/// contents and the next plan while its inputs do not change, so an apply compares, counts and
+/// copies only the rings it rebuilt.
+#[derive(Debug, Default)]
+struct Ring {
+    slots: Vec<u32>,
+    counts: BTreeMap<u32, u32>,
+}
+
+impl Ring {
+    fn new(slots: Vec<u32>) -> Arc<Self> {
+        let counts = maglev::slot_counts(&slots);
+        Arc::new(Self { slots, counts })
+    }
+}
+
 /// One VIP's part of [`MapContents`].
 #[derive(Clone, Debug, Default)]
 struct VipContents {
     index: u32,
     backends: BTreeMap<IpAddr, u32>,
-    ring: Vec<u32>,
+    ring: Arc<Ring>,
     /// What `ring` was built from (`None` when adopted): an unchanged input reuses the table
     /// instead of rebuilding it, so a health change rebuilds one VIP's table, not all of them.
     inputs: Option<Vec<MaglevBackend>>,
@@ -167,7 +184,7 @@ fn read_applied<S: MapStore>(store: &S) -> Result<MapContents, MapError> {
                 VipContents {
                     index: meta.index,
                     backends: BTreeMap::new(),
-                    ring: store.ring(meta.index)?,
+                    ring: Ring::new(store.ring(meta.index)?),
                     inputs: None,
                     digest: None,
                 },
@@ -241,7 +258,7 @@ impl<S: MapStore> Reconciler<S> {
     pub fn backends(&self) -> Vec<BackendView> {
         let mut out = Vec::new();
         for (vip, v) in &self.applied.vips {
-            let counts = maglev::slot_counts(&v.ring);
+            let counts = &v.ring.counts;
             for (addr, id) in &v.backends {
                 out.push(BackendView {
                     vip: *vip,
@@ -356,7 +373,7 @@ impl<S: MapStore> Reconciler<S> {
             let mut planned = VipContents {
                 index,
                 backends: BTreeMap::new(),
-                ring: Vec::new(),
+                ring: Arc::default(),
                 inputs: None,
                 digest: None,
             };
@@ -424,20 +441,20 @@ impl<S: MapStore> Reconciler<S> {
             }
             let reused = previous.filter(|p| p.inputs.as_ref() == Some(&in_ring));
             planned.ring = match reused {
-                Some(p) => p.ring.clone(),
-                None => maglev::build_table(&in_ring, RING_SIZE).map_err(|source| {
+                Some(p) => Arc::clone(&p.ring),
+                None => Ring::new(maglev::build_table(&in_ring, RING_SIZE).map_err(|source| {
                     ReconcileError::Maglev {
                         vip: vip.id,
                         source,
                     }
-                })?,
+                })?),
             };
             // Taken from the entries this plan writes, through the rule `xlb inspect` applies
             // to the maps, so both print the same digest for the same maps.
             planned.digest = match reused.and_then(|p| p.digest) {
                 Some((seed, d)) if seed == config.hash_seed => Some((seed, d)),
                 _ => {
-                    let d = ring_digest(config.hash_seed, &planned.ring, |id| {
+                    let d = ring_digest(config.hash_seed, &planned.ring.slots, |id| {
                         SlotOwner::of(id, index, plan.backends.get(&id))
                     });
                     Some((config.hash_seed, d))
@@ -485,15 +502,16 @@ impl<S: MapStore> Reconciler<S> {
 
         // 3. Rings.
         for (id, v) in &plan.vips {
-            let old = match self.applied.vips.get(id) {
-                Some(a) => a.ring.clone(),
+            let changes = match self.applied.vips.get(id) {
+                // The ring the maps hold already: its inputs did not change.
+                Some(a) if Arc::ptr_eq(&a.ring, &v.ring) => Vec::new(),
+                Some(a) => maglev::diff(&a.ring.slots, &v.ring.slots),
                 None => {
                     self.store.clear_vip_stats(v.index)?;
                     report.vips_added += 1;
-                    self.store.ring(v.index)?
+                    maglev::diff(&self.store.ring(v.index)?, &v.ring.slots)
                 }
             };
-            let changes = maglev::diff(&old, &v.ring);
             if !changes.is_empty() {
                 self.store.set_ring_slots(v.index, &changes)?;
                 report.rings_rebuilt += 1;
@@ -522,6 +540,7 @@ impl<S: MapStore> Reconciler<S> {
             if !plan.vips.contains_key(id) {
                 let zero: Vec<(u32, u32)> = old
                     .ring
+                    .slots
                     .iter()
                     .enumerate()
                     .filter(|(_, b)| **b != 0)

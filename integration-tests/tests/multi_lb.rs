@@ -1,7 +1,8 @@
 //! Several xlb nodes behind a router (`xlb_testkit::testbed::cluster`): BIRD on the router and
 //! on each node (configs rendered from dist/bird/), ECMP with L4 hashing on the router, backends
-//! answering the client straight (dsr-l2). The routes a node's agent will write into table 200
-//! are written by the testbed (`LbNode::announce_manually`) until the agent does it itself.
+//! answering the client straight (dsr-l2). Each node's agent announces its ready VIPs
+//! (`[announce]`, kernel table 200) and the node's BIRD exports them to the router, so these
+//! tests check announcements where they matter: in the router's routing table.
 //!
 //! Needs root, bpffs and bird2 (`cargo xtask setup`); fails loudly rather than skip. The traffic
 //! test runs a bounded number of connections for a bounded time; its timing bound is the one the
@@ -9,49 +10,135 @@
 //! the shipped configs plus 1 s.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use xlb_testkit::testbed::bird::bfd_detection;
+use xlb_testkit::testbed::cluster::next_hops;
 use xlb_testkit::testbed::failover::{
     PhaseOutcome, all_paths, announced_cluster, bring_up_node, failover_vip, phase_sessions,
     run_phase,
 };
-use xlb_testkit::testbed::{Cluster, ClusterOptions, Mode};
+use xlb_testkit::testbed::{Cluster, ClusterOptions, Mode, VipSpec, tail};
 
 fn xlb() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xlb-under-test"))
 }
 
-#[test]
-fn the_router_has_one_path_per_announcing_node_and_loses_it_on_withdrawal() {
-    let c = Cluster::up(&ClusterOptions::for_test("mlb-routes", 3, 1));
-    for v6 in [false, true] {
-        let vip = Mode::DsrL2.vip(v6);
-        let all: BTreeSet<_> = (0..3).map(|i| c.node_addr(i, v6)).collect();
-        assert!(
-            c.router_next_hops(vip).is_empty(),
-            "a route before any announcement"
-        );
-        for n in &c.lbs {
-            n.announce_manually(vip);
-        }
-        c.wait_next_hops(vip, &all, Duration::from_secs(20));
-        c.lbs[1].withdraw_manually(vip);
-        let mut rest = all.clone();
-        rest.remove(&c.node_addr(1, v6));
-        let t = c.wait_next_hops(vip, &rest, Duration::from_secs(5));
-        eprintln!("{vip}: withdrawal reached the router in {t:?}");
-        c.lbs[1].announce_manually(vip);
-        c.wait_next_hops(vip, &all, Duration::from_secs(5));
-        for n in &c.lbs {
-            n.withdraw_manually(vip);
-        }
-        c.wait_next_hops(vip, &BTreeSet::new(), Duration::from_secs(5));
+/// The nodes' addresses in one family, but those of `except`: the router's next hops when
+/// exactly those nodes announce.
+fn paths(c: &Cluster, v6: bool, except: &[usize]) -> BTreeSet<IpAddr> {
+    (0..c.lbs.len())
+        .filter(|i| !except.contains(i))
+        .map(|i| c.node_addr(i, v6))
+        .collect()
+}
+
+/// Waits until the router's paths to both VIPs are those of every node but `except`.
+fn wait_paths(c: &Cluster, vips: [IpAddr; 2], except: &[usize], what: &str, timeout: Duration) {
+    for vip in vips {
+        let t = c.wait_next_hops(vip, &paths(c, vip.is_ipv6(), except), timeout);
+        eprintln!("{what}: {vip} at the router after {t:?}");
     }
 }
 
-fn report(what: &str, o: &PhaseOutcome) {
+#[test]
+fn the_router_follows_the_agents_announcements() {
+    let mut c = Cluster::up(&ClusterOptions::for_test("mlb-routes", 3, 1));
+    let (v4, v6) = (
+        VipSpec::tcp(Mode::DsrL2, false),
+        VipSpec::tcp(Mode::DsrL2, true),
+    );
+    let vips = [v4.id().addr, v6.id().addr];
+    for vip in vips {
+        assert!(
+            c.router_next_hops(vip).is_empty(),
+            "{vip}: a route before any agent runs"
+        );
+    }
+
+    // Every agent becomes ready: one path per node, in both families.
+    for i in 0..3 {
+        let config = c.node_config(i, "", &[v4.clone(), v6.clone()]);
+        c.start_agent(i, xlb(), &config);
+    }
+    wait_paths(&c, vips, &[], "agents ready", Duration::from_secs(30));
+
+    // The VIPs' only backend fails: every node withdraws; it recovers: every node announces.
+    c.stop_backend(0);
+    wait_paths(
+        &c,
+        vips,
+        &[0, 1, 2],
+        "backend down",
+        Duration::from_secs(10),
+    );
+    c.start_backend(0);
+    wait_paths(&c, vips, &[], "backend up", Duration::from_secs(10));
+
+    // lb2 drains, then undrains.
+    c.lbs[1].drain();
+    wait_paths(&c, vips, &[1], "lb2 drained", Duration::from_secs(5));
+    c.lbs[1].undrain();
+    wait_paths(&c, vips, &[], "lb2 undrained", Duration::from_secs(5));
+
+    // lb1's agent is killed (-9) and restarted: the router keeps lb1's path throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (stop, router, vip) = (stop.clone(), c.router.name.clone(), vips[0]);
+        move || {
+            let mut samples = Vec::new();
+            // Bounded: the test stops it long before.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let out = Command::new("ip")
+                    .args(["-n", &router, "route", "show", "exact", &vip.to_string()])
+                    .output()
+                    .expect("running ip");
+                samples.push(next_hops(&String::from_utf8_lossy(&out.stdout)));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            samples
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    c.kill_agent(0);
+    std::thread::sleep(Duration::from_secs(1));
+    let config = c.node_config(0, "", &[v4.clone(), v6.clone()]);
+    c.start_agent(0, xlb(), &config);
+    c.wait_all_active(0, Duration::from_secs(15));
+    // Past the restarted agent's first reconcile, when a wrong withdrawal would show.
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().expect("sampler thread");
+    let all = paths(&c, false, &[]);
+    let short = samples.iter().filter(|s| **s != all).count();
+    assert!(samples.len() >= 50, "only {} samples", samples.len());
+    assert_eq!(
+        short,
+        0,
+        "the router lacked a path at {short} of {} samples during lb1's kill -9 and restart",
+        samples.len()
+    );
+
+    // lb3 stops with --detach: its path goes.
+    c.stop_detach(2);
+    wait_paths(
+        &c,
+        vips,
+        &[2],
+        "lb3 stopped --detach",
+        Duration::from_secs(5),
+    );
+}
+
+/// Prints a phase's figures; where connections failed, also each running agent's log tail
+/// (health transitions and ring changes there explain most failures).
+fn report(c: &Cluster, what: &str, o: &PhaseOutcome) {
     let s = &o.summary;
     eprintln!(
         "{what}: event at {:?}; connections tried {}, survived {}, failed {}; longest gap p50 {:?}, \
@@ -60,6 +147,15 @@ fn report(what: &str, o: &PhaseOutcome) {
     );
     for r in o.sessions.iter().filter(|r| r.failed()).take(10) {
         eprintln!("  failed: {r:?}");
+    }
+    if s.failed > 0 || o.new_failed > 0 {
+        for n in c.lbs.iter().filter(|n| n.agent_running()) {
+            eprintln!(
+                "{} agent log:\n{}",
+                n.name,
+                tail(&n.agent_log_path(&c.work_dir), 40)
+            );
+        }
     }
 }
 
@@ -79,7 +175,7 @@ fn losing_returning_and_draining_a_node_breaks_no_connection() {
         detected = c.wait_next_hops(vip, &rest, Duration::from_secs(5));
     });
     eprintln!("node loss: the router dropped lb2 {detected:?} after the crash");
-    report("node loss", &loss);
+    report(&c, "node loss", &loss);
     assert_eq!(loss.summary.failed, 0, "connections broke on node loss");
     assert!(
         loss.summary.gap_p100 < bound,
@@ -93,20 +189,20 @@ fn losing_returning_and_draining_a_node_breaks_no_connection() {
         let all = all_paths(c);
         c.wait_next_hops(vip, &all, Duration::from_secs(20));
     });
-    report("node return", &back);
+    report(&c, "node return", &back);
     assert_eq!(back.summary.failed, 0, "connections broke on node return");
     assert_eq!(back.new_failed, 0, "new connections failed on node return");
 
     // Planned drain: lb3 withdraws, the router moves its flows away, then it stops.
     let drain = run_phase(&mut c, &sessions, Duration::from_secs(2), |c| {
-        c.lbs[2].withdraw_manually(vip);
+        c.lbs[2].drain();
         let mut rest = all_paths(c);
         rest.remove(&c.node_addr(2, false));
         c.wait_next_hops(vip, &rest, Duration::from_secs(5));
         std::thread::sleep(Duration::from_secs(2));
         c.crash_node(2);
     });
-    report("drain", &drain);
+    report(&c, "drain", &drain);
     assert_eq!(drain.summary.failed, 0, "connections broke on drain");
     assert_eq!(drain.new_failed, 0, "new connections failed on drain");
 }

@@ -65,7 +65,7 @@ pub fn run(xlb: &Path, connections: usize, seconds: u64) -> FailoverResult {
 
     eprintln!("failover: drain");
     let o = run_phase(&mut c, &sessions, Duration::from_secs(2), |c| {
-        c.lbs[2].withdraw_manually(failover_vip().id().addr);
+        c.lbs[2].drain();
         t = wait_paths(c, Some(2));
         std::thread::sleep(Duration::from_secs(2));
         c.crash_node(2);

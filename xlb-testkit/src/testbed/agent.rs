@@ -117,9 +117,9 @@ impl Testbed {
         loop {
             let child = self.agent.as_mut().expect("no agent running");
             if let Ok(Some(status)) = child.try_wait() {
-                let pid = child.id();
-                self.agent = None;
-                self.res.processes.retain(|p| p.pid != pid);
+                if let Some(child) = self.agent.take() {
+                    self.res.forget(&child);
+                }
                 return Some(status);
             }
             if Instant::now() > deadline {

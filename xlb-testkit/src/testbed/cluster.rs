@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Backends answer the client straight (DSR, `dsr-l2` VIPs) through the router. Each node's
-//! BIRD learns kernel table [`VIP_TABLE`] (protocol [`VIP_PROTO`]) and exports it to the router.
-//! Until the agent writes those routes itself, [`Cluster::announce_manually`] writes them in the
-//! agent's place. Removed on drop (also on panic), like [`Testbed`](super::Testbed).
+//! agent announces its ready VIPs (`[announce]`, [`Cluster::node_config`]) into kernel table
+//! [`VIP_TABLE`] with protocol [`VIP_PROTO`]; the node's BIRD learns that table and exports it
+//! to the router. Removed on drop (also on panic), like [`Testbed`](super::Testbed).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -90,59 +90,38 @@ impl LbNode {
         work_dir.join(format!("{}-agent-{}.log", self.name, self.agents_started))
     }
 
-    /// Installs the route the agent will write for a ready VIP address, in the contract's form
-    /// (`ip route add <vip>/32 dev lo table 200 proto 200`). Stands in for the agent's own
-    /// announcements until they exist.
-    pub fn announce_manually(&self, vip: IpAddr) {
-        let (fam, plen) = if vip.is_ipv4() {
-            ("-4", 32)
-        } else {
-            ("-6", 128)
-        };
-        self.ns.ip(&[
-            fam,
-            "route",
-            "replace",
-            &format!("{vip}/{plen}"),
-            "dev",
-            "lo",
-            "table",
-            &VIP_TABLE.to_string(),
-            "proto",
-            &VIP_PROTO.to_string(),
-        ]);
-    }
-
-    /// Removes what [`LbNode::announce_manually`] installed.
-    pub fn withdraw_manually(&self, vip: IpAddr) {
-        let (fam, plen) = if vip.is_ipv4() {
-            ("-4", 32)
-        } else {
-            ("-6", 128)
-        };
-        self.ns.ip(&[
-            fam,
-            "route",
-            "del",
-            &format!("{vip}/{plen}"),
-            "dev",
-            "lo",
-            "table",
-            &VIP_TABLE.to_string(),
-            "proto",
-            &VIP_PROTO.to_string(),
-        ]);
-    }
-
     pub fn agent_running(&self) -> bool {
         self.agent.is_some()
     }
 
+    /// One API request to the node's agent.
+    pub fn api(&self, req: &Request) -> Response {
+        block_on(api::call(&self.api_socket, req))
+            .unwrap_or_else(|e| panic!("{}: API call {req:?}: {e}", self.name))
+    }
+
     /// The agent's status.
     pub fn status(&self) -> StatusReport {
-        match block_on(api::call(&self.api_socket, &Request::Status)) {
-            Ok(Response::Status(r)) => r,
+        match self.api(&Request::Status) {
+            Response::Status(r) => r,
             other => panic!("{}: status: {other:?}", self.name),
+        }
+    }
+
+    /// `xlb drain-node`: the agent withdraws the node's routes and keeps forwarding.
+    pub fn drain(&self) {
+        self.expect_ok(&Request::DrainNode);
+    }
+
+    /// `xlb undrain-node`: the agent announces the node's ready VIPs again.
+    pub fn undrain(&self) {
+        self.expect_ok(&Request::UndrainNode);
+    }
+
+    fn expect_ok(&self, req: &Request) {
+        match self.api(req) {
+            Response::Ok { .. } => {}
+            other => panic!("{}: {req:?}: {other:?}", self.name),
         }
     }
 }
@@ -461,10 +440,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// Node `i`'s agent config: [`agent_config`] with its own pin dir, socket and address.
+    /// Node `i`'s agent config: [`agent_config`] with its own pin dir, socket and address, and
+    /// an `[announce]` section writing the table its BIRD learns. The hold-down is 1 s instead
+    /// of the shipped 5 s because scenarios here change a node's routes seconds apart; the
+    /// withdraw grace is 1 s so that `stop --detach` stays short.
     pub fn node_config(&self, i: usize, agent_extra: &str, vips: &[VipSpec]) -> String {
         let n = &self.lbs[i];
-        agent_config(
+        let mut config = agent_config(
             &n.pin_dir,
             &n.api_socket,
             self.backends.len(),
@@ -478,7 +460,13 @@ impl Cluster {
         .replace(
             &format!("lb-src-v6 = \"{LB_V6}\""),
             &format!("lb-src-v6 = \"{}\"", n.v6),
-        )
+        );
+        config.push_str(&format!(
+            "\n[announce]\nenabled = true\ntable = {VIP_TABLE}\nprotocol = {VIP_PROTO}\n\
+             hold-down = \"1s\"\nwithdraw-grace = \"1s\"\nbird-socket = \"{}\"\n",
+            n.bird.socket().display()
+        ));
+        config
     }
 
     /// Starts node `i`'s BIRD (rendered from dist/bird/xlb-node.conf) and waits for its socket.
@@ -589,14 +577,53 @@ impl Cluster {
         ip(&self.switch, &format!("link set {name} down"));
         let n = &mut self.lbs[i];
         for child in [n.agent.take(), n.bird_proc.take()].into_iter().flatten() {
-            let mut child = child;
-            let pid = child.id();
-            let _ = child.kill();
-            let _ = child.wait();
-            self.res.processes.retain(|p| p.pid != pid);
+            self.res.kill(child);
         }
         // BIRD leaves its socket behind when killed; a restarted BIRD makes a new one.
         let _ = fs::remove_file(n.bird.socket());
+    }
+
+    /// `kill -9` of node `i`'s agent alone: BIRD, the link and the pinned program stay, and so
+    /// do the agent's routes in the kernel table.
+    pub fn kill_agent(&mut self, i: usize) {
+        let child = self.lbs[i].agent.take().expect("no agent running");
+        self.res.kill(child);
+    }
+
+    /// `xlb stop --detach` on node `i`: the agent withdraws its routes, waits its grace,
+    /// detaches and exits (waited for, at most 30 s).
+    pub fn stop_detach(&mut self, i: usize) {
+        let n = &mut self.lbs[i];
+        let mut child = n.agent.take().expect("no agent running");
+        match n.api(&Request::Shutdown { detach: true }) {
+            Response::Ok { .. } => {}
+            other => panic!("{}: stop --detach: {other:?}", n.name),
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{}: the agent did not exit within 30 s of stop --detach",
+                    n.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.res.forget(&child);
+    }
+
+    /// Kills backend `i`'s servers: its health checks fail on every node.
+    pub fn stop_backend(&mut self, i: usize) {
+        let child = self.backends[i].server.take().expect("backend not running");
+        self.res.kill(child);
+    }
+
+    /// Starts backend `i`'s servers again.
+    pub fn start_backend(&mut self, i: usize) {
+        assert!(self.backends[i].server.is_none(), "already running");
+        let child = start_server(&python(), &self.work_dir, &self.backends[i], &mut self.res);
+        self.backends[i].server = Some(child);
     }
 
     /// Brings node `i`'s link back up and starts its BIRD (the agent: [`Cluster::start_agent`]).

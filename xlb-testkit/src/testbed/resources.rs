@@ -83,6 +83,20 @@ impl ProcRecord {
 }
 
 impl Resources {
+    /// SIGKILLs a process this testbed started, reaps it and drops its record (teardown has
+    /// nothing left to do for it).
+    pub fn kill(&mut self, mut child: Child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        self.forget(&child);
+    }
+
+    /// Drops the record of a process that has exited.
+    pub fn forget(&mut self, child: &Child) {
+        let pid = child.id();
+        self.processes.retain(|p| p.pid != pid);
+    }
+
     pub fn load(path: &Path) -> io::Result<Resources> {
         let text = fs::read_to_string(path)?;
         serde_json::from_str(&text).map_err(io::Error::other)
@@ -469,11 +483,8 @@ impl Testbed {
 
     /// Kills backend `i`'s servers (SIGKILL: the port closes at once, connections get RST).
     pub fn stop_backend(&mut self, i: usize) {
-        let mut child = self.backends[i].server.take().expect("backend not running");
-        let pid = child.id();
-        let _ = child.kill();
-        let _ = child.wait();
-        self.res.processes.retain(|p| p.pid != pid);
+        let child = self.backends[i].server.take().expect("backend not running");
+        self.res.kill(child);
     }
 }
 

@@ -88,7 +88,7 @@ pub fn run(xlb: &Path, lbs: usize, backends: usize) -> Result<(), String> {
 
     step(
         2,
-        "Every node announces the VIP: the router has one path per node",
+        "Every node's agent announces the VIP (`[announce]`): the router has one path per node",
     );
     show_route(&c);
 

@@ -175,7 +175,9 @@ fn up_cluster(state: &Path, a: &Args) -> Result<(), String> {
     }
     let vip = failover_vip_note();
     if a.xlb.is_some() {
-        lines.push(format!("  agents:    on every node, {vip}, announced"));
+        lines.push(format!(
+            "  agents:    on every node, {vip}, announced by the agent ([announce], table 200)"
+        ));
     } else {
         lines.push(
             "  agents:    none (BIRD runs on the router and every node); announce a VIP from a \

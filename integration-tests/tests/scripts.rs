@@ -337,7 +337,8 @@ fn bird_dropin_verifies_on_debians_bird_service() {
         assert!(
             values
                 .iter()
-                .any(|v| v.starts_with("/usr/sbin/bird ") && v.contains(" -c /etc/bird/xlb-node.conf")),
+                .any(|v| v.starts_with("/usr/sbin/bird ")
+                    && v.contains(" -c /etc/bird/xlb-node.conf")),
             "{key}: {values:?}"
         );
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs a built xlb on a load-balancer host that has no Rust toolchain: the binary, the config
 # directory with the example config (never overwriting one), the systemd unit and, where systemd
-# does not mount bpffs itself, a mount unit for /sys/fs/bpf. Reads dist/ and examples/ next to
+# does not mount bpffs itself, a mount unit for /sys/fs/bpf; with --with-bird also BIRD's node
+# config and a drop-in that makes Debian's bird.service run it. Reads dist/ and examples/ next to
 # this script's directory, so run it from a checkout or an unpacked release.
 #
 # Re-running it is an upgrade: changed files are replaced, identical ones left alone, the config
@@ -18,6 +19,11 @@ BPFFS_UNIT=sys-fs-bpf.mount
 # From this version on, systemd mounts /sys/fs/bpf itself (an "API file system") and refuses
 # to load a mount unit for it.
 SYSTEMD_MOUNTS_BPFFS=238
+# --with-bird: the node config BIRD runs (dist/bird/xlb-node.conf) and the drop-in for Debian's
+# bird.service (package bird2) that points BIRD at it.
+BIRD_CONFIG=/etc/bird/xlb-node.conf
+BIRD_DROPIN_DIR=$UNIT_DIR/bird.service.d
+BIRD_DROPIN=$BIRD_DROPIN_DIR/xlb.conf
 
 usage() {
     cat <<EOF
@@ -30,6 +36,11 @@ Installs the xlb binary built by \`cargo xtask build --release\`:
   $UNIT_DIR/xlb.service           dist/xlb.service, running PREFIX/bin/xlb
   $UNIT_DIR/$BPFFS_UNIT      dist/$BPFFS_UNIT, only where systemd does not mount
                                            /sys/fs/bpf itself (before systemd $SYSTEMD_MOUNTS_BPFFS)
+With --with-bird, for nodes that announce their VIPs over BGP (docs/announce.md), also:
+  $BIRD_CONFIG                  dist/bird/xlb-node.conf (mode 0640, group bird), only if
+                                           there is none yet
+  $BIRD_DROPIN
+                                           dist/systemd/bird-xlb.conf: bird.service runs that config
 Starts nothing unless --enable is given.
 
 Options:
@@ -38,10 +49,14 @@ Options:
                         nothing of the running system (no systemctl)
   --bpffs-unit WHEN     auto (default): install $BPFFS_UNIT only if systemd is older than
                         $SYSTEMD_MOUNTS_BPFFS (newer ones refuse it); yes; no
+  --with-bird           also install BIRD's node config and bird.service drop-in (above); needs
+                        Debian's bird2 package to be of use
   --enable              then: systemctl daemon-reload, enable --now the bpffs mount unit (if
-                        installed) and xlb.service (edit the config first)
-  --uninstall           stop and disable xlb.service, remove the binary and the units; keeps
-                        $CONFIG_DIR (your config) and leaves forwarding running (\`xlb stop --detach\`
+                        installed) and xlb.service, with --with-bird also bird.service (restarted
+                        if its drop-in or config changed); edit the configs first
+  --uninstall           stop and disable xlb.service, remove the binary, the units and the
+                        bird.service drop-in; keeps $CONFIG_DIR and $BIRD_CONFIG (your
+                        configs); leaves BIRD running, and forwarding (\`xlb stop --detach\`
                         first to take the load balancer down)
   --dry-run             print the commands, change nothing
   -h, --help            this text
@@ -66,6 +81,7 @@ prefix=/usr/local
 destdir=""
 bpffs_unit=auto
 enable=0
+with_bird=0
 uninstall=0
 dry_run=0
 binary=""
@@ -87,6 +103,7 @@ while [ "$#" -gt 0 ]; do
     --destdir) need_value "$@"; destdir=$2; shift 2 ;;
     --bpffs-unit) need_value "$@"; bpffs_unit=$2; shift 2 ;;
     --enable) enable=1; shift ;;
+    --with-bird) with_bird=1; shift ;;
     --uninstall) uninstall=1; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -119,6 +136,8 @@ bin_path=$destdir$prefix/bin/xlb
 config_path=$destdir$CONFIG_DIR/xlb.toml
 unit_path=$destdir$UNIT_DIR/xlb.service
 bpffs_path=$destdir$UNIT_DIR/$BPFFS_UNIT
+bird_config_path=$destdir$BIRD_CONFIG
+bird_dropin_path=$destdir$BIRD_DROPIN
 changes=0
 
 # Runs a command, or only prints it with --dry-run.
@@ -183,11 +202,33 @@ want_bpffs_unit() {
     return 0
 }
 
+# --with-bird: BIRD's node config (never overwriting one) and the bird.service drop-in.
+install_bird() {
+    if [ -z "$destdir" ] && ! command -v bird >/dev/null 2>&1 && [ ! -x /usr/sbin/bird ]; then
+        say "BIRD is not installed here: \`apt-get install bird2\` for the drop-in to take effect"
+    fi
+    if [ -e "$bird_config_path" ]; then
+        say "kept: $bird_config_path (never overwritten)"
+    else
+        put 0640 "$SRC_ROOT/dist/bird/xlb-node.conf" "$bird_config_path" "$SRC_ROOT/dist/bird/xlb-node.conf"
+        # BIRD reads its config again as its own user on `birdc configure` (systemctl reload),
+        # after dropping root: its group must be able to read the file (as Debian's bird.conf).
+        if [ -z "$destdir" ] && getent group bird >/dev/null 2>&1; then
+            run chgrp bird -- "$bird_config_path"
+        fi
+    fi
+    put 0644 "$SRC_ROOT/dist/systemd/bird-xlb.conf" "$bird_dropin_path" "$SRC_ROOT/dist/systemd/bird-xlb.conf"
+}
+
 do_install() {
     [ -n "$binary" ] || usage_error "give the xlb binary to install (e.g. target/release/xlb)"
     [ -f "$binary" ] || die "no such file: $binary"
     local f
-    for f in dist/xlb.service "dist/$BPFFS_UNIT" examples/xlb.toml; do
+    local -a needed=(dist/xlb.service "dist/$BPFFS_UNIT" examples/xlb.toml)
+    if [ "$with_bird" -eq 1 ]; then
+        needed+=(dist/bird/xlb-node.conf dist/systemd/bird-xlb.conf)
+    fi
+    for f in "${needed[@]}"; do
         [ -f "$SRC_ROOT/$f" ] || die "$SRC_ROOT/$f is missing: run $PROG from an xlb checkout or release"
     done
     need_root
@@ -222,6 +263,12 @@ do_install() {
         fi
     fi
 
+    local bird_changes=$changes
+    if [ "$with_bird" -eq 1 ]; then
+        install_bird
+    fi
+    bird_changes=$((changes - bird_changes))
+
     if [ "$enable" -eq 1 ]; then
         [ "$dry_run" -eq 1 ] || live_systemd || die "--enable: systemd is not running here"
         run systemctl daemon-reload
@@ -229,6 +276,16 @@ do_install() {
             run systemctl enable --now "$BPFFS_UNIT"
         fi
         run systemctl enable --now xlb.service
+        if [ "$with_bird" -eq 1 ]; then
+            run systemctl enable bird.service
+            if [ "$bird_changes" -gt 0 ]; then
+                # A running BIRD keeps its command line and config until it restarts (which
+                # withdraws and re-announces this node's VIPs: only when something changed).
+                run systemctl restart bird.service
+            else
+                run systemctl start bird.service
+            fi
+        fi
     elif live_systemd && [ "$changes" -gt "$unit_changes" ]; then
         run systemctl daemon-reload
     fi
@@ -242,6 +299,10 @@ do_install() {
         if [ "$enable" -eq 0 ] && [ -z "$destdir" ]; then
             say "next: edit $CONFIG_DIR/xlb.toml, check with \`xlb doctor --config $CONFIG_DIR/xlb.toml\`," \
                 "start with \`systemctl enable --now xlb\`"
+            if [ "$bird_changes" -gt 0 ]; then
+                say "next: edit the defines of $BIRD_CONFIG, then \`systemctl enable bird\` and" \
+                    "\`systemctl restart bird\` (a running BIRD keeps its old config until restarted)"
+            fi
         fi
     fi
 }
@@ -266,11 +327,30 @@ do_uninstall() {
     if [ -e "$bin_path" ]; then
         run rm -f -- "$bin_path"
     fi
+    # The drop-in goes whether or not --with-bird is given (an uninstall removes all of xlb);
+    # BIRD itself is left running: stopping it would withdraw this node's VIPs.
+    local bird_dropped=0
+    if [ -e "$bird_dropin_path" ]; then
+        run rm -f -- "$bird_dropin_path"
+        bird_dropped=1
+        # The directory too, unless something else has a drop-in there.
+        if [ -d "$destdir$BIRD_DROPIN_DIR" ] &&
+            [ -z "$(find "$destdir$BIRD_DROPIN_DIR" -mindepth 1 -maxdepth 1 ! -name xlb.conf -print -quit)" ]; then
+            run rmdir -- "$destdir$BIRD_DROPIN_DIR"
+        fi
+    fi
     if live_systemd && [ "$changes" -gt 0 ]; then
         run systemctl daemon-reload
     fi
     if [ -e "$destdir$CONFIG_DIR" ]; then
         say "kept: $destdir$CONFIG_DIR (your config; remove it by hand if it should go)"
+    fi
+    if [ -e "$bird_config_path" ]; then
+        say "kept: $bird_config_path (your BIRD config; remove it by hand if it should go)"
+    fi
+    if [ "$bird_dropped" -eq 1 ] && live_systemd; then
+        say "bird.service runs /etc/bird/bird.conf from its next restart; until then BIRD keeps" \
+            "announcing this node's VIPs (\`systemctl restart bird\` or \`systemctl stop bird\`)"
     fi
     if [ "$changes" -eq 0 ]; then
         say "nothing installed; nothing changed"

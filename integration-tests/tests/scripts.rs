@@ -2,7 +2,8 @@
 //! - every `scripts/*.sh` passes shellcheck without a single finding;
 //! - `install.sh` installs into a temporary root (`--destdir`), a second run changes nothing,
 //!   the config is never overwritten, `--uninstall` removes what it installed and keeps the
-//!   config;
+//!   config; with `--with-bird` also BIRD's node config and the `bird.service` drop-in, which
+//!   `systemd-analyze verify` accepts on top of Debian's `bird.service`;
 //! - `backend-setup.sh`, per forwarding mode, inside a network namespace of the test's own
 //!   (entered with `nsenter --net`, so the sysctls it writes are the namespace's): the VIPs on
 //!   `lo`, the sysctls, the decap program with the LB sources; a second run changes nothing;
@@ -170,19 +171,42 @@ fn install_into_a_destdir_then_again_then_uninstall() {
     let unit = fs::read_to_string(repo().join("dist/xlb.service")).unwrap();
     let mount = fs::read(repo().join("dist/sys-fs-bpf.mount")).unwrap();
     let example = fs::read(repo().join("examples/xlb.toml")).unwrap();
+    let bird_conf = fs::read(repo().join("dist/bird/xlb-node.conf")).unwrap();
+    let dropin = fs::read(repo().join("dist/systemd/bird-xlb.conf")).unwrap();
     let at = |p: &str| root.join(p.trim_start_matches('/'));
     let files = [
         at("/usr/local/bin/xlb"),
         at("/etc/xlb/xlb.toml"),
         at("/etc/systemd/system/xlb.service"),
         at("/etc/systemd/system/sys-fs-bpf.mount"),
+        at("/etc/bird/xlb-node.conf"),
+        at("/etc/systemd/system/bird.service.d/xlb.conf"),
     ];
 
-    let dry = install(&["--dry-run", "--destdir", dest, "--bpffs-unit", "yes", xlb()]);
+    let dry = install(&[
+        "--dry-run",
+        "--destdir",
+        dest,
+        "--bpffs-unit",
+        "yes",
+        "--with-bird",
+        xlb(),
+    ]);
     assert!(dry.contains("dry run: "), "{dry}");
+    assert!(
+        dry.contains("/etc/systemd/system/bird.service.d/xlb.conf"),
+        "{dry}"
+    );
     assert!(!root.exists(), "--dry-run created {}", root.display());
 
-    let first = install(&["--destdir", dest, "--bpffs-unit", "yes", xlb()]);
+    let first = install(&[
+        "--destdir",
+        dest,
+        "--bpffs-unit",
+        "yes",
+        "--with-bird",
+        xlb(),
+    ]);
     assert!(first.contains("change(s) made"), "{first}");
     assert!(
         !first.contains("+ systemctl"),
@@ -192,13 +216,23 @@ fn install_into_a_destdir_then_again_then_uninstall() {
     assert_file(&files[1], 0o644, &example);
     assert_file(&files[2], 0o644, unit.as_bytes());
     assert_file(&files[3], 0o644, &mount);
+    // BIRD's config may hold session secrets one day: not world-readable (Debian's is 0640).
+    assert_file(&files[4], 0o640, &bird_conf);
+    assert_file(&files[5], 0o644, &dropin);
     assert_eq!(
         fs::metadata(at("/etc/xlb")).unwrap().permissions().mode() & 0o7777,
         0o755
     );
 
     let before = stamps(&files);
-    let second = install(&["--destdir", dest, "--bpffs-unit", "yes", xlb()]);
+    let second = install(&[
+        "--destdir",
+        dest,
+        "--bpffs-unit",
+        "yes",
+        "--with-bird",
+        xlb(),
+    ]);
     assert!(second.contains("nothing changed"), "{second}");
     assert_eq!(
         stamps(&files),
@@ -206,19 +240,23 @@ fn install_into_a_destdir_then_again_then_uninstall() {
         "a second run touched a file:\n{second}"
     );
 
-    // Another prefix: the unit runs the binary there; the operator's config stays.
+    // Another prefix: the unit runs the binary there; the operator's configs stay.
     fs::write(&files[1], "# the operator's config\n").unwrap();
+    fs::write(&files[4], "# the operator's BIRD config\n").unwrap();
     let moved = install(&[
         "--destdir",
         dest,
         "--prefix",
         "/opt/xlb",
         "--bpffs-unit=no",
+        "--with-bird",
         xlb(),
     ]);
     assert!(moved.contains("kept: "), "{moved}");
     assert_file(&at("/opt/xlb/bin/xlb"), 0o755, &bin);
     assert_file(&files[1], 0o644, b"# the operator's config\n");
+    assert_file(&files[4], 0o640, b"# the operator's BIRD config\n");
+    assert_file(&files[5], 0o644, &dropin);
     assert_file(
         &files[2],
         0o644,
@@ -227,12 +265,21 @@ fn install_into_a_destdir_then_again_then_uninstall() {
     );
     assert!(unit.contains("ExecStart=/usr/local/bin/xlb run"), "{unit}");
 
+    // --uninstall removes the drop-in without being told --with-bird, and its directory once
+    // empty; the BIRD config stays like the agent's.
     let gone = install(&["--uninstall", "--destdir", dest, "--prefix", "/opt/xlb"]);
     assert!(gone.contains("kept: "), "{gone}");
-    for p in [&at("/opt/xlb/bin/xlb"), &files[2], &files[3]] {
+    for p in [
+        &at("/opt/xlb/bin/xlb"),
+        &files[2],
+        &files[3],
+        &files[5],
+        &at("/etc/systemd/system/bird.service.d"),
+    ] {
         assert!(!p.exists(), "--uninstall left {}:\n{gone}", p.display());
     }
     assert_file(&files[1], 0o644, b"# the operator's config\n");
+    assert_file(&files[4], 0o640, b"# the operator's BIRD config\n");
     // The binary of the first prefix is another installation: still there, until its own
     // --uninstall.
     assert!(files[0].exists());
@@ -261,6 +308,74 @@ fn install_rejects_what_it_cannot_do() {
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+}
+
+/// The drop-in is valid on top of the `bird.service` Debian's bird2 ships (installed by
+/// `cargo xtask setup`): `systemd-analyze verify` reads the drop-in directory next to a unit
+/// found through `SYSTEMD_UNIT_PATH`, and reports unknown keys or missing binaries. And it does
+/// what dist/systemd/bird-xlb.conf's comments promise: BIRD runs the config install.sh
+/// writes, stops before the agent, and is not restarted with it.
+#[test]
+fn bird_dropin_verifies_on_debians_bird_service() {
+    let debian = Path::new("/lib/systemd/system/bird.service");
+    assert!(
+        debian.exists(),
+        "{} missing: `apt-get install bird2` (cargo xtask setup installs it)",
+        debian.display()
+    );
+    let text = fs::read_to_string(repo().join("dist/systemd/bird-xlb.conf")).unwrap();
+    let directives: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    for key in ["ExecStartPre=", "ExecStart="] {
+        let values: Vec<&str> = directives
+            .iter()
+            .filter_map(|l| l.strip_prefix(key))
+            .collect();
+        assert_eq!(values.first(), Some(&""), "{key} must first clear Debian's");
+        assert!(
+            values
+                .iter()
+                .any(|v| v.starts_with("/usr/sbin/bird ")
+                    && v.contains(" -c /etc/bird/xlb-node.conf")),
+            "{key}: {values:?}"
+        );
+    }
+    assert!(directives.contains(&"After=xlb.service"), "{directives:?}");
+    for tie in ["Requires=", "BindsTo=", "PartOf=", "Wants="] {
+        assert!(
+            !directives.iter().any(|l| l.starts_with(tie)),
+            "{tie}: an agent restart must not touch BIRD"
+        );
+    }
+
+    let tmp = TempDir::new("bird-dropin");
+    let units = &tmp.0;
+    fs::copy(debian, units.join("bird.service")).unwrap();
+    fs::create_dir(units.join("bird.service.d")).unwrap();
+    fs::write(units.join("bird.service.d/xlb.conf"), &text).unwrap();
+    let xlb_unit = fs::read_to_string(repo().join("dist/xlb.service")).unwrap();
+    fs::write(
+        units.join("xlb.service"),
+        xlb_unit.replace("/usr/local/bin/xlb", xlb()),
+    )
+    .unwrap();
+    // The trailing ':' keeps systemd's own directories after ours (for the targets named).
+    let out = output(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(units.join("bird.service"))
+            .arg(units.join("xlb.service"))
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display())),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify ({}):\n{}{stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// systemd ignores a mount unit whose name is not its escaped mount point. (systemd 238 and

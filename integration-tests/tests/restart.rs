@@ -288,3 +288,30 @@ fn mmapped_ring_matches_the_map_slot_for_slot() {
     assert_eq!(read[RING_SIZE as usize - 1], 106);
     assert_eq!(store.ring(1).unwrap()[0], 7);
 }
+
+/// Every map sized by `max-vips` follows it, the VIP hash map included (it used to stay at its
+/// compiled-in 2,048 entries, so ~680 VIPs on distinct addresses filled it whatever
+/// `max-vips` said).
+#[test]
+fn vip_maps_are_sized_by_max_vips() {
+    use aya::maps::MapInfo;
+    use lb_common::limits::{RING_SIZE, RING_SLOTS_PER_ENTRY, vip_map_entries};
+
+    let pin = PinDir::new();
+    pinning::prepare(&pin.0).expect("prepare pin dir");
+    let maps = pinning::maps_dir(&pin.0);
+    let opts = LoadOptions {
+        max_vips: 1024,
+        max_backends: 16,
+        flow_table_size: 1024,
+    };
+    let _ebpf = loader::load_pinned(&opts, &maps).expect("load on pinned maps");
+    let entries = |name: &str| MapInfo::from_pin(maps.join(name)).unwrap().max_entries();
+    assert_eq!(entries(map_names::VIPS), vip_map_entries(1024).unwrap());
+    assert_eq!(entries(map_names::VIPS), 4096);
+    assert_eq!(entries(map_names::VIP_STATS), 1024);
+    assert_eq!(
+        entries(map_names::RING),
+        (1024 * RING_SIZE).div_ceil(RING_SLOTS_PER_ENTRY)
+    );
+}

@@ -26,7 +26,14 @@ pub const fn ring_entries(max_vips: u32) -> Option<u32> {
 /// "no backend" so a zeroed ring slot is a counted drop, never a forward.
 pub const DEFAULT_MAX_BACKENDS: u32 = 65_536;
 
-/// Default capacity of the VIP map: each VIP may add an address entry and a fragment alias.
+/// Entries of the VIP map for `max_vips` VIPs (`None` on overflow): a VIP takes its own entry
+/// and may add an address entry and a fragment alias, so three would do; four leave the hash
+/// map room below full.
+pub const fn vip_map_entries(max_vips: u32) -> Option<u32> {
+    max_vips.checked_mul(4)
+}
+
+/// Default capacity of the VIP map.
 pub const DEFAULT_VIP_MAP_ENTRIES: u32 = 4 * DEFAULT_MAX_VIPS;
 
 /// Default flow-table capacity in flows (`flows::flow_sets` of it sets).

@@ -219,15 +219,14 @@ fn load_with(
     if object.is_empty() {
         return Err(LoadError::EmptyObject);
     }
-    let ring = limits::ring_entries(opts.max_vips)
-        .filter(|_| opts.max_vips > 0)
-        .ok_or_else(|| {
-            LoadError::InvalidOptions(format!(
-                "max_vips {} must be in 1..={}",
-                opts.max_vips,
-                u32::MAX / limits::RING_SIZE
-            ))
-        })?;
+    let sizes = limits::ring_entries(opts.max_vips).zip(limits::vip_map_entries(opts.max_vips));
+    let (ring, vip_entries) = sizes.filter(|_| opts.max_vips > 0).ok_or_else(|| {
+        LoadError::InvalidOptions(format!(
+            "max_vips {} must be in 1..={}",
+            opts.max_vips,
+            u32::MAX / limits::RING_SIZE
+        ))
+    })?;
     if opts.max_backends < 2 || opts.flow_table_size == 0 {
         return Err(LoadError::InvalidOptions(format!(
             "max_backends {} must be >= 2 (id 0 is reserved) and flow_table_size {} > 0",
@@ -239,6 +238,7 @@ fn load_with(
     loader
         .override_global(map_names::FLOW_SET_MASK, &flow_set_mask, true)
         .map_max_entries(map_names::RING, ring)
+        .map_max_entries(map_names::VIPS, vip_entries)
         .map_max_entries(map_names::VIP_STATS, opts.max_vips)
         .map_max_entries(map_names::BACKENDS, opts.max_backends)
         .map_max_entries(map_names::BACKEND_STATS, opts.max_backends)

@@ -16,20 +16,20 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use lb_common::map_names;
-use lb_userspace::api::{self, MapState, Request, Response, StatusReport};
+use lb_userspace::api::{self, Request, Response, StatusReport};
 use lb_userspace::loader;
 use lb_userspace::model::XdpMode;
 use lb_userspace::pinning;
 
+use super::agent::{all_active, block_on, spawn_agent};
 use super::bird::{self, BirdFiles};
 use super::plan::*;
 use super::resources::{TeardownGuard, bpffs_mounted, ip, python, start_server};
@@ -124,14 +124,6 @@ impl LbNode {
             other => panic!("{}: {req:?}: {other:?}", self.name),
         }
     }
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
 }
 
 pub struct Cluster {
@@ -494,53 +486,20 @@ impl Cluster {
 
     /// Starts `xlb run` with `config` in node `i` and waits (at most 30 s) for its API.
     pub fn start_agent(&mut self, i: usize, xlb: &Path, config: &str) {
-        let work_dir = self.work_dir.clone();
         let n = &mut self.lbs[i];
         assert!(n.agent.is_none(), "{}: an agent is already running", n.name);
         n.agents_started += 1;
-        let conf_path = work_dir.join(format!("{}.toml", n.name));
+        let conf_path = self.work_dir.join(format!("{}.toml", n.name));
         fs::write(&conf_path, config).unwrap();
-        let log_path = n.agent_log_path(&work_dir);
-        let log = fs::File::create(&log_path).unwrap();
-        let mut child =
-            n.ns.command(xlb)
-                .arg("run")
-                .arg("--config")
-                .arg(&conf_path)
-                .env("XLB_LOG", std::env::var("XLB_LOG").unwrap_or("info".into()))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", xlb.display()));
-        self.res
-            .processes
-            .push(ProcRecord::of(&child, &format!("{} xlb agent", n.name)));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{}: the agent exited ({status}): {}",
-                    n.name,
-                    tail(&log_path, 30)
-                );
-            }
-            if matches!(
-                block_on(api::call(&n.api_socket, &Request::Status)),
-                Ok(Response::Status(_))
-            ) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "{}: the agent's API did not answer within 30 s: {}",
-                    n.name,
-                    tail(&log_path, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_agent(
+            &n.ns,
+            xlb,
+            &conf_path,
+            &n.agent_log_path(&self.work_dir),
+            &n.api_socket,
+            Some(&n.name),
+            &mut self.res,
+        );
         n.agent = Some(child);
     }
 
@@ -550,13 +509,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let r = n.status();
-            let done = r.vips.iter().all(|v| {
-                !v.backends.is_empty()
-                    && v.backends
-                        .iter()
-                        .all(|b| b.state == MapState::Active && b.ring_slots > 0)
-            });
-            if done {
+            if all_active(&r) {
                 return;
             }
             assert!(

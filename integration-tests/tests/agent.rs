@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{
-    backend_status, flow_entry, inspect, store, testbed_with_agent, vip_index, vip_row, xlb_cli,
-    xlb_ok,
+    backend_cli, backend_status, flow_entry, inspect, store, testbed_with_agent, vip_index,
+    vip_row, xlb_cli, xlb_ok,
 };
 use lb_common::{Backend, LbConfig, VipKey, VipMeta, stats::Counter};
 use lb_userspace::{
@@ -242,7 +242,6 @@ fn drain_from_the_cli_keeps_flows_and_takes_the_backend_out_of_the_ring() {
     let vip = VipSpec::tcp(Mode::Ipip, false);
     let id = vip.id();
     let tb = testbed_with_agent("agent-drain", "", std::slice::from_ref(&vip));
-    let socket = tb.api_socket().display().to_string();
     let r0 = tb.status();
     let index = vip_index(&r0, &id);
     let ring0 = store(&tb).ring(index).unwrap();
@@ -255,13 +254,7 @@ fn drain_from_the_cli_keeps_flows_and_takes_the_backend_out_of_the_ring() {
         .enter(move || http_load(dst, 60, 1, Duration::from_secs(20), &|_, _| {}));
     assert!(t.failures.is_empty());
 
-    let out = xlb_ok(&[
-        "drain",
-        &id.to_string(),
-        &target.to_string(),
-        "--socket",
-        &socket,
-    ]);
+    let out = backend_cli(&tb, "drain", &id, target, &[]);
     assert!(out.contains("drained"), "{out}");
     let r1 = tb.status();
     let b = backend_status(&r1, &id, target);
@@ -318,14 +311,7 @@ fn drain_from_the_cli_keeps_flows_and_takes_the_backend_out_of_the_ring() {
     }
 
     // Undrain: the same slots come back.
-    xlb_ok(&[
-        "set-weight",
-        &id.to_string(),
-        &target.to_string(),
-        "100",
-        "--socket",
-        &socket,
-    ]);
+    backend_cli(&tb, "set-weight", &id, target, &["100"]);
     assert_eq!(store(&tb).ring(index).unwrap(), ring0);
     assert_eq!(
         backend_status(&tb.status(), &id, target).state,

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    backend_status, flow_entry, inspect, store, testbed_with_agent, vip_index, vip_row, xlb_ok,
+    backend_cli, backend_status, flow_entry, inspect, store, testbed_with_agent, vip_index, vip_row,
 };
 use lb_common::stats::{Counter, DecapCounter};
 use lb_userspace::{
@@ -354,14 +354,7 @@ fn a_drained_backend_finishes_its_long_connections_and_gets_no_new_ones() {
     let target_addr = IpAddr::V4(tb.backends[tb.backend_index(&target)].v4);
     let on_target = first.iter().filter(|b| **b == target).count();
 
-    let socket = tb.api_socket().display().to_string();
-    let msg = xlb_ok(&[
-        "drain",
-        &id.to_string(),
-        &target_addr.to_string(),
-        "--socket",
-        &socket,
-    ]);
+    let msg = backend_cli(&tb, "drain", &id, target_addr, &[]);
     assert!(msg.contains("drained"), "{msg}");
     let r = tb.status();
     let b = backend_status(&r, &id, target_addr);

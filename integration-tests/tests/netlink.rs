@@ -8,7 +8,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use lb_userspace::netlink::{NetEvent, NetWatch, Netlink, NetlinkError};
-use xlb_testkit::netns::{Netns, run_ip};
+use xlb_testkit::netns::Netns;
+use xlb_testkit::testbed::ip_in;
 
 const VETH_A: &str = "xlbt-a";
 const VETH_B: &str = "xlbt-b";
@@ -84,6 +85,22 @@ impl Bed {
         self.a.ip(&["neigh", "flush", "dev", VETH_A]);
         self.a.ip(&["-6", "neigh", "flush", "dev", VETH_A]);
     }
+
+    /// A bed whose A starts with an empty neighbour cache, and the index of A's veth.
+    fn flushed() -> (Bed, u32) {
+        let bed = Bed::new();
+        bed.flush_neighbours();
+        let index = bed.a.ifindex(VETH_A);
+        (bed, index)
+    }
+}
+
+/// A handle in A, once A's cache is seen not to hold `addr`: what the test resolves next is
+/// resolved from nothing.
+async fn handle_without(index: u32, addr: &str) -> Netlink {
+    let nl = Netlink::new().unwrap();
+    assert_eq!(nl.neighbour_mac(index, ip(addr)).await.unwrap(), None);
+    nl
 }
 
 #[test]
@@ -180,15 +197,9 @@ fn next_hop_follows_the_kernels_routes() {
 
 #[test]
 fn resolve_mac_v4_from_an_empty_cache() {
-    let bed = Bed::new();
-    bed.flush_neighbours();
-    let index = bed.a.ifindex(VETH_A);
+    let (bed, index) = Bed::flushed();
     bed.a.run(move || async move {
-        let nl = Netlink::new().unwrap();
-        assert_eq!(
-            nl.neighbour_mac(index, ip("192.0.2.2")).await.unwrap(),
-            None
-        );
+        let nl = handle_without(index, "192.0.2.2").await;
 
         assert_eq!(nl.resolve_mac(ip("192.0.2.2")).await.unwrap(), MAC_B);
         assert_eq!(
@@ -204,15 +215,9 @@ fn resolve_mac_v4_from_an_empty_cache() {
 
 #[test]
 fn resolve_mac_v6_on_link_and_via_gateway() {
-    let bed = Bed::new();
-    bed.flush_neighbours();
-    let index = bed.a.ifindex(VETH_A);
+    let (bed, index) = Bed::flushed();
     bed.a.run(move || async move {
-        let nl = Netlink::new().unwrap();
-        assert_eq!(
-            nl.neighbour_mac(index, ip("2001:db8::2")).await.unwrap(),
-            None
-        );
+        let nl = handle_without(index, "2001:db8::2").await;
         // Through the gateway first, from an empty cache: resolves 2001:db8::2.
         let res = nl.resolve(ip("2001:db8:1::5")).await.unwrap();
         assert_eq!(res.mac, MAC_B);
@@ -323,11 +328,7 @@ fn watch_reports_neighbour_route_and_link_changes() {
         let nl = Netlink::new().unwrap();
         let mut watch = nl.watch().unwrap();
         // `ip` runs in its own process: the commands below target namespace A by name.
-        let ip_a = |args: &[&str]| {
-            let mut all = vec!["-n", ns.as_str()];
-            all.extend_from_slice(args);
-            run_ip(&all);
-        };
+        let ip_a = |args: &[&str]| ip_in(&ns, args);
 
         ip_a(&[
             "neigh",

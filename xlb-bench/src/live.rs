@@ -98,27 +98,13 @@ pub fn run(ifname: &str, frames: u32, batch: u32, runs: u32) -> anyhow::Result<R
     let fx = Fixture::new(opts, std::slice::from_ref(&vip))?;
     let frame = Packet::tcp(CLIENT_V4, CLIENT_PORT, VIP_DSR, 80, TCP_ACK).frame();
     run_once(fx.prog(), &frame)?; // establishes the flow
+    // Both programs see the same frames on the same interface: only the program differs.
+    let measure =
+        |prog: &Xdp, name: &'static str| live(prog, name, &frame, ifindex, frames, batch, runs);
     let before = fx.counters()?;
-    let xlb = live(
-        fx.prog(),
-        "xlb (dsr-l2 hit)",
-        &frame,
-        ifindex,
-        frames,
-        batch,
-        runs,
-    )?;
+    let xlb = measure(fx.prog(), "xlb (dsr-l2 hit)")?;
     let after = fx.counters()?;
-    let reflect_prog = Aux::new(PROG_REFLECT)?;
-    let reflect = live(
-        reflect_prog.prog(),
-        "xlb_reflect",
-        &frame,
-        ifindex,
-        frames,
-        batch,
-        runs,
-    )?;
+    let reflect = measure(Aux::new(PROG_REFLECT)?.prog(), "xlb_reflect")?;
     Ok(Report {
         ifname: ifname.to_string(),
         ifindex,

@@ -111,16 +111,23 @@ pub fn scenario(
     p: &Params,
 ) -> anyhow::Result<Scenario> {
     let before = fx.counters()?;
-    let m = runner::measure(fx.prog(), frames, p.warmup, p.iterations, p.runs)?;
-    let after = fx.counters()?;
-    log_measurement(name, &m);
+    let m = measured(fx.prog(), name, frames, p)?;
     Ok(Scenario {
-        name: name.into(),
-        label: label.into(),
-        expected_verdict,
-        m,
-        counters: counter_delta(&before, &after),
+        counters: counter_delta(&before, &fx.counters()?),
+        ..row(name, label, expected_verdict, m)
     })
+}
+
+/// Measures `prog` on `frames` with the method of every per-packet row, and logs it.
+fn measured(
+    prog: &aya::programs::Xdp,
+    name: &str,
+    frames: &mut dyn Frames,
+    p: &Params,
+) -> anyhow::Result<Measurement> {
+    let m = runner::measure(prog, frames, p.warmup, p.iterations, p.runs)?;
+    log_measurement(name, &m);
+    Ok(m)
 }
 
 /// The progress line of one measured scenario.
@@ -133,49 +140,44 @@ fn log_measurement(name: &str, m: &Measurement) {
     );
 }
 
-fn aux_scenario(
-    aux: &Aux,
-    name: &'static str,
-    label: &'static str,
-    expected_verdict: u32,
-    frame: &[u8],
-    p: &Params,
-) -> anyhow::Result<Scenario> {
-    let m = runner::measure(
-        aux.prog(),
-        &mut Fixed(frame.to_vec()),
-        p.warmup,
-        p.iterations,
-        p.runs,
-    )?;
-    log_measurement(name, &m);
-    Ok(Scenario {
+fn row(name: &str, label: &str, expected_verdict: u32, m: Measurement) -> Scenario {
+    Scenario {
         name: name.into(),
         label: label.into(),
         expected_verdict,
         m,
         counters: HashMap::new(),
-    })
+    }
 }
 
-fn repeat_scenario(
+/// How a one-frame scenario is timed.
+enum Method {
+    /// One BPF_PROG_TEST_RUN call per packet, as every other row ([`measured`]).
+    Calls,
+    /// The kernel's repeat loop: the program runs again on its own output.
+    RepeatLoop,
+}
+
+/// `prog` timed on `frame` alone.
+fn one_frame(
     prog: &aya::programs::Xdp,
+    method: Method,
     name: &'static str,
     label: &'static str,
     expected_verdict: u32,
     frame: &[u8],
     p: &Params,
 ) -> anyhow::Result<Scenario> {
-    let repeat = p.iterations.min(u64::from(u32::MAX)) as u32;
-    let m = runner::measure_repeat(prog, frame, repeat, p.runs)?;
-    eprintln!("  {name:<22} {:>8.2} ns  (repeat loop)", m.ns);
-    Ok(Scenario {
-        name: name.into(),
-        label: label.into(),
-        expected_verdict,
-        m,
-        counters: HashMap::new(),
-    })
+    let m = match method {
+        Method::Calls => measured(prog, name, &mut Fixed(frame.to_vec()), p)?,
+        Method::RepeatLoop => {
+            let repeat = p.iterations.min(u64::from(u32::MAX)) as u32;
+            let m = runner::measure_repeat(prog, frame, repeat, p.runs)?;
+            eprintln!("  {name:<22} {:>8.2} ns  (repeat loop)", m.ns);
+            m
+        }
+    };
+    Ok(row(name, label, expected_verdict, m))
 }
 
 /// Every per-packet scenario, or those named in `only` (the baselines always run: the ratios
@@ -189,16 +191,18 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
     let reflect = Aux::new(PROG_REFLECT)?;
 
     let hit_v4 = tcp(CLIENT_V4, VIP_V4, TCP_ACK).frame();
-    let mut out = vec![aux_scenario(
-        &pass,
+    let mut out = vec![one_frame(
+        pass.prog(),
+        Method::Calls,
         "baseline_pass",
         "xlb_pass (XDP_PASS no-op)",
         XDP_PASS,
         &hit_v4,
         p,
     )?];
-    out.push(aux_scenario(
-        &reflect,
+    out.push(one_frame(
+        reflect.prog(),
+        Method::Calls,
         "baseline_reflect",
         "xlb_reflect (MAC swap + XDP_TX)",
         XDP_TX,
@@ -317,32 +321,36 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
     let dsr = tcp(CLIENT_V4, VIP_DSR, TCP_ACK).frame();
     let nonvip_frame = tcp(CLIENT_V4, &non_vip, TCP_ACK).frame();
     let repeat_method = vec![
-        repeat_scenario(
+        one_frame(
             pass.prog(),
+            Method::RepeatLoop,
             "baseline_pass",
             "xlb_pass",
             XDP_PASS,
             &hit_v4,
             p,
         )?,
-        repeat_scenario(
+        one_frame(
             reflect.prog(),
+            Method::RepeatLoop,
             "baseline_reflect",
             "xlb_reflect",
             XDP_TX,
             &hit_v4,
             p,
         )?,
-        repeat_scenario(
+        one_frame(
             fx.prog(),
+            Method::RepeatLoop,
             "dsr_hit",
             "dsr-l2 hit (output re-parses identically)",
             XDP_TX,
             &dsr,
             p,
         )?,
-        repeat_scenario(
+        one_frame(
             fx.prog(),
+            Method::RepeatLoop,
             "non_vip_pass",
             "non-VIP pass",
             XDP_PASS,

@@ -118,31 +118,55 @@ pub fn run_json<T: DeserializeOwned>(cmd: &mut Command, limit: Duration) -> Resu
     })
 }
 
-/// Runs stage `name` unless `only` leaves it out; records it in `stages`, returns its result
-/// if it succeeded.
-fn stage<T>(
-    stages: &mut Vec<Stage>,
-    only: &[String],
-    name: &'static str,
-    command: String,
-    f: impl FnOnce() -> Result<T>,
-) -> Option<T> {
-    if !only.is_empty() && !only.iter().any(|o| o == name) {
-        return None;
+/// The stages run so far, and the ones `--only` asks for (none: all).
+struct Stages<'a> {
+    done: Vec<Stage>,
+    only: &'a [String],
+}
+
+impl Stages<'_> {
+    /// Runs stage `name` unless `only` leaves it out; records it, returns its result if it
+    /// succeeded.
+    fn run<T>(
+        &mut self,
+        name: &'static str,
+        command: String,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Option<T> {
+        if !self.only.is_empty() && !self.only.iter().any(|o| o == name) {
+            return None;
+        }
+        println!("\n==> xtask bench: {name}");
+        let t = Instant::now();
+        let result = f();
+        if let Err(e) = &result {
+            println!("==> xtask bench: {name} FAILED: {e:#}");
+        }
+        self.done.push(Stage {
+            name: name.into(),
+            command,
+            seconds: t.elapsed().as_secs_f64(),
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        });
+        result.ok()
     }
-    println!("\n==> xtask bench: {name}");
-    let t = Instant::now();
-    let result = f();
-    if let Err(e) = &result {
-        println!("==> xtask bench: {name} FAILED: {e:#}");
+
+    /// Stage `name`: `xlb-bench NAME ARGS`, its output parsed.
+    fn driver<T: DeserializeOwned>(
+        &mut self,
+        bench: &Path,
+        name: &'static str,
+        args: &[String],
+        limit: Duration,
+    ) -> Option<T> {
+        let argv: Vec<String> = std::iter::once(name.to_owned())
+            .chain(args.iter().cloned())
+            .collect();
+        let command = display(&bench_cmd(bench, &argv));
+        self.run(name, command, || {
+            run_json(&mut bench_cmd(bench, &argv), limit)
+        })
     }
-    stages.push(Stage {
-        name: name.into(),
-        command,
-        seconds: t.elapsed().as_secs_f64(),
-        error: result.as_ref().err().map(|e| format!("{e:#}")),
-    });
-    result.ok()
 }
 
 fn bench_cmd(bench: &Path, args: &[String]) -> Command {
@@ -174,7 +198,10 @@ pub fn run(args: &Args) -> Result<()> {
     println!("==> xtask bench: build (release)");
     let bins = build()?;
 
-    let mut stages = Vec::new();
+    let mut stages = Stages {
+        done: Vec::new(),
+        only: &a.only,
+    };
     let mut results = Results::default();
     let b = &bins.bench;
     let cpu = a.cpu.to_string();
@@ -184,68 +211,28 @@ pub fn run(args: &Args) -> Result<()> {
     )?;
 
     // The per-packet stages share their arguments but for the iteration count.
-    let per_packet_args = |stage: &str, iterations: u64| -> Vec<String> {
+    let per_packet_args = |iterations: u64| -> Vec<String> {
         let (iterations, runs) = (iterations.to_string(), a.runs.to_string());
-        [
-            stage,
-            "--cpu",
-            &cpu,
-            "--iterations",
-            &iterations,
-            "--runs",
-            &runs,
-        ]
-        .map(String::from)
-        .to_vec()
+        ["--cpu", &cpu, "--iterations", &iterations, "--runs", &runs]
+            .map(String::from)
+            .to_vec()
     };
-    let packet_args = per_packet_args("packet", a.iterations);
-    results.packet = stage(
-        &mut stages,
-        &a.only,
-        "packet",
-        display(&bench_cmd(b, &packet_args)),
-        || run_json(&mut bench_cmd(b, &packet_args), Duration::from_secs(240)),
-    );
-    let scale_args = per_packet_args("scale", a.scale_iterations);
-    results.scale = stage(
-        &mut stages,
-        &a.only,
-        "scale",
-        display(&bench_cmd(b, &scale_args)),
-        || run_json(&mut bench_cmd(b, &scale_args), Duration::from_secs(180)),
-    );
-    let control_args: Vec<String> = vec!["control".into(), "--reps".into(), "10".into()];
-    results.control = stage(
-        &mut stages,
-        &a.only,
-        "control",
-        display(&bench_cmd(b, &control_args)),
-        || run_json(&mut bench_cmd(b, &control_args), Duration::from_secs(90)),
-    );
-    let memory_args: Vec<String> = vec!["memory".into()];
-    results.memory = stage(
-        &mut stages,
-        &a.only,
-        "memory",
-        display(&bench_cmd(b, &memory_args)),
-        || run_json(&mut bench_cmd(b, &memory_args), Duration::from_secs(60)),
-    );
+    let secs = Duration::from_secs;
+    results.packet = stages.driver(b, "packet", &per_packet_args(a.iterations), secs(240));
+    results.scale = stages.driver(b, "scale", &per_packet_args(a.scale_iterations), secs(180));
+    let reps = ["--reps".to_owned(), "10".to_owned()];
+    results.control = stages.driver(b, "control", &reps, secs(90));
+    results.memory = stages.driver(b, "memory", &[], secs(60));
     if !a.no_e2e {
-        results.e2e = stage(
-            &mut stages,
-            &a.only,
+        results.e2e = stages.run(
             "e2e",
             "testbed in network namespaces (see docs/performance.md)".into(),
             || bench_e2e::run(&bins, a.duration),
         );
     }
-    results.failover = stage(
-        &mut stages,
-        &a.only,
-        "failover",
-        display(&bench_failover::command(&bins)),
-        || bench_failover::run(&bins),
-    );
+    results.failover = stages.run("failover", display(&bench_failover::command(&bins)), || {
+        bench_failover::run(&bins)
+    });
 
     let total = started.elapsed().as_secs_f64();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -255,7 +242,7 @@ pub fn run(args: &Args) -> Result<()> {
         invocation,
         quick: a.quick,
         total_seconds: total,
-        stages,
+        stages: stages.done,
         results,
     };
     std::fs::write(

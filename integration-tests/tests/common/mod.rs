@@ -52,6 +52,17 @@ pub fn xlb_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `xlb VERB VIP ADDR EXTRA --socket S` (drain, set-weight, ...) against the testbed's agent,
+/// which must succeed; its stdout.
+pub fn backend_cli(tb: &Testbed, verb: &str, vip: &VipId, addr: IpAddr, extra: &[&str]) -> String {
+    let (vip, addr) = (vip.to_string(), addr.to_string());
+    let socket = tb.api_socket().display().to_string();
+    let mut args = vec![verb, &vip, &addr];
+    args.extend_from_slice(extra);
+    args.extend(["--socket", &socket]);
+    xlb_ok(&args)
+}
+
 /// `xlb inspect --pin-dir P ARGS --json`, parsed.
 pub fn inspect(tb: &Testbed, args: &[&str]) -> serde_json::Value {
     let pin = tb.pin_dir().display().to_string();

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use lb_userspace::api::{self, Request, Response, StatusReport};
 
 use super::plan::*;
-use super::{ProcRecord, Testbed, tail};
+use super::{ProcRecord, Resources, Testbed, tail};
+use crate::netns::Netns;
 
 /// Runs a future on a current-thread runtime (API calls from plain test code).
-fn block_on<F: Future>(f: F) -> F::Output {
+pub(super) fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,40 +59,15 @@ impl Testbed {
     pub fn start_agent(&mut self, xlb: &Path, config: &Path) {
         assert!(self.agent.is_none(), "an agent is already running");
         self.agents_started += 1;
-        let log_path = self.agent_log_path();
-        let log = fs::File::create(&log_path).unwrap();
-        let mut cmd = self.lb.command(xlb);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("XLB_LOG", std::env::var("XLB_LOG").unwrap_or("info".into()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", xlb.display()));
-        self.res.processes.push(ProcRecord::of(&child, "xlb agent"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the agent exited ({status}): {}", tail(&log_path, 30));
-            }
-            if matches!(
-                block_on(api::call(&self.api_socket(), &Request::Status)),
-                Ok(Response::Status(_))
-            ) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "the agent's API did not answer within 30 s: {}",
-                    tail(&log_path, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_agent(
+            &self.lb,
+            xlb,
+            config,
+            &self.agent_log_path(),
+            &self.api_socket(),
+            None,
+            &mut self.res,
+        );
         self.agent = Some(child);
     }
 
@@ -177,15 +153,69 @@ impl Testbed {
 
     /// Waits until every backend of every VIP is active in the maps with ring slots.
     pub fn wait_all_active(&self, timeout: Duration) -> StatusReport {
-        self.wait_status("every backend active", timeout, |r| {
-            r.vips.iter().all(|v| {
-                !v.backends.is_empty()
-                    && v.backends
-                        .iter()
-                        .all(|b| b.state == api::MapState::Active && b.ring_slots > 0)
-            })
-        })
-        .0
+        self.wait_status("every backend active", timeout, all_active)
+            .0
+    }
+}
+
+/// Every VIP has backends, and every backend is active in the maps with ring slots.
+pub(super) fn all_active(r: &StatusReport) -> bool {
+    r.vips.iter().all(|v| {
+        !v.backends.is_empty()
+            && v.backends
+                .iter()
+                .all(|b| b.state == api::MapState::Active && b.ring_slots > 0)
+    })
+}
+
+/// Starts `xlb run --config CONFIG` in `ns` (recorded in `res` before anything can fail; its
+/// log to `log_path`) and waits (at most 30 s) until its API on `socket` answers. `node` names
+/// the LB node of a multi-LB testbed in the panic messages and the process record.
+pub(super) fn spawn_agent(
+    ns: &Netns,
+    xlb: &Path,
+    config: &Path,
+    log_path: &Path,
+    socket: &Path,
+    node: Option<&str>,
+    res: &mut Resources,
+) -> Child {
+    let (what, who) = match node {
+        Some(n) => (format!("{n} xlb agent"), format!("{n}: the agent")),
+        None => ("xlb agent".to_owned(), "the agent".to_owned()),
+    };
+    let log = fs::File::create(log_path).unwrap();
+    let mut child = ns
+        .command(xlb)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("XLB_LOG", std::env::var("XLB_LOG").unwrap_or("info".into()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", xlb.display()));
+    res.processes.push(ProcRecord::of(&child, &what));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{who} exited ({status}): {}", tail(log_path, 30));
+        }
+        if matches!(
+            block_on(api::call(socket, &Request::Status)),
+            Ok(Response::Status(_))
+        ) {
+            return child;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{who}'s API did not answer within 30 s: {}",
+                tail(log_path, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

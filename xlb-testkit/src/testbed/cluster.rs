@@ -16,23 +16,21 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use lb_common::map_names;
-use lb_userspace::api::{self, MapState, Request, Response, StatusReport};
-use lb_userspace::loader;
-use lb_userspace::model::XdpMode;
-use lb_userspace::pinning;
+use lb_userspace::api::{self, Request, Response, StatusReport};
 
+use super::agent::{all_active, block_on, spawn_agent};
 use super::bird::{self, BirdFiles};
 use super::plan::*;
-use super::resources::{TeardownGuard, bpffs_mounted, ip, python, start_server};
+use super::resources::{
+    attach_pass, backend, begin, bridge, bridge_port, ethtool_off, finish_backends, ip, pin_root,
+    python, start_server, start_servers, teardown_and_reap, test_prefix,
+};
 use super::{Backend, ProcRecord, Resources, agent_config, tail};
 use crate::netns::Netns;
 
@@ -55,12 +53,7 @@ pub struct ClusterOptions {
 impl ClusterOptions {
     /// Prefix `xlbt-<tag>-<pid>-<n>`, work directory in the temp directory.
     pub fn for_test(tag: &str, lbs: usize, backends: usize) -> ClusterOptions {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "xlbt-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = test_prefix(tag);
         ClusterOptions {
             work_dir: std::env::temp_dir().join(&prefix),
             prefix,
@@ -126,14 +119,6 @@ impl LbNode {
     }
 }
 
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 pub struct Cluster {
     pub prefix: String,
     pub switch: ManuallyDrop<Netns>,
@@ -149,39 +134,6 @@ pub struct Cluster {
     persisted: bool,
 }
 
-/// A veth from the bridge (`port`) to `node`'s eth0, with its addresses.
-fn bridge_port(switch: &Netns, node: &Netns, port: &str, mac: [u8; 6], v4: Ipv4Addr, v6: Ipv6Addr) {
-    for key in ["all", "default"] {
-        node.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0");
-    }
-    ip(
-        switch,
-        &format!(
-            "link add {port} type veth peer name eth0 netns {}",
-            node.name
-        ),
-    );
-    ip(switch, &format!("link set {port} master br0 up"));
-    ip(node, &format!("link set eth0 address {}", fmt_mac(&mac)));
-    ip(node, &format!("addr add {v4}/24 dev eth0"));
-    ip(node, &format!("addr add {v6}/64 dev eth0 nodad"));
-    ip(node, "link set eth0 up");
-    ip(node, "link set lo up");
-}
-
-fn ethtool_off(ns: &Netns, dev: &str) {
-    let out = ns
-        .command("ethtool")
-        .args(["-K", dev, "tx", "off", "tso", "off", "gso", "off"])
-        .output()
-        .unwrap_or_else(|e| panic!("ethtool (cargo xtask setup installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "ethtool -K {dev} tx off tso off gso off: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 impl Cluster {
     /// Builds the topology, starts the backends' servers and every BIRD (the router's and each
     /// node's), but no agent ([`Cluster::start_agent`]). Panics (after removing what it made)
@@ -192,11 +144,7 @@ impl Cluster {
             (1..=MAX_BACKENDS).contains(&opts.backends),
             "1..={MAX_BACKENDS} backends"
         );
-        assert!(
-            bpffs_mounted(),
-            "the testbed needs bpffs at /sys/fs/bpf: run `cargo xtask setup` (as root)"
-        );
-        let pin_root = Path::new("/sys/fs/bpf").join(&opts.prefix);
+        let pin_root = pin_root(&opts.prefix);
         let mut names = vec![
             "switch".to_owned(),
             "router".to_owned(),
@@ -204,52 +152,22 @@ impl Cluster {
         ];
         names.extend((1..=opts.lbs).map(|i| format!("lb{i}")));
         names.extend((1..=opts.backends).map(|i| format!("b{i}")));
-        let mut res = Resources {
-            prefix: opts.prefix.clone(),
-            namespaces: names
-                .iter()
-                .map(|n| format!("{}-{n}", opts.prefix))
-                .collect(),
-            pin_dirs: (1..=opts.lbs)
-                .flat_map(|i| {
-                    [
-                        pin_root.join(format!("lb{i}")),
-                        pin_root.join(format!("pass-lb{i}")),
-                    ]
-                })
-                .collect(),
-            pin_root: Some(pin_root.clone()),
-            work_dir: Some(opts.work_dir.clone()),
-            ..Resources::default()
-        };
-        let mut guard = TeardownGuard(Some(res.clone()));
-        for dir in [&opts.work_dir, &pin_root] {
-            assert!(
-                !dir.exists(),
-                "{} exists: another testbed with prefix {} is up (or was not removed)",
-                dir.display(),
-                opts.prefix
-            );
-            fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        }
-        let mut ns = res
-            .namespaces
-            .iter()
-            .map(|n| ManuallyDrop::new(Netns::named(n)));
+        let pin_dirs = (1..=opts.lbs)
+            .flat_map(|i| {
+                [
+                    pin_root.join(format!("lb{i}")),
+                    pin_root.join(format!("pass-lb{i}")),
+                ]
+            })
+            .collect();
+        let (mut res, mut guard, ns) = begin(&opts.prefix, &opts.work_dir, &names, pin_dirs);
+        let mut ns = ns.into_iter();
         let switch = ns.next().unwrap();
         let router = ns.next().unwrap();
         let client = ns.next().unwrap();
         let lb_ns: Vec<_> = ns.by_ref().take(opts.lbs).collect();
-        let backend_ns: Vec<_> = ns.collect();
 
-        ip(&switch, "link set lo up");
-        ip(&switch, "link add br0 type bridge mcast_snooping 0");
-        ip(&switch, "link set br0 up");
-        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-            for proto in ["iptables", "ip6tables", "arptables"] {
-                switch.sysctl(&format!("net/bridge/bridge-nf-call-{proto}"), "0");
-            }
-        }
+        bridge(&switch);
 
         // The router: forwarding, L4 ECMP hashing (dist/bird/router.conf names these sysctls).
         bridge_port(&switch, &router, "router", ROUTER_MAC, ROUTER_V4, ROUTER_V6);
@@ -305,22 +223,7 @@ impl Cluster {
             let name = format!("lb{}", i + 1);
             let (v4, v6) = lb_addrs(i);
             bridge_port(&switch, &node, &name, lb_mac(i), v4, v6);
-            // XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
-            let pass_dir = pin_root.join(format!("pass-{name}"));
-            let port = name.clone();
-            switch.enter(move || {
-                fs::create_dir_all(&pass_dir).unwrap();
-                let mut ebpf = loader::load_aux(map_names::PROG_PASS)
-                    .unwrap_or_else(|e| panic!("loading xlb_pass: {e}"));
-                pinning::attach_program(
-                    &mut ebpf,
-                    map_names::PROG_PASS,
-                    &pass_dir,
-                    &port,
-                    XdpMode::Native,
-                )
-                .unwrap_or_else(|e| panic!("attaching xlb_pass to {port}: {e}"));
-            });
+            attach_pass(&switch, pin_root.join(format!("pass-{name}")), &name);
             lbs.push(LbNode {
                 bird: bird::files(&opts.work_dir, &name),
                 pin_dir: pin_root.join(&name),
@@ -336,38 +239,15 @@ impl Cluster {
         }
 
         let mut backends = Vec::new();
-        for (i, node) in backend_ns.into_iter().enumerate() {
-            let (v4, v6) = backend_addrs(i);
-            let mac = backend_mac(i);
-            bridge_port(&switch, &node, &format!("b{}", i + 1), mac, v4, v6);
-            for vip in all_vips() {
-                let plen = if vip.is_ipv4() { 32 } else { 128 };
-                ip(&node, &format!("addr add {vip}/{plen} dev lo"));
-            }
-            for (key, value) in [
-                ("net/ipv4/conf/all/arp_ignore", "1"),
-                ("net/ipv4/conf/all/arp_announce", "2"),
-                ("net/ipv4/conf/all/rp_filter", "0"),
-                ("net/ipv4/conf/default/rp_filter", "0"),
-                ("net/ipv4/conf/eth0/rp_filter", "0"),
-                ("net/ipv4/conf/lo/rp_filter", "0"),
-            ] {
-                node.sysctl(key, value);
-            }
+        for (i, node) in ns.enumerate() {
+            let b = backend(&switch, node, i);
             // Direct server return: answers go to the client through the router.
-            ip(&node, &format!("route add 192.0.2.0/24 via {ROUTER_V4}"));
+            ip(&b.ns, &format!("route add 192.0.2.0/24 via {ROUTER_V4}"));
             ip(
-                &node,
+                &b.ns,
                 &format!("-6 route add 2001:db8:2::/64 via {ROUTER_V6}"),
             );
-            backends.push(Backend {
-                name: format!("backend-{}", i + 1),
-                ns: node,
-                v4,
-                v6,
-                mac,
-                server: None,
-            });
+            backends.push(b);
         }
 
         res.notes.insert(
@@ -384,11 +264,7 @@ impl Cluster {
                 format!("{} {} (AS {NODE_AS}, BIRD)", n.v4, n.v6),
             );
         }
-        for b in &backends {
-            res.notes
-                .insert(b.name.clone(), format!("{} {}", b.v4, b.v6));
-        }
-        fs::write(opts.work_dir.join("backend.py"), BACKEND_PY).unwrap();
+        finish_backends(&mut res, &backends, &opts.work_dir);
         guard.0 = None;
         let mut c = Cluster {
             prefix: opts.prefix.clone(),
@@ -404,11 +280,7 @@ impl Cluster {
             res,
             persisted: false,
         };
-        let py = python();
-        for i in 0..c.backends.len() {
-            let child = start_server(&py, &c.work_dir, &c.backends[i], &mut c.res);
-            c.backends[i].server = Some(child);
-        }
+        start_servers(&python(), &c.work_dir, &mut c.backends, &mut c.res);
         c.router_bird.write_conf(&bird::render(
             bird::ROUTER_CONF,
             &[
@@ -494,53 +366,20 @@ impl Cluster {
 
     /// Starts `xlb run` with `config` in node `i` and waits (at most 30 s) for its API.
     pub fn start_agent(&mut self, i: usize, xlb: &Path, config: &str) {
-        let work_dir = self.work_dir.clone();
         let n = &mut self.lbs[i];
         assert!(n.agent.is_none(), "{}: an agent is already running", n.name);
         n.agents_started += 1;
-        let conf_path = work_dir.join(format!("{}.toml", n.name));
+        let conf_path = self.work_dir.join(format!("{}.toml", n.name));
         fs::write(&conf_path, config).unwrap();
-        let log_path = n.agent_log_path(&work_dir);
-        let log = fs::File::create(&log_path).unwrap();
-        let mut child =
-            n.ns.command(xlb)
-                .arg("run")
-                .arg("--config")
-                .arg(&conf_path)
-                .env("XLB_LOG", std::env::var("XLB_LOG").unwrap_or("info".into()))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", xlb.display()));
-        self.res
-            .processes
-            .push(ProcRecord::of(&child, &format!("{} xlb agent", n.name)));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{}: the agent exited ({status}): {}",
-                    n.name,
-                    tail(&log_path, 30)
-                );
-            }
-            if matches!(
-                block_on(api::call(&n.api_socket, &Request::Status)),
-                Ok(Response::Status(_))
-            ) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "{}: the agent's API did not answer within 30 s: {}",
-                    n.name,
-                    tail(&log_path, 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_agent(
+            &n.ns,
+            xlb,
+            &conf_path,
+            &n.agent_log_path(&self.work_dir),
+            &n.api_socket,
+            Some(&n.name),
+            &mut self.res,
+        );
         n.agent = Some(child);
     }
 
@@ -550,13 +389,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let r = n.status();
-            let done = r.vips.iter().all(|v| {
-                !v.backends.is_empty()
-                    && v.backends
-                        .iter()
-                        .all(|b| b.state == MapState::Active && b.ring_slots > 0)
-            });
-            if done {
+            if all_active(&r) {
                 return;
             }
             assert!(
@@ -621,9 +454,8 @@ impl Cluster {
 
     /// Starts backend `i`'s servers again.
     pub fn start_backend(&mut self, i: usize) {
-        assert!(self.backends[i].server.is_none(), "already running");
-        let child = start_server(&python(), &self.work_dir, &self.backends[i], &mut self.res);
-        self.backends[i].server = Some(child);
+        let b = &mut self.backends[i];
+        start_server(&python(), &self.work_dir, b, &mut self.res);
     }
 
     /// Brings node `i`'s link back up and starts its BIRD (the agent: [`Cluster::start_agent`]).
@@ -703,27 +535,19 @@ impl Drop for Cluster {
         if self.persisted {
             return;
         }
-        let problems = self.res.teardown();
-        for b in &mut self.backends {
-            if let Some(mut c) = b.server.take() {
-                let _ = c.wait();
-            }
-        }
-        for n in &mut self.lbs {
-            for mut c in [n.agent.take(), n.bird_proc.take()].into_iter().flatten() {
-                let _ = c.wait();
-            }
-        }
-        if let Some(mut c) = self.router_bird_proc.take() {
-            let _ = c.wait();
-        }
-        if !problems.is_empty() {
-            eprintln!(
-                "cluster {}: teardown left: {}",
-                self.prefix,
-                problems.join("; ")
-            );
-        }
+        let others: Vec<Child> = self
+            .lbs
+            .iter_mut()
+            .flat_map(|n| [n.agent.take(), n.bird_proc.take()])
+            .chain([self.router_bird_proc.take()])
+            .flatten()
+            .collect();
+        teardown_and_reap(
+            &format!("cluster {}", self.prefix),
+            &self.res,
+            &mut self.backends,
+            others,
+        );
     }
 }
 

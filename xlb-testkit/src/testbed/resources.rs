@@ -1,5 +1,6 @@
 //! What a testbed creates - namespaces, the bridge and veth pairs, pins, backend processes -
-//! the building of the topology, and its removal, now or later from the state file.
+//! the building of the topology, and its removal, now or later from the state file. The steps
+//! are functions of their own: the multi-LB testbed (`cluster.rs`) builds from the same ones.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -206,13 +207,7 @@ pub struct Options {
 impl Options {
     /// For tests: prefix `xlbt-<tag>-<pid>-<n>`, work dir in the temp directory.
     pub fn for_test(tag: &str, backends: usize) -> Options {
-        use std::sync::atomic::AtomicU32;
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "xlbt-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = test_prefix(tag);
         Options {
             work_dir: std::env::temp_dir().join(&prefix),
             prefix,
@@ -221,7 +216,19 @@ impl Options {
     }
 }
 
-pub(super) fn bpffs_mounted() -> bool {
+/// `xlbt-<tag>-<pid>-<n>`: one counter for both kinds of testbed, so two built by one test
+/// process never share a prefix.
+pub(super) fn test_prefix(tag: &str) -> String {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "xlbt-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn bpffs_mounted() -> bool {
     fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
@@ -247,6 +254,204 @@ impl Drop for TeardownGuard {
     }
 }
 
+/// The bpffs directory a testbed's pins live under.
+pub(super) fn pin_root(prefix: &str) -> PathBuf {
+    Path::new("/sys/fs/bpf").join(prefix)
+}
+
+/// The first step of every testbed: records the namespaces `<prefix>-<name>` and `pin_dirs`,
+/// then creates the work and pin directories and the namespaces (in `names`' order). Recorded
+/// before created: the guard, armed until the caller disarms it, removes whatever a panic
+/// half-way left.
+pub(super) fn begin(
+    prefix: &str,
+    work_dir: &Path,
+    names: &[String],
+    pin_dirs: Vec<PathBuf>,
+) -> (Resources, TeardownGuard, Vec<ManuallyDrop<Netns>>) {
+    assert!(
+        bpffs_mounted(),
+        "the testbed needs bpffs at /sys/fs/bpf: run `cargo xtask setup` (as root)"
+    );
+    let pin_root = pin_root(prefix);
+    let res = Resources {
+        prefix: prefix.to_owned(),
+        namespaces: names.iter().map(|n| format!("{prefix}-{n}")).collect(),
+        pin_dirs,
+        pin_root: Some(pin_root.clone()),
+        work_dir: Some(work_dir.to_owned()),
+        ..Resources::default()
+    };
+    let guard = TeardownGuard(Some(res.clone()));
+    for dir in [work_dir, pin_root.as_path()] {
+        assert!(
+            !dir.exists(),
+            "{} exists: another testbed with prefix {prefix} is up (or was not removed)",
+            dir.display(),
+        );
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    }
+    let namespaces = res
+        .namespaces
+        .iter()
+        .map(|n| ManuallyDrop::new(Netns::named(n)))
+        .collect();
+    (res, guard, namespaces)
+}
+
+/// The segment's bridge `br0` in the switch namespace.
+pub(super) fn bridge(switch: &Netns) {
+    ip(switch, "link set lo up");
+    ip(switch, "link add br0 type bridge mcast_snooping 0");
+    ip(switch, "link set br0 up");
+    // The bridge stands in for a switch: no netfilter on bridged frames (with br_netfilter
+    // loaded on the host, a new namespace starts with these at 1).
+    if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        for proto in ["iptables", "ip6tables", "arptables"] {
+            switch.sysctl(&format!("net/bridge/bridge-nf-call-{proto}"), "0");
+        }
+    }
+}
+
+/// A veth from the bridge (`port`) to `node`'s eth0, with its addresses.
+pub(super) fn bridge_port(
+    switch: &Netns,
+    node: &Netns,
+    port: &str,
+    mac: [u8; 6],
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+) {
+    for key in ["all", "default"] {
+        node.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0");
+    }
+    ip(
+        switch,
+        &format!(
+            "link add {port} type veth peer name eth0 netns {}",
+            node.name
+        ),
+    );
+    ip(switch, &format!("link set {port} master br0 up"));
+    ip(node, &format!("link set eth0 address {}", fmt_mac(&mac)));
+    ip(node, &format!("addr add {v4}/24 dev eth0"));
+    ip(node, &format!("addr add {v6}/64 dev eth0 nodad"));
+    ip(node, "link set eth0 up");
+    ip(node, "link set lo up");
+}
+
+/// A veth hands its peer packets with the checksum left to "hardware" (CHECKSUM_PARTIAL) and
+/// TCP segments up to 64 KiB. XDP sees neither flag: the LB would forward a bad checksum, the
+/// backend drop it. So whatever sends towards the LB sends what a NIC would put on the wire:
+/// complete checksums, MTU-sized frames.
+pub(super) fn ethtool_off(ns: &Netns, dev: &str) {
+    let out = ns
+        .command("ethtool")
+        .args(["-K", dev, "tx", "off", "tso", "off", "gso", "off"])
+        .output()
+        .unwrap_or_else(|e| panic!("ethtool (cargo xtask setup installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "ethtool -K {dev} tx off tso off gso off: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// XDP_TX on a veth reaches the peer only if the peer runs an XDP program: `xlb_pass` on the
+/// switch's end of an LB's port, pinned in `pass_dir`.
+pub(super) fn attach_pass(switch: &Netns, pass_dir: PathBuf, port: &str) {
+    let port = port.to_owned();
+    switch.enter(move || {
+        fs::create_dir_all(&pass_dir).unwrap();
+        let mut ebpf = loader::load_aux(map_names::PROG_PASS)
+            .unwrap_or_else(|e| panic!("loading xlb_pass: {e}"));
+        pinning::attach_program(
+            &mut ebpf,
+            map_names::PROG_PASS,
+            &pass_dir,
+            &port,
+            XdpMode::Native,
+        )
+        .unwrap_or_else(|e| panic!("attaching xlb_pass to switch port {port}: {e}"));
+    });
+}
+
+/// Backend `i` on the segment (port `b<i+1>`) with every VIP on its `lo`; its server is not
+/// started yet.
+pub(super) fn backend(switch: &Netns, node: ManuallyDrop<Netns>, i: usize) -> Backend {
+    let (v4, v6) = backend_addrs(i);
+    let mac = backend_mac(i);
+    bridge_port(switch, &node, &format!("b{}", i + 1), mac, v4, v6);
+    for vip in all_vips() {
+        let plen = if vip.is_ipv4() { 32 } else { 128 };
+        ip(&node, &format!("addr add {vip}/{plen} dev lo"));
+    }
+    // dsr-l2: the VIPs on lo must not be announced or answered for on eth0. All modes: the
+    // (decapsulated) packet arrives on eth0 for an address of lo.
+    for (key, value) in [
+        ("net/ipv4/conf/all/arp_ignore", "1"),
+        ("net/ipv4/conf/all/arp_announce", "2"),
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/ipv4/conf/default/rp_filter", "0"),
+        ("net/ipv4/conf/eth0/rp_filter", "0"),
+        ("net/ipv4/conf/lo/rp_filter", "0"),
+    ] {
+        node.sysctl(key, value);
+    }
+    Backend {
+        name: format!("backend-{}", i + 1),
+        ns: node,
+        v4,
+        v6,
+        mac,
+        server: None,
+    }
+}
+
+/// The last step before a testbed's drop takes over from the guard: the backends' addresses
+/// in the notes, their server script in the work directory.
+pub(super) fn finish_backends(res: &mut Resources, backends: &[Backend], work_dir: &Path) {
+    for b in backends {
+        res.notes
+            .insert(b.name.clone(), format!("{} {}", b.v4, b.v6));
+    }
+    fs::write(work_dir.join("backend.py"), BACKEND_PY).unwrap();
+}
+
+/// Starts every backend's servers (see [`start_server`]).
+pub(super) fn start_servers(
+    python: &Path,
+    work_dir: &Path,
+    backends: &mut [Backend],
+    res: &mut Resources,
+) {
+    for b in backends {
+        start_server(python, work_dir, b, res);
+    }
+}
+
+/// A testbed's drop: removes what `res` records, reaps the processes it killed (the
+/// backends' servers and `others`) and reports what could not be removed.
+pub(super) fn teardown_and_reap(
+    what: &str,
+    res: &Resources,
+    backends: &mut [Backend],
+    others: impl IntoIterator<Item = Child>,
+) {
+    let problems = res.teardown();
+    for b in backends {
+        if let Some(mut c) = b.server.take() {
+            let _ = c.wait();
+        }
+    }
+    for mut c in others {
+        let _ = c.wait();
+    }
+    if !problems.is_empty() {
+        eprintln!("{what}: teardown left: {}", problems.join("; "));
+    }
+}
+
 impl Testbed {
     /// Builds the topology and starts the backends' servers. Panics (after removing what it
     /// created) when something cannot be made.
@@ -255,134 +460,35 @@ impl Testbed {
             (1..=MAX_BACKENDS).contains(&opts.backends),
             "1..={MAX_BACKENDS} backends"
         );
-        assert!(
-            bpffs_mounted(),
-            "the testbed needs bpffs at /sys/fs/bpf: run `cargo xtask setup` (as root)"
-        );
-        let pin_root = Path::new("/sys/fs/bpf").join(&opts.prefix);
+        let pin_root = pin_root(&opts.prefix);
         let mut names = vec!["switch".to_owned(), "client".to_owned(), "lb".to_owned()];
         names.extend((1..=opts.backends).map(|i| format!("b{i}")));
-        let mut res = Resources {
-            prefix: opts.prefix.clone(),
-            namespaces: names
-                .iter()
-                .map(|n| format!("{}-{n}", opts.prefix))
-                .collect(),
-            pin_dirs: [pin_root.join("lb"), pin_root.join("pass")]
-                .into_iter()
-                .chain((1..=opts.backends).map(|i| pin_root.join(format!("decap-b{i}"))))
-                .collect(),
-            pin_root: Some(pin_root.clone()),
-            work_dir: Some(opts.work_dir.clone()),
-            ..Resources::default()
-        };
-        // Everything is recorded before it is created: a panic half-way removes what exists.
-        let mut guard = TeardownGuard(Some(res.clone()));
-        for dir in [&opts.work_dir, &pin_root] {
-            assert!(
-                !dir.exists(),
-                "{} exists: another testbed with prefix {} is up (or was not removed)",
-                dir.display(),
-                opts.prefix
-            );
-            fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        }
-        let mut ns = res
-            .namespaces
-            .iter()
-            .map(|n| ManuallyDrop::new(Netns::named(n)));
+        let pin_dirs = [pin_root.join("lb"), pin_root.join("pass")]
+            .into_iter()
+            .chain((1..=opts.backends).map(|i| pin_root.join(format!("decap-b{i}"))))
+            .collect();
+        let (mut res, mut guard, ns) = begin(&opts.prefix, &opts.work_dir, &names, pin_dirs);
+        let mut ns = ns.into_iter();
         let switch = ns.next().unwrap();
         let client = ns.next().unwrap();
         let lb = ns.next().unwrap();
-        let backend_ns: Vec<_> = ns.collect();
 
-        ip(&switch, "link set lo up");
-        ip(&switch, "link add br0 type bridge mcast_snooping 0");
-        ip(&switch, "link set br0 up");
-        // The bridge stands in for a switch: no netfilter on bridged frames (with br_netfilter
-        // loaded on the host, a new namespace starts with these at 1).
-        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-            for proto in ["iptables", "ip6tables", "arptables"] {
-                switch.sysctl(&format!("net/bridge/bridge-nf-call-{proto}"), "0");
-            }
-        }
-        let port = |node: &Netns, port: &str, mac: [u8; 6], v4: Ipv4Addr, v6: Ipv6Addr| {
-            for key in ["all", "default"] {
-                node.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0");
-            }
-            let peer = &node.name;
-            ip(
-                &switch,
-                &format!("link add {port} type veth peer name eth0 netns {peer}"),
-            );
-            ip(&switch, &format!("link set {port} master br0 up"));
-            ip(node, &format!("link set eth0 address {}", fmt_mac(&mac)));
-            ip(node, &format!("addr add {v4}/24 dev eth0"));
-            ip(node, &format!("addr add {v6}/64 dev eth0 nodad"));
-            ip(node, "link set eth0 up");
-            ip(node, "link set lo up");
-        };
-        port(&client, "client", CLIENT_MAC, CLIENT_V4, CLIENT_V6);
-        // A veth hands its peer packets with the checksum left to "hardware" (CHECKSUM_PARTIAL)
-        // and TCP segments up to 64 KiB. XDP sees neither flag: the LB would forward a bad
-        // checksum, the backend drop it. So the client sends what a NIC would put on the
-        // wire: complete checksums, MTU-sized frames.
-        let out = client
-            .command("ethtool")
-            .args(["-K", "eth0", "tx", "off", "tso", "off", "gso", "off"])
-            .output()
-            .unwrap_or_else(|e| panic!("ethtool (cargo xtask setup installs it): {e}"));
-        assert!(
-            out.status.success(),
-            "ethtool -K eth0 tx off tso off gso off: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        port(&lb, "lb", LB_MAC, LB_V4, LB_V6);
+        bridge(&switch);
+        bridge_port(&switch, &client, "client", CLIENT_MAC, CLIENT_V4, CLIENT_V6);
+        ethtool_off(&client, "eth0");
+        bridge_port(&switch, &lb, "lb", LB_MAC, LB_V4, LB_V6);
         ip(&client, &format!("route add 203.0.113.0/24 via {LB_V4}"));
         ip(
             &client,
             &format!("-6 route add 2001:db8:113::/64 via {LB_V6}"),
         );
-
-        // XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
-        let pass_dir = pin_root.join("pass");
-        switch.enter(move || {
-            fs::create_dir_all(&pass_dir).unwrap();
-            let mut ebpf = loader::load_aux(map_names::PROG_PASS)
-                .unwrap_or_else(|e| panic!("loading xlb_pass: {e}"));
-            pinning::attach_program(
-                &mut ebpf,
-                map_names::PROG_PASS,
-                &pass_dir,
-                "lb",
-                XdpMode::Native,
-            )
-            .unwrap_or_else(|e| panic!("attaching xlb_pass to the LB's switch port: {e}"));
-        });
+        attach_pass(&switch, pin_root.join("pass"), "lb");
 
         let mut backends = Vec::new();
-        for (i, node) in backend_ns.into_iter().enumerate() {
-            let (v4, v6) = backend_addrs(i);
-            let mac = backend_mac(i);
-            port(&node, &format!("b{}", i + 1), mac, v4, v6);
-            for vip in all_vips() {
-                let plen = if vip.is_ipv4() { 32 } else { 128 };
-                ip(&node, &format!("addr add {vip}/{plen} dev lo"));
-            }
-            // dsr-l2: the VIPs on lo must not be announced or answered for on eth0. All modes:
-            // the (decapsulated) packet arrives on eth0 for an address of lo.
-            for (key, value) in [
-                ("net/ipv4/conf/all/arp_ignore", "1"),
-                ("net/ipv4/conf/all/arp_announce", "2"),
-                ("net/ipv4/conf/all/rp_filter", "0"),
-                ("net/ipv4/conf/default/rp_filter", "0"),
-                ("net/ipv4/conf/eth0/rp_filter", "0"),
-                ("net/ipv4/conf/lo/rp_filter", "0"),
-            ] {
-                node.sysctl(key, value);
-            }
+        for (i, node) in ns.enumerate() {
+            let b = backend(&switch, node, i);
             let decap_dir = pin_root.join(format!("decap-b{}", i + 1));
-            node.enter(move || {
+            b.ns.enter(move || {
                 decap::attach(&DecapOptions {
                     iface: "eth0".into(),
                     lb_src_v4: Some(LB_V4),
@@ -393,23 +499,12 @@ impl Testbed {
                 })
                 .unwrap_or_else(|e| panic!("xlb decap on a backend: {e:#}"));
             });
-            backends.push(Backend {
-                name: format!("backend-{}", i + 1),
-                ns: node,
-                v4,
-                v6,
-                mac,
-                server: None,
-            });
+            backends.push(b);
         }
 
         res.notes
             .insert("client".into(), format!("{CLIENT_V4} {CLIENT_V6}"));
         res.notes.insert("lb".into(), format!("{LB_V4} {LB_V6}"));
-        for b in &backends {
-            res.notes
-                .insert(b.name.clone(), format!("{} {}", b.v4, b.v6));
-        }
         res.notes.insert(
             "vips".into(),
             Mode::ALL
@@ -418,9 +513,7 @@ impl Testbed {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
-        let script = opts.work_dir.join("backend.py");
-        fs::write(&script, BACKEND_PY).unwrap();
-        let python = python();
+        finish_backends(&mut res, &backends, &opts.work_dir);
         // From here on the testbed's drop tears down.
         guard.0 = None;
         let mut tb = Testbed {
@@ -431,18 +524,15 @@ impl Testbed {
             backends,
             work_dir: opts.work_dir.clone(),
             pin_root,
-            python,
+            python: python(),
             res,
             agent: None,
             agents_started: 0,
             persisted: false,
         };
-        for i in 0..tb.backends.len() {
-            tb.start_backend(i);
-        }
+        start_servers(&tb.python, &tb.work_dir, &mut tb.backends, &mut tb.res);
         tb
     }
-
     /// What the testbed created so far.
     pub fn resources(&self) -> &Resources {
         &self.res
@@ -471,14 +561,8 @@ impl Testbed {
 
     /// Starts backend `i`'s servers (again) and waits until they listen.
     pub fn start_backend(&mut self, i: usize) {
-        assert!(self.backends[i].server.is_none(), "already running");
-        let child = start_server(
-            &self.python,
-            &self.work_dir,
-            &self.backends[i],
-            &mut self.res,
-        );
-        self.backends[i].server = Some(child);
+        let b = &mut self.backends[i];
+        start_server(&self.python, &self.work_dir, b, &mut self.res);
     }
 
     /// Kills backend `i`'s servers (SIGKILL: the port closes at once, connections get RST).
@@ -489,13 +573,9 @@ impl Testbed {
 }
 
 /// Starts backend `b`'s servers (recorded in `res` before anything can fail) and waits until
-/// they listen; shared by [`Testbed`] and the multi-LB testbed.
-pub(super) fn start_server(
-    python: &Path,
-    work_dir: &Path,
-    b: &Backend,
-    res: &mut Resources,
-) -> Child {
+/// they listen.
+pub(super) fn start_server(python: &Path, work_dir: &Path, b: &mut Backend, res: &mut Resources) {
+    assert!(b.server.is_none(), "{}: already running", b.name);
     let log_path = work_dir.join(format!("{}.log", b.name));
     let log = fs::File::create(&log_path).unwrap();
     let mut cmd = b.ns.command(python);
@@ -523,7 +603,8 @@ pub(super) fn start_server(
             .unwrap_or_default()
             .contains("ready")
         {
-            return child;
+            b.server = Some(child);
+            return;
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited ({status}): {}", tail(&log_path, 20));
@@ -551,22 +632,12 @@ impl Drop for Testbed {
         if self.persisted {
             return;
         }
-        let problems = self.res.teardown();
-        for b in &mut self.backends {
-            if let Some(mut c) = b.server.take() {
-                let _ = c.wait();
-            }
-        }
-        if let Some(mut c) = self.agent.take() {
-            let _ = c.wait();
-        }
-        if !problems.is_empty() {
-            eprintln!(
-                "testbed {}: teardown left: {}",
-                self.prefix,
-                problems.join("; ")
-            );
-        }
+        teardown_and_reap(
+            &format!("testbed {}", self.prefix),
+            &self.res,
+            &mut self.backends,
+            self.agent.take(),
+        );
     }
 }
 

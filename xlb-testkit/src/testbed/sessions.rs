@@ -6,12 +6,10 @@
 
 use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::traffic::tcp_connect;
+use super::traffic::{StoppableThread, tcp_connect};
 use crate::netns::enter_named;
 
 #[derive(Clone, Debug)]
@@ -55,24 +53,22 @@ impl SessionReport {
 /// A run of sessions in a namespace, on a thread of its own.
 pub struct Sessions {
     pub started: Instant,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<SessionReport>>>,
+    thread: StoppableThread<Vec<SessionReport>>,
 }
 
 impl Sessions {
     /// Starts `opts.connections` sessions from namespace `ns` (by name; `None`: this
     /// process's); returns at once.
     pub fn start(ns: Option<&str>, opts: &SessionOptions) -> Sessions {
-        let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
-        let (ns, opts, stop2) = (ns.map(str::to_owned), opts.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
+        let (ns, opts) = (ns.map(str::to_owned), opts.clone());
+        let thread = StoppableThread::spawn(move |stop| {
             let run = move || {
                 // Threads made here inherit this thread's namespace.
                 std::thread::scope(|s| {
                     let handles: Vec<_> = (0..opts.connections)
                         .map(|i| {
-                            let (opts, stop) = (&opts, &stop2);
+                            let (opts, stop) = (&opts, &*stop);
                             let delay =
                                 opts.ramp.mul_f64(i as f64 / opts.connections.max(1) as f64);
                             s.spawn(move || one_session(opts, started, delay, stop))
@@ -89,30 +85,17 @@ impl Sessions {
                 None => run(),
             }
         });
-        Sessions {
-            started,
-            stop,
-            thread: Some(thread),
-        }
+        Sessions { started, thread }
     }
 
     /// Asks every connection to stop after its current request.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.thread.stop();
     }
 
     /// Waits for every connection's end (at most the run's duration plus a request timeout).
-    pub fn join(mut self) -> Vec<SessionReport> {
-        self.thread.take().unwrap().join().expect("sessions thread")
-    }
-}
-
-impl Drop for Sessions {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn join(self) -> Vec<SessionReport> {
+        self.thread.join("sessions thread")
     }
 }
 

@@ -317,11 +317,60 @@ fn parse_frame(buf: &[u8], outgoing: bool) -> Option<Frame> {
     })
 }
 
-/// Records the IP frames of one interface until [`Capture::finish`].
-pub struct Capture {
+/// A thread that runs until asked to stop; asked, and joined, on drop too, so a test that
+/// panics leaves no thread behind.
+pub(super) struct StoppableThread<T> {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Frame>>>,
+    thread: Option<JoinHandle<T>>,
 }
+
+impl<T: Send + 'static> StoppableThread<T> {
+    /// Runs `body` on a thread of its own; it should return soon after its flag is set.
+    pub(super) fn spawn(body: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        StoppableThread {
+            stop,
+            thread: Some(std::thread::spawn(move || body(flag))),
+        }
+    }
+
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the thread's end (without asking it to stop) and returns what it returned;
+    /// panics with `what` if the thread panicked.
+    pub(super) fn join(mut self, what: &str) -> T {
+        self.thread.take().unwrap().join().expect(what)
+    }
+}
+
+impl<T> Drop for StoppableThread<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `setsockopt(SOL_SOCKET, name, value)`, best effort (the capture works without either).
+fn socket_option<T>(sock: &OwnedFd, name: libc::c_int, value: &T) {
+    // SAFETY: `value` points to a live `T` of the size passed; the descriptor is `sock`'s.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as u32,
+        );
+    }
+}
+
+/// Records the IP frames of one interface until [`Capture::finish`].
+pub struct Capture(StoppableThread<Vec<Frame>>);
 
 impl Capture {
     /// Starts capturing on `iface` of `ns`; returns once the socket is bound.
@@ -329,10 +378,8 @@ impl Capture {
         let path = format!("/var/run/netns/{}", ns.name);
         let nsfile = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
         let iface = std::ffi::CString::new(iface).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let stop2 = stop.clone();
-        let thread = std::thread::spawn(move || {
+        let thread = StoppableThread::spawn(move |stop| {
             let mut frames = Vec::new();
             // SAFETY: setns changes only this thread's namespace; the socket calls use a
             // descriptor owned by `sock` and buffers of the sizes passed.
@@ -374,22 +421,10 @@ impl Capture {
                     tv_sec: 0,
                     tv_usec: 50_000,
                 };
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const _,
-                    size_of::<libc::timeval>() as u32,
-                );
+                socket_option(&sock, libc::SO_RCVTIMEO, &tv);
                 // Room for bursts: a dropped frame would make the test's count wrong.
                 let rcvbuf: libc::c_int = 8 << 20;
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    &rcvbuf as *const _ as *const _,
-                    size_of::<libc::c_int>() as u32,
-                );
+                socket_option(&sock, libc::SO_RCVBUFFORCE, &rcvbuf);
                 let _ = ready_tx.send(Ok(()));
                 let mut buf = vec![0u8; 65536];
                 loop {
@@ -408,7 +443,7 @@ impl Capture {
                         if let Some(f) = parse_frame(&buf[..n as usize], outgoing) {
                             frames.push(f);
                         }
-                    } else if stop2.load(Ordering::Relaxed) {
+                    } else if stop.load(Ordering::Relaxed) {
                         // Drained: a receive timed out after the stop request.
                         return frames;
                     }
@@ -419,25 +454,13 @@ impl Capture {
             .recv()
             .expect("capture thread ended")
             .unwrap_or_else(|e| panic!("packet capture: {e}"));
-        Capture {
-            stop,
-            thread: Some(thread),
-        }
+        Capture(thread)
     }
 
     /// Stops (after the socket has been drained) and returns the frames.
-    pub fn finish(mut self) -> Vec<Frame> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().expect("capture thread")
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn finish(self) -> Vec<Frame> {
+        self.0.stop();
+        self.0.join("capture thread")
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +26,13 @@ pub(crate) fn check() -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The demo testbed's prefix and work directory.
+pub fn demo_names() -> (String, PathBuf) {
+    let prefix = format!("xlbdemo-{}", std::process::id());
+    let work_dir = std::env::temp_dir().join(&prefix);
+    (prefix, work_dir)
 }
 
 /// Sleeps in small steps, stopping early on Ctrl-C.
@@ -117,9 +124,9 @@ pub fn run(xlb: &Path, template: &Path, backends: usize) -> Result<(), String> {
         1,
         "A testbed of network namespaces (nothing outside them is touched)",
     );
-    let prefix = format!("xlbdemo-{}", std::process::id());
+    let (prefix, work_dir) = demo_names();
     let opts = Options {
-        work_dir: std::env::temp_dir().join(&prefix),
+        work_dir,
         prefix,
         backends,
     };
@@ -191,19 +198,19 @@ pub fn run(xlb: &Path, template: &Path, backends: usize) -> Result<(), String> {
         4,
         "300 HTTP requests (new connections) to the VIP: how they spread",
     );
-    let t = tb
-        .client
-        .enter(move || http_load(vip, 300, 2, Duration::from_secs(30), &|_, _| {}));
-    println!("    http://{vip}/  (ipip: IP-in-IP to the backends)");
-    bars(&t.by_backend, &names, t.failures.len());
-    check()?;
-    let vip6: SocketAddr = (Mode::Gue.vip(true), 80).into();
-    let t6 = tb
-        .client
-        .enter(move || http_load(vip6, 300, 2, Duration::from_secs(30), &|_, _| {}));
-    println!("    http://{vip6}/  (gue: IPv6 in UDP to the backends)");
-    bars(&t6.by_backend, &names, t6.failures.len());
-    check()?;
+    let spread = |vip: SocketAddr, how: &str| {
+        let t = tb
+            .client
+            .enter(move || http_load(vip, 300, 2, Duration::from_secs(30), &|_, _| {}));
+        println!("    http://{vip}/  ({how})");
+        bars(&t.by_backend, &names, t.failures.len());
+        check()
+    };
+    spread(vip, "ipip: IP-in-IP to the backends")?;
+    spread(
+        (Mode::Gue.vip(true), 80).into(),
+        "gue: IPv6 in UDP to the backends",
+    )?;
     let vipu: SocketAddr = (Mode::DsrL2.vip(false), UDP_PORT).into();
     let counts = tb.client.enter(move || {
         let mut c: BTreeMap<String, usize> = BTreeMap::new();

@@ -12,7 +12,7 @@ use xlb_testkit::testbed::failover::{
 };
 use xlb_testkit::testbed::{Cluster, ClusterOptions, ROUTED_CLIENT_V4, ROUTER_V4, http_load};
 
-use crate::demo::{catch_signals, check, step};
+use crate::demo::{catch_signals, check, demo_names, step};
 
 fn show_route(c: &Cluster) {
     let vip = failover_vip().id().addr;
@@ -56,9 +56,9 @@ pub fn run(xlb: &Path, lbs: usize, backends: usize) -> Result<(), String> {
         1,
         "A testbed of network namespaces: client, router, LB nodes, backends",
     );
-    let prefix = format!("xlbdemo-{}", std::process::id());
+    let (prefix, work_dir) = demo_names();
     let opts = ClusterOptions {
-        work_dir: std::env::temp_dir().join(&prefix),
+        work_dir,
         prefix,
         lbs,
         backends,

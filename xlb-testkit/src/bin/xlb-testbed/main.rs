@@ -98,7 +98,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn up(state: &Path, a: &Args) -> Result<(), String> {
+/// The prefix and work directory of a testbed `up` records in `state`, or why not: one is up.
+fn fresh(state: &Path) -> Result<(String, PathBuf), String> {
     if state.exists() {
         return Err(format!(
             "{} exists: a testbed is up; `cargo xtask testbed down` first",
@@ -106,17 +107,40 @@ fn up(state: &Path, a: &Args) -> Result<(), String> {
         ));
     }
     let prefix = format!("xlbtb-{}", std::process::id());
-    let dir = state.parent().unwrap_or(Path::new("."));
+    let work_dir = state.parent().unwrap_or(Path::new(".")).join(&prefix);
+    Ok((prefix, work_dir))
+}
+
+/// `title`, then the testbed's notes, as the first lines of what `up` prints.
+fn heading(title: String, res: &Resources) -> Vec<String> {
+    let mut lines = vec![title];
+    for (k, v) in &res.notes {
+        lines.push(format!("  {k:<10} {v}"));
+    }
+    lines
+}
+
+/// Leaves the testbed up (`persist` writes `state`) and prints `lines`.
+fn persist_and_print(
+    mut lines: Vec<String>,
+    state: &Path,
+    persist: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), String> {
+    lines.push(format!("  state:     {}", state.display()));
+    persist(state).map_err(|e| format!("writing {}: {e}", state.display()))?;
+    println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+fn up(state: &Path, a: &Args) -> Result<(), String> {
+    let (prefix, work_dir) = fresh(state)?;
     let opts = Options {
-        work_dir: dir.join(&prefix),
+        work_dir,
         prefix,
         backends: a.backends,
     };
     let mut tb = Testbed::up(&opts);
-    let mut lines = vec![format!("testbed {} is up:", tb.prefix)];
-    for (k, v) in &tb.resources().notes {
-        lines.push(format!("  {k:<10} {v}"));
-    }
+    let mut lines = heading(format!("testbed {} is up:", tb.prefix), tb.resources());
     lines.push(format!(
         "  run in a namespace:  nsenter --net=/run/netns/{}-client curl -s http://203.0.113.10/",
         tb.prefix
@@ -143,24 +167,13 @@ fn up(state: &Path, a: &Args) -> Result<(), String> {
             tb.pin_dir().display()
         ));
     }
-    lines.push(format!("  state:     {}", state.display()));
-    tb.persist(state)
-        .map_err(|e| format!("writing {}: {e}", state.display()))?;
-    println!("{}", lines.join("\n"));
-    Ok(())
+    persist_and_print(lines, state, |s| tb.persist(s))
 }
 
 fn up_cluster(state: &Path, a: &Args) -> Result<(), String> {
-    if state.exists() {
-        return Err(format!(
-            "{} exists: a testbed is up; `cargo xtask testbed down` first",
-            state.display()
-        ));
-    }
-    let prefix = format!("xlbtb-{}", std::process::id());
-    let dir = state.parent().unwrap_or(Path::new("."));
+    let (prefix, work_dir) = fresh(state)?;
     let opts = ClusterOptions {
-        work_dir: dir.join(&prefix),
+        work_dir,
         prefix,
         lbs: a.lbs,
         backends: a.backends,
@@ -169,10 +182,10 @@ fn up_cluster(state: &Path, a: &Args) -> Result<(), String> {
         Some(xlb) => announced_cluster(&opts, xlb),
         None => xlb_testkit::testbed::Cluster::up(&opts),
     };
-    let mut lines = vec![format!("testbed {} is up ({} LB nodes):", c.prefix, a.lbs)];
-    for (k, v) in &c.resources().notes {
-        lines.push(format!("  {k:<10} {v}"));
-    }
+    let mut lines = heading(
+        format!("testbed {} is up ({} LB nodes):", c.prefix, a.lbs),
+        c.resources(),
+    );
     let vip = failover_vip_note();
     if a.xlb.is_some() {
         lines.push(format!(
@@ -194,35 +207,31 @@ fn up_cluster(state: &Path, a: &Args) -> Result<(), String> {
         "  try:       nsenter --net=/run/netns/{}-client curl -s http://203.0.113.12/",
         c.prefix
     ));
-    lines.push(format!("  state:     {}", state.display()));
-    c.persist(state)
-        .map_err(|e| format!("writing {}: {e}", state.display()))?;
-    println!("{}", lines.join("\n"));
-    Ok(())
+    persist_and_print(lines, state, |s| c.persist(s))
 }
 
-fn status(state: &Path) -> Result<(), String> {
+/// The testbed recorded in `state`; `None` (said on stdout) when none is up.
+fn load(state: &Path) -> Result<Option<Resources>, String> {
     match Resources::load(state) {
-        Ok(r) => {
-            print!("{}", r.status());
-            Ok(())
-        }
+        Ok(r) => Ok(Some(r)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             println!("no testbed is up ({} does not exist)", state.display());
-            Ok(())
+            Ok(None)
         }
         Err(e) => Err(format!("{}: {e}", state.display())),
     }
 }
 
+fn status(state: &Path) -> Result<(), String> {
+    if let Some(r) = load(state)? {
+        print!("{}", r.status());
+    }
+    Ok(())
+}
+
 fn down(state: &Path) -> Result<(), String> {
-    let r = match Resources::load(state) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("no testbed is up ({} does not exist)", state.display());
-            return Ok(());
-        }
-        Err(e) => return Err(format!("{}: {e}", state.display())),
+    let Some(r) = load(state)? else {
+        return Ok(());
     };
     let problems = r.teardown();
     std::fs::remove_file(state).map_err(|e| format!("removing {}: {e}", state.display()))?;

@@ -10,7 +10,8 @@ use tracing::{error, info};
 
 use crate::announce::{Announcer, KernelTable, Speaker, SpeakerError, VipInputs, WithdrawReason};
 use crate::maps::MapStore;
-use crate::model::{AnnounceConfig, VipId};
+use crate::model::{AnnounceConfig, Config, VipId};
+use crate::reconcile::BackendView;
 
 use super::state::Agent;
 
@@ -64,13 +65,21 @@ impl<S: MapStore> Agent<S> {
 
     /// Decides every address again and writes what the hold-down allows.
     pub(super) fn evaluate_announce(&mut self) {
+        if self.announcer.is_some() {
+            let (cfg, backends) = (self.effective(), self.reconciler.backends());
+            self.evaluate_announce_with(&cfg, &backends);
+        }
+    }
+
+    /// [`Agent::evaluate_announce`] from the effective config and the applied backends, which
+    /// an apply has at hand already (both are built afresh on each call).
+    pub(super) fn evaluate_announce_with(&mut self, cfg: &Config, backends: &[BackendView]) {
         let Some(announcer) = self.announcer.as_ref() else {
             return;
         };
         let global = announcer.config().min_healthy;
-        let cfg = self.effective();
         let mut in_ring: BTreeMap<VipId, u32> = BTreeMap::new();
-        for b in self.reconciler.backends() {
+        for b in backends {
             if b.entry.state == BACKEND_ACTIVE && b.slots > 0 {
                 *in_ring.entry(b.vip).or_default() += 1;
             }

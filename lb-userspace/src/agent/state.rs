@@ -186,8 +186,10 @@ impl<S: MapStore> Agent<S> {
         let cfg = self.effective();
         let result = self.reconciler.apply(&cfg, &self.overrides, &self.net);
         self.last_apply_ok = result.is_ok();
+        // Listed once for the routes and the metrics.
+        let backends = self.reconciler.backends();
         // Every change reaches the maps through here: routes follow them.
-        self.evaluate_announce();
+        self.evaluate_announce_with(&cfg, &backends);
         let report = result?;
         self.metrics.record_apply(&report);
         let indices: Vec<(VipId, u32)> = cfg
@@ -195,8 +197,7 @@ impl<S: MapStore> Agent<S> {
             .iter()
             .filter_map(|v| self.reconciler.vip_index(&v.id).map(|i| (v.id, i)))
             .collect();
-        self.metrics
-            .set_topology(indices, self.reconciler.backends());
+        self.metrics.set_topology(indices, backends);
         self.metrics
             .set_ring_digests(self.reconciler.ring_digests());
         if report.wrote_anything() {

@@ -10,7 +10,8 @@ use tracing::{error, info};
 
 use crate::announce::{Announcer, KernelTable, Speaker, SpeakerError, VipInputs, WithdrawReason};
 use crate::maps::MapStore;
-use crate::model::{AnnounceConfig, VipId};
+use crate::model::{AnnounceConfig, Config, VipId};
+use crate::reconcile::BackendView;
 
 use super::state::Agent;
 
@@ -64,13 +65,21 @@ impl<S: MapStore> Agent<S> {
 
     /// Decides every address again and writes what the hold-down allows.
     pub(super) fn evaluate_announce(&mut self) {
+        if self.announcer.is_some() {
+            let (cfg, backends) = (self.effective(), self.reconciler.backends());
+            self.evaluate_announce_with(&cfg, &backends);
+        }
+    }
+
+    /// [`Agent::evaluate_announce`] from the effective config and the applied backends, which
+    /// an apply has at hand already (both are built afresh on each call).
+    pub(super) fn evaluate_announce_with(&mut self, cfg: &Config, backends: &[BackendView]) {
         let Some(announcer) = self.announcer.as_ref() else {
             return;
         };
         let global = announcer.config().min_healthy;
-        let cfg = self.effective();
         let mut in_ring: BTreeMap<VipId, u32> = BTreeMap::new();
-        for b in self.reconciler.backends() {
+        for b in backends {
             if b.entry.state == BACKEND_ACTIVE && b.slots > 0 {
                 *in_ring.entry(b.vip).or_default() += 1;
             }
@@ -159,9 +168,11 @@ mod tests {
     use std::time::Duration;
 
     use crate::agent::handlers::Answer;
+    use crate::agent::state::Agent;
     use crate::agent::state::testing::announcing_agent;
     use crate::announce::{Decision, SharedFake, WithdrawReason};
     use crate::api::{Request, Response};
+    use crate::maps::FakeStore;
     use crate::model::{AnnounceConfig, Config, Proto};
     use crate::test_fixtures::{config, vip};
 
@@ -192,7 +203,16 @@ mod tests {
         c
     }
 
-    fn reply(a: &mut crate::agent::state::Agent<crate::maps::FakeStore>, r: Request) -> Response {
+    /// The two-VIP config announced with no hold-down, through `fake`.
+    fn started(fake: &SharedFake) -> Agent<FakeStore> {
+        announcing_agent(
+            announced(Duration::ZERO),
+            Path::new("/nonexistent"),
+            fake.clone(),
+        )
+    }
+
+    fn reply(a: &mut Agent<FakeStore>, r: Request) -> Response {
         match a.answer(r) {
             Answer::Reply(r) => r,
             Answer::Stop { .. } => panic!("stop"),
@@ -204,11 +224,7 @@ mod tests {
         let fake = SharedFake::default();
         fake.get().routes.insert(ip("203.0.113.10"));
         fake.get().routes.insert(ip("203.0.113.77"));
-        let a = announcing_agent(
-            announced(Duration::ZERO),
-            Path::new("/nonexistent"),
-            fake.clone(),
-        );
+        let a = started(&fake);
         assert_eq!(
             fake.get().routes,
             [ip("203.0.113.10"), ip("203.0.113.11")].into()
@@ -224,11 +240,7 @@ mod tests {
     #[tokio::test]
     async fn a_vip_below_its_min_healthy_is_withdrawn_with_its_reason() {
         let fake = SharedFake::default();
-        let mut a = announcing_agent(
-            announced(Duration::ZERO),
-            Path::new("/nonexistent"),
-            fake.clone(),
-        );
+        let mut a = started(&fake);
         let id = a.file.vips[0].id;
         a.health_changed(id, ip("198.51.100.2"), false);
         assert_eq!(fake.get().routes, [ip("203.0.113.11")].into());
@@ -248,11 +260,7 @@ mod tests {
     #[tokio::test]
     async fn drain_node_withdraws_everything_and_undrain_brings_it_back() {
         let fake = SharedFake::default();
-        let mut a = announcing_agent(
-            announced(Duration::ZERO),
-            Path::new("/nonexistent"),
-            fake.clone(),
-        );
+        let mut a = started(&fake);
         let Response::Ok { message } = reply(&mut a, Request::DrainNode) else {
             panic!("drain")
         };
@@ -283,11 +291,7 @@ mod tests {
         assert!(message.contains("not enabled"), "{message}");
         assert!(fake.get().log.is_empty());
 
-        let mut a = announcing_agent(
-            announced(Duration::ZERO),
-            Path::new("/nonexistent"),
-            fake.clone(),
-        );
+        let mut a = started(&fake);
         fake.get().fail = Some("ENOBUFS".into());
         let id = a.file.vips[1].id;
         a.health_changed(id, ip("198.51.100.3"), false);

@@ -208,12 +208,11 @@ mod tests {
 
     use super::Answer;
     use crate::agent::state::Agent;
-    use crate::agent::state::testing::agent;
+    use crate::agent::state::testing::{agent, view};
     use crate::api::{HealthStatus, MapState, Request, Response, StatusReport};
     use crate::maglev;
     use crate::maps::{FakeStore, MapStore};
     use crate::model::{Proto, VipId};
-    use crate::reconcile::BackendView;
     use crate::test_fixtures::{self, config, vip};
 
     fn ip(s: &str) -> IpAddr {
@@ -255,13 +254,6 @@ mod tests {
             Response::Error { message } => message,
             other => panic!("expected Error, got {other:?}"),
         }
-    }
-
-    fn view(a: &Agent<FakeStore>, addr: &str) -> Option<BackendView> {
-        a.reconciler
-            .backends()
-            .into_iter()
-            .find(|b| b.addr == ip(addr))
     }
 
     /// Ring slots per backend id, as the store holds them.

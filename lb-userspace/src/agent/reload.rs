@@ -112,7 +112,7 @@ mod tests {
 
     use crate::agent::handlers::Answer;
     use crate::agent::state::Agent;
-    use crate::agent::state::testing::{ConfigFile, agent};
+    use crate::agent::state::testing::{ConfigFile, agent, view};
     use crate::api::{Request, Response};
     use crate::config;
     use crate::maps::{FakeStore, MapStore};
@@ -292,13 +292,7 @@ mod tests {
             add(&mut second),
             Answer::Reply(Response::Error { .. })
         ));
-        let weight = |a: &Agent<FakeStore>| {
-            a.reconciler
-                .backends()
-                .into_iter()
-                .find(|b| b.addr == ip("198.51.100.3"))
-                .map(|b| b.entry.weight)
-        };
+        let weight = |a: &Agent<FakeStore>| view(a, "198.51.100.3").map(|b| b.entry.weight);
         assert_eq!(weight(&first), weight(&second));
         assert_eq!(weight(&first), Some(a_file_weight(&first)));
         assert_eq!(

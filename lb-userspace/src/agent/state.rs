@@ -186,8 +186,10 @@ impl<S: MapStore> Agent<S> {
         let cfg = self.effective();
         let result = self.reconciler.apply(&cfg, &self.overrides, &self.net);
         self.last_apply_ok = result.is_ok();
+        // Listed once for the routes and the metrics.
+        let backends = self.reconciler.backends();
         // Every change reaches the maps through here: routes follow them.
-        self.evaluate_announce();
+        self.evaluate_announce_with(&cfg, &backends);
         let report = result?;
         self.metrics.record_apply(&report);
         let indices: Vec<(VipId, u32)> = cfg
@@ -195,8 +197,7 @@ impl<S: MapStore> Agent<S> {
             .iter()
             .filter_map(|v| self.reconciler.vip_index(&v.id).map(|i| (v.id, i)))
             .collect();
-        self.metrics
-            .set_topology(indices, self.reconciler.backends());
+        self.metrics.set_topology(indices, backends);
         self.metrics
             .set_ring_digests(self.reconciler.ring_digests());
         if report.wrote_anything() {
@@ -236,21 +237,37 @@ impl<S: MapStore> Agent<S> {
 /// An agent on an in-memory store, as `run` builds one after start-up.
 #[cfg(test)]
 pub(super) mod testing {
+    use std::net::IpAddr;
     use std::path::{Path, PathBuf};
 
     use tokio::sync::mpsc;
 
     use super::Agent;
+    use crate::announce::SharedFake;
     use crate::health::HealthMonitor;
     use crate::maps::FakeStore;
     use crate::metrics::AgentMetrics;
     use crate::model::Config;
-    use crate::reconcile::Reconciler;
+    use crate::reconcile::{BackendView, Reconciler};
     use crate::test_fixtures;
 
     /// `cfg` applied to a fresh 8-VIP, 64-backend store with every backend resolved; reloads
     /// read `config_path` and find every interface. Call inside a tokio runtime (health).
     pub fn agent(cfg: Config, config_path: &Path) -> Agent<FakeStore> {
+        started(cfg, config_path, None)
+    }
+
+    /// [`agent`] announcing through `speaker` (a [`SharedFake`] the test keeps a clone of),
+    /// started as `run` starts it: adoption before the first apply.
+    pub fn announcing_agent(
+        cfg: Config,
+        config_path: &Path,
+        speaker: SharedFake,
+    ) -> Agent<FakeStore> {
+        started(cfg, config_path, Some(speaker))
+    }
+
+    fn started(cfg: Config, config_path: &Path, speaker: Option<SharedFake>) -> Agent<FakeStore> {
         // Transitions are not read (the monitor ignores a closed channel): the tests drive
         // `health_changed` themselves.
         let (tx, _) = mpsc::channel(64);
@@ -262,36 +279,24 @@ pub(super) mod testing {
             HealthMonitor::new(tx),
             AgentMetrics::new(),
         );
+        let announcing = speaker.is_some();
+        if let Some(speaker) = speaker {
+            a.open_speaker = Box::new(move |_| Ok(Box::new(speaker.clone())));
+        }
         a.start_health();
         a.net = test_fixtures::net(&a.file);
         a.attached = true;
+        if announcing {
+            a.start_announce();
+        }
         a.apply("startup").unwrap();
         a
     }
 
-    /// [`agent`] announcing through `speaker` (a [`SharedFake`] the test keeps a clone of),
-    /// started as `run` starts it: adoption before the first apply.
-    pub fn announcing_agent(
-        cfg: Config,
-        config_path: &Path,
-        speaker: crate::announce::SharedFake,
-    ) -> Agent<FakeStore> {
-        let (tx, _) = mpsc::channel(64);
-        let mut a = Agent::new(
-            PathBuf::from(config_path),
-            Box::new(|_: &str| true),
-            cfg,
-            Reconciler::adopt(FakeStore::new(8, 64)).unwrap(),
-            HealthMonitor::new(tx),
-            AgentMetrics::new(),
-        );
-        a.open_speaker = Box::new(move |_| Ok(Box::new(speaker.clone())));
-        a.start_health();
-        a.net = test_fixtures::net(&a.file);
-        a.attached = true;
-        a.start_announce();
-        a.apply("startup").unwrap();
-        a
+    /// The applied backend at `addr` (the first VIP's that has one), as the reconciler lists it.
+    pub fn view(a: &Agent<FakeStore>, addr: &str) -> Option<BackendView> {
+        let addr: IpAddr = addr.parse().unwrap();
+        a.reconciler.backends().into_iter().find(|b| b.addr == addr)
     }
 
     /// A config file in the temporary directory, removed when dropped.
@@ -329,7 +334,7 @@ mod tests {
 
     use lb_common::values::{BACKEND_ACTIVE, BACKEND_DOWN};
 
-    use super::testing::agent;
+    use super::testing::{agent, view};
     use crate::maglev;
     use crate::maps::MapStore;
     use crate::model::Proto;
@@ -349,12 +354,7 @@ mod tests {
         )]);
         let id = cfg.vips[0].id;
         let mut a = agent(cfg, Path::new("/nonexistent"));
-        let victim = a
-            .reconciler
-            .backends()
-            .into_iter()
-            .find(|b| b.addr == ip("198.51.100.2"))
-            .unwrap();
+        let victim = view(&a, "198.51.100.2").unwrap();
         a.health_changed(id, victim.addr, false);
         let store = a.reconciler.store();
         assert_eq!(store.backends[victim.id as usize].state, BACKEND_DOWN);
@@ -381,12 +381,7 @@ mod tests {
         let mut net = a.net.clone();
         net.macs.remove(&ip("198.51.100.1"));
         a.net_resolved(net);
-        let lost = a
-            .reconciler
-            .backends()
-            .into_iter()
-            .find(|b| b.addr == ip("198.51.100.1"))
-            .unwrap();
+        let lost = view(&a, "198.51.100.1").unwrap();
         assert_eq!((lost.entry.state, lost.slots), (BACKEND_DOWN, 0));
     }
 

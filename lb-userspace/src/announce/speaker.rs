@@ -88,10 +88,9 @@ impl Speaker for KernelTable {
 
     fn list(&mut self) -> Result<Listing, SpeakerError> {
         let routes = self.table.list().map_err(|e| self.err(e))?;
-        let protocol = self.table.protocol();
         let mut listing = Listing::default();
         for r in routes {
-            if r.protocol == protocol && r.is_host() {
+            if self.table.is_ours(&r) {
                 listing.ours.insert(r.dst);
             } else {
                 listing

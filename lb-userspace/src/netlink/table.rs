@@ -1,10 +1,12 @@
 //! Host routes in one routing table, tagged with one route protocol number: what the agent
 //! writes for a BGP speaker to learn (`ip route add ADDR/32 dev lo table T proto P scope
-//! link`), removes, and lists back at start.
+//! link`), removes, and lists back at start; `xlb doctor` lists them too, to compare with
+//! what BIRD learned.
 //!
 //! Synchronous on purpose: a route request is one datagram and its acknowledgement, made
-//! from the agent's event loop like a map write. The socket belongs to the network namespace
-//! of the thread that opens it, like every socket of this module.
+//! from the agent's event loop like a map write (and a dump is answered at once, so doctor
+//! can make it from async code). The socket belongs to the network namespace of the thread
+//! that opens it, like every socket of this module.
 
 use std::io;
 use std::net::IpAddr;
@@ -121,7 +123,7 @@ impl RouteTable {
                         });
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                        if let Some(route) = self.ours(&r) {
+                        if let Some(route) = self.in_table(&r) {
                             out.push(route);
                         }
                     }
@@ -131,17 +133,15 @@ impl RouteTable {
         }
     }
 
+    /// Whether `r` is a route this module writes: a host route with our protocol. Routes of the
+    /// table that are not are someone else's.
+    pub fn is_ours(&self, r: &TableRoute) -> bool {
+        r.protocol == self.protocol && r.is_host()
+    }
+
     /// `r` as a [`TableRoute`] if it is in our table.
-    fn ours(&self, r: &RouteMessage) -> Option<TableRoute> {
-        let table = r
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(r.header.table.into());
-        if table != self.table {
+    fn in_table(&self, r: &RouteMessage) -> Option<TableRoute> {
+        if route_table(r) != self.table {
             return None;
         }
         let dst = r
@@ -257,8 +257,23 @@ impl RouteTable {
     }
 }
 
+/// The table id of `r`: `RTA_TABLE` when present (needed above 255), else the header's.
+fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(r.header.table.into())
+}
+
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use rtnetlink::RouteMessageBuilder;
+
     use super::*;
 
     #[test]
@@ -276,7 +291,7 @@ mod tests {
         let v6 = t.host_route("2001:db8::10".parse().unwrap());
         assert_eq!(v6.header.destination_prefix_length, 128);
         assert_eq!(v6.header.scope, RouteScope::Universe);
-        let ours = t.ours(&v6).unwrap();
+        let ours = t.in_table(&v6).unwrap();
         assert!(ours.is_host());
         assert_eq!(ours.protocol, 200);
         let mut other = v6.clone();
@@ -284,6 +299,27 @@ mod tests {
             .attributes
             .retain(|a| !matches!(a, RouteAttribute::Table(_)));
         other.attributes.push(RouteAttribute::Table(254));
-        assert_eq!(t.ours(&other), None);
+        assert_eq!(t.in_table(&other), None);
+    }
+
+    /// What doctor reads of the table: the id from the header or, above 255, from the
+    /// attribute, and only host routes as ours.
+    #[test]
+    fn host_routes_of_the_table() {
+        let t = RouteTable::open(200, RouteProtocol::Static.into()).expect("a route socket");
+        let ours = |r: &RouteMessage| t.in_table(r).filter(|r| t.is_ours(r)).map(|r| r.dst);
+        let mut r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::new(203, 0, 113, 10), 32)
+            .table_id(200)
+            .build();
+        assert_eq!(route_table(&r), 200);
+        assert_eq!(ours(&r), Some("203.0.113.10".parse().unwrap()));
+        r.header.destination_prefix_length = 24;
+        assert_eq!(ours(&r), None);
+        let big = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix("2001:db8::1".parse().unwrap(), 128)
+            .table_id(100_000)
+            .build();
+        assert_eq!(route_table(&big), 100_000);
     }
 }

@@ -415,7 +415,7 @@ mod tests {
     use crate::cli::inspect::run;
     use crate::cli::inspect::snapshot::backend_addr;
     use crate::cli::inspect::test_support::{
-        Shared, json, parse, pin, row, run_args, world, world_config, world_overrides,
+        Shared, applied, json, parse, pin, row, run_args, world, world_config, world_overrides,
     };
     use crate::maps::{FakeStore, MapStore};
     use crate::model::Proto;
@@ -678,16 +678,13 @@ mod tests {
 
     #[test]
     fn ipv6_vips_and_flows() {
-        let cell = RefCell::new(FakeStore::new(8, 64));
         let cfg = config(vec![vip(
             "2001:db8::10",
             443,
             Proto::Tcp,
             &[("2001:db8:1::1", 1), ("2001:db8:1::2", 1)],
         )]);
-        let mut r = Reconciler::adopt(Shared(&cell)).unwrap();
-        r.apply(&cfg, &Overrides::default(), &net(&cfg)).unwrap();
-        drop(r);
+        let cell = applied(&cfg, &Overrides::default());
         let text = run_args(&cell, &["vips"]);
         assert_eq!(row(&text, &["tcp/[2001:db8::10]:443"])[1..3], ["0", "ipip"]);
         let (_, src) = to_words("2001:db8:2::7".parse().unwrap());

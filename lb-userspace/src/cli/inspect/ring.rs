@@ -214,9 +214,10 @@ mod tests {
         limits::RING_SIZE,
         values::{BACKEND_ACTIVE, BACKEND_DOWN, CONFIG_F_READY, MODE_IPIP},
     };
+    use serde_json::Value;
 
     use crate::cli::format::parse_vip;
-    use crate::cli::inspect::test_support::{Shared, json, run_args, world};
+    use crate::cli::inspect::test_support::{Shared, applied, json, run_args, world};
     use crate::maps::FakeStore;
     use crate::model::Proto;
     use crate::reconcile::{Overrides, Reconciler};
@@ -260,36 +261,29 @@ mod tests {
         RefCell::new(s)
     }
 
+    /// One field of every backend of a JSON answer.
+    fn column<T>(v: &Value, key: &str, get: impl Fn(&Value) -> Option<T>) -> Vec<T> {
+        let backends = v["backends"].as_array().unwrap();
+        backends.iter().map(|b| get(&b[key]).unwrap()).collect()
+    }
+
     #[test]
     fn ring_and_backends_use_the_recorded_weights() {
-        let cell = RefCell::new(FakeStore::new(8, 64));
         let cfg = config(vec![vip(
             "192.0.2.10",
             80,
             Proto::Tcp,
             &[("198.51.100.1", 100), ("198.51.100.2", 300)],
         )]);
-        let mut r = Reconciler::adopt(Shared(&cell)).unwrap();
-        r.apply(&cfg, &Overrides::default(), &net(&cfg)).unwrap();
-        drop(r);
+        let cell = applied(&cfg, &Overrides::default());
         let v = json(&cell, &["ring", "tcp/192.0.2.10:80"]);
-        let expected: Vec<f64> = v["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["expected_share_pct"].as_f64().unwrap())
-            .collect();
+        let expected = column(&v, "expected_share_pct", Value::as_f64);
         assert_eq!(expected, vec![25.0, 75.0]);
         // And the ring follows them (Maglev: within 1% of the weight share).
         let share = v["backends"][1]["share_pct"].as_f64().unwrap();
         assert!((share - 75.0).abs() < 0.75, "{share}");
         let b = json(&cell, &["backends", "--no-rates"]);
-        let weights: Vec<u64> = b["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["weight"].as_u64().unwrap())
-            .collect();
+        let weights = column(&b, "weight", Value::as_u64);
         assert_eq!(weights, vec![100, 300]);
     }
 

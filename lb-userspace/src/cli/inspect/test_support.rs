@@ -200,10 +200,16 @@ pub(super) fn world_overrides(cfg: &Config) -> Overrides {
 }
 
 pub(super) fn world() -> RefCell<FakeStore> {
-    let cell = RefCell::new(FakeStore::new(8, 64));
     let cfg = world_config();
+    applied(&cfg, &world_overrides(&cfg))
+}
+
+/// A fresh 8-VIP, 64-backend store holding `cfg` as the reconciler writes it, every backend
+/// resolved.
+pub(super) fn applied(cfg: &Config, overrides: &Overrides) -> RefCell<FakeStore> {
+    let cell = RefCell::new(FakeStore::new(8, 64));
     let mut r = Reconciler::adopt(Shared(&cell)).unwrap();
-    r.apply(&cfg, &world_overrides(&cfg), &net(&cfg)).unwrap();
+    r.apply(cfg, overrides, &net(cfg)).unwrap();
     drop(r);
     cell
 }

@@ -9,6 +9,20 @@ use crate::config::error::ConfigError;
 use crate::config::raw::RawAnnounce;
 use crate::model::{AnnounceConfig, Vip};
 
+/// A number `[announce]` gives the kernel (a routing table, a route protocol), with the
+/// numbers that already mean something else there.
+struct KernelNumber<'a> {
+    path: &'static str,
+    value: u64,
+    range: (u64, u64),
+    /// Advice after the range, with its leading punctuation.
+    hint: &'static str,
+    taken: &'a [u64],
+    /// Why a taken number cannot be used, and what to pick instead.
+    reason: &'static str,
+    fix: &'static str,
+}
+
 impl Validator<'_> {
     /// The `[announce]` table, checked even when disabled (turning it on later must not reveal
     /// old mistakes); `None` unless enabled. `vips` are (index in the file, VIP).
@@ -21,50 +35,26 @@ impl Validator<'_> {
         let default = RawAnnounce::default();
         let r = raw.unwrap_or(&default);
 
-        let table = r.table.unwrap_or(DEFAULT_ANNOUNCE_TABLE.into());
-        let table = if !(ANNOUNCE_TABLE_RANGE.0..=ANNOUNCE_TABLE_RANGE.1).contains(&table) {
-            self.err(ConfigError::OutOfRange {
-                path: "announce.table".into(),
-                value: table,
-                min: ANNOUNCE_TABLE_RANGE.0,
-                max: ANNOUNCE_TABLE_RANGE.1,
-                hint: " (a routing table id that no ip rule points at)",
-            });
-            None
-        } else if RESERVED_TABLES.iter().any(|t| u64::from(*t) == table) {
-            self.err(ConfigError::ReservedNumber {
-                path: "announce.table".into(),
-                value: table,
-                reason: "is one of the kernel's own tables (253 default, 254 main, 255 local)",
-                fix: "pick a table of its own, e.g. 200, that no ip rule points at",
-            });
-            None
-        } else {
-            u32::try_from(table).ok()
-        };
-
-        let protocol = r.protocol.unwrap_or(DEFAULT_ANNOUNCE_PROTOCOL.into());
-        let protocol =
-            if !(ANNOUNCE_PROTOCOL_RANGE.0..=ANNOUNCE_PROTOCOL_RANGE.1).contains(&protocol) {
-                self.err(ConfigError::OutOfRange {
-                    path: "announce.protocol".into(),
-                    value: protocol,
-                    min: ANNOUNCE_PROTOCOL_RANGE.0,
-                    max: ANNOUNCE_PROTOCOL_RANGE.1,
-                    hint: " (0..=4 are the kernel's own route protocols)",
-                });
-                None
-            } else if protocol == u64::from(BIRD_PROTOCOL) {
-                self.err(ConfigError::ReservedNumber {
-                    path: "announce.protocol".into(),
-                    value: protocol,
-                    reason: "is BIRD's own route protocol, and BIRD does not learn its own routes",
-                    fix: "pick a number of its own, e.g. 200",
-                });
-                None
-            } else {
-                u8::try_from(protocol).ok()
-            };
+        let table = self.kernel_number(KernelNumber {
+            path: "announce.table",
+            value: r.table.unwrap_or(DEFAULT_ANNOUNCE_TABLE.into()),
+            range: ANNOUNCE_TABLE_RANGE,
+            hint: " (a routing table id that no ip rule points at)",
+            taken: &RESERVED_TABLES.map(u64::from),
+            reason: "is one of the kernel's own tables (253 default, 254 main, 255 local)",
+            fix: "pick a table of its own, e.g. 200, that no ip rule points at",
+        });
+        let table = table.and_then(|t| u32::try_from(t).ok());
+        let protocol = self.kernel_number(KernelNumber {
+            path: "announce.protocol",
+            value: r.protocol.unwrap_or(DEFAULT_ANNOUNCE_PROTOCOL.into()),
+            range: ANNOUNCE_PROTOCOL_RANGE,
+            hint: " (0..=4 are the kernel's own route protocols)",
+            taken: &[BIRD_PROTOCOL.into()],
+            reason: "is BIRD's own route protocol, and BIRD does not learn its own routes",
+            fix: "pick a number of its own, e.g. 200",
+        });
+        let protocol = protocol.and_then(|p| u8::try_from(p).ok());
 
         let min_healthy = self.min_healthy("announce.min-healthy", r.min_healthy);
         let hold_down = self.bounded_duration(
@@ -143,6 +133,22 @@ impl Validator<'_> {
             drain_quiet: drain_quiet?,
             bird_socket: PathBuf::from(bird_socket),
         })
+    }
+
+    /// `n.value` if it is in `n.range` and not one of the numbers others own; otherwise
+    /// records why and returns `None`.
+    fn kernel_number(&mut self, n: KernelNumber<'_>) -> Option<u64> {
+        let value = self.range_u64(n.path, n.value, n.range, n.hint)?;
+        if n.taken.contains(&value) {
+            self.err(ConfigError::ReservedNumber {
+                path: n.path.into(),
+                value,
+                reason: n.reason,
+                fix: n.fix,
+            });
+            return None;
+        }
+        Some(value)
     }
 
     fn min_healthy(&mut self, path: &str, value: Option<u32>) -> Option<u32> {

@@ -272,6 +272,11 @@ mod tests {
     use crate::config::ConfigError;
     use crate::config::test_support::*;
 
+    /// The validated check of a VIP whose `[vip.health]` holds `kind_and_keys`.
+    fn checked(kind_and_keys: &str) -> HealthCheck {
+        ok(&health(kind_and_keys)).config.vips[0].health.clone()
+    }
+
     #[test]
     fn health_defaults() {
         let text = with_agent(
@@ -306,13 +311,7 @@ mod tests {
             msg.contains("timeout 1s (default) must be shorter than interval 500ms"),
             "{msg}"
         );
-        let h = ok(&health(
-            "kind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"0.2s\"",
-        ))
-        .config
-        .vips[0]
-            .health
-            .clone();
+        let h = checked("kind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"0.2s\"");
         assert_eq!(
             (h.interval, h.timeout),
             (Duration::from_millis(500), Duration::from_millis(200))
@@ -349,11 +348,7 @@ mod tests {
                 );
             }
         }
-        let h = ok(&health("kind = \"tcp\"\nrise = 1\nfall = 100"))
-            .config
-            .vips[0]
-            .health
-            .clone();
+        let h = checked("kind = \"tcp\"\nrise = 1\nfall = 100");
         assert_eq!((h.rise, h.fall), (1, 100));
     }
 
@@ -410,12 +405,7 @@ mod tests {
                 &["use 100..=599"],
             );
         }
-        let kind = ok(&health("kind = \"https\"\nexpect-status = 204"))
-            .config
-            .vips[0]
-            .health
-            .kind
-            .clone();
+        let kind = checked("kind = \"https\"\nexpect-status = 204").kind;
         assert_eq!(
             kind,
             CheckKind::Http {
@@ -449,14 +439,7 @@ mod tests {
             "vip[0].health.expect-hex",
             &["only 0-9, a-f and A-F"],
         );
-        let kind = ok(&health(
-            "kind = \"udp\"\nsend = \"\"\nexpect-hex = \"DE ad\"",
-        ))
-        .config
-        .vips[0]
-            .health
-            .kind
-            .clone();
+        let kind = checked("kind = \"udp\"\nsend = \"\"\nexpect-hex = \"DE ad\"").kind;
         assert_eq!(
             kind,
             CheckKind::Udp {

@@ -71,15 +71,27 @@ impl Validator<'_> {
         &mut self,
         path: &str,
         value: u32,
-        (min, max): (u64, u64),
+        range: (u64, u64),
         hint: &'static str,
     ) -> Option<u32> {
-        if (min..=max).contains(&u64::from(value)) {
+        self.range_u64(path, value.into(), range, hint)
+            .map(|_| value)
+    }
+
+    /// [`Validator::range`] for numbers the file may give wider than `u32`.
+    fn range_u64(
+        &mut self,
+        path: &str,
+        value: u64,
+        (min, max): (u64, u64),
+        hint: &'static str,
+    ) -> Option<u64> {
+        if (min..=max).contains(&value) {
             Some(value)
         } else {
             self.err(ConfigError::OutOfRange {
                 path: path.to_owned(),
-                value: value.into(),
+                value,
                 min,
                 max,
                 hint,

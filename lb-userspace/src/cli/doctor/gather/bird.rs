@@ -1,19 +1,17 @@
 //! BIRD's facts, through its own client: `birdc -s <socket>` (`show status`, `show protocols
 //! all`, the routes learned with the agent's route protocol), and the agent's VIP routes in the
-//! kernel table, through rtnetlink. Every `birdc` call is bounded: a stopped or wedged BIRD
-//! accepts the connection and never answers, and doctor must not hang on it.
+//! kernel table, read through the [`RouteTable`] the agent writes them with. Every `birdc` call
+//! is bounded: a stopped or wedged BIRD accepts the connection and never answers, and doctor
+//! must not hang on it.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures_util::TryStreamExt as _;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use rtnetlink::RouteMessageBuilder;
-
 use super::birdc;
 use crate::cli::doctor::facts::{BirdExpectation, BirdFacts, BirdState, BirdView};
+use crate::netlink::{NetlinkError, RouteTable};
 
 /// The client of BIRD 2 (Debian package `bird2`).
 pub const BIRDC: &str = "birdc";
@@ -24,7 +22,7 @@ pub const BIRDC_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn gather_bird(expect: &BirdExpectation) -> BirdFacts {
     BirdFacts {
         state: read_bird(expect).await,
-        kernel_routes: read_table(expect.table, expect.protocol).await,
+        kernel_routes: read_table(expect.table, expect.protocol),
         expect: expect.clone(),
     }
 }
@@ -114,65 +112,20 @@ fn describe(state: &BirdState) -> String {
     }
 }
 
-/// The destinations of table `table`'s routes with protocol `protocol`, both families. A dump
-/// returns every table; the filtering is ours.
-async fn read_table(table: u32, protocol: u8) -> Result<Vec<IpAddr>, String> {
-    let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| format!("cannot open netlink: {e}"))?;
-    let driver = tokio::spawn(conn);
-    let mut out = Vec::new();
-    let requests = [
-        RouteMessageBuilder::<Ipv4Addr>::new().build(),
-        RouteMessageBuilder::<Ipv6Addr>::new().build(),
-    ];
-    let mut result = Ok(());
-    for msg in requests {
-        let mut routes = handle.route().get(msg).execute();
-        loop {
-            match routes.try_next().await {
-                Ok(Some(r)) => {
-                    if route_table(&r) == table
-                        && u8::from(r.header.protocol) == protocol
-                        && let Some(dst) = destination(&r)
-                    {
-                        out.push(dst);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(format!("cannot list the routes of table {table}: {e}"));
-                    break;
-                }
-            }
-        }
-    }
-    driver.abort();
-    result.map(|()| {
-        out.sort();
-        out
-    })
-}
-
-/// The table id: `RTA_TABLE` when present (needed above 255), else the header's.
-fn route_table(r: &RouteMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table))
-}
-
-/// The destination of a host route (/32, /128); other prefixes are not the agent's.
-fn destination(r: &RouteMessage) -> Option<IpAddr> {
-    let dst = r.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-        _ => None,
-    })?;
-    let host_len = if dst.is_ipv4() { 32 } else { 128 };
-    (r.header.destination_prefix_length == host_len).then_some(dst)
+/// The destinations of the agent's routes in table `table` (host routes with protocol
+/// `protocol`), both families, sorted.
+fn read_table(table: u32, protocol: u8) -> Result<Vec<IpAddr>, String> {
+    let err = |e: NetlinkError| format!("cannot list the routes of table {table}: {e}");
+    let mut t = RouteTable::open(table, protocol).map_err(err)?;
+    let mut out: Vec<IpAddr> = t
+        .list()
+        .map_err(err)?
+        .into_iter()
+        .filter(|r| t.is_ours(r))
+        .map(|r| r.dst)
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -208,22 +161,5 @@ mod tests {
             err(""),
             BirdState::Error("birdc failed without a message".into())
         );
-    }
-
-    #[test]
-    fn host_routes_of_the_table() {
-        let mut r = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::new(203, 0, 113, 10), 32)
-            .table_id(200)
-            .build();
-        assert_eq!(route_table(&r), 200);
-        assert_eq!(destination(&r), Some("203.0.113.10".parse().unwrap()));
-        r.header.destination_prefix_length = 24;
-        assert_eq!(destination(&r), None);
-        let big = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix("2001:db8::1".parse().unwrap(), 128)
-            .table_id(100_000)
-            .build();
-        assert_eq!(route_table(&big), 100_000);
     }
 }

@@ -10,20 +10,21 @@
 //! the shipped configs plus 1 s.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use xlb_testkit::netns::enter_named;
 use xlb_testkit::testbed::bird::bfd_detection;
-use xlb_testkit::testbed::cluster::next_hops;
+use xlb_testkit::testbed::cluster::{VIP_TABLE, next_hops};
 use xlb_testkit::testbed::failover::{
     PhaseOutcome, all_paths, announced_cluster, bring_up_node, failover_vip, phase_sessions,
     run_phase,
 };
-use xlb_testkit::testbed::{Cluster, ClusterOptions, Mode, VipSpec, tail};
+use xlb_testkit::testbed::{Cluster, ClusterOptions, HTTP_PORT, Mode, VipSpec, http_get, tail};
 
 fn xlb() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xlb-under-test"))
@@ -138,6 +139,120 @@ fn the_router_follows_the_agents_announcements() {
 
 /// Prints a phase's figures; where connections failed, also each running agent's log tail
 /// (health transitions and ring changes there explain most failures).
+/// BIRD's checks as node `i`'s agent last ran them (`None`: not yet).
+fn bird_problems(c: &Cluster, i: usize) -> Option<Vec<String>> {
+    let r = c.lbs[i].status();
+    let a = r.announce.expect("[announce] status");
+    a.bird.map(|p| {
+        p.iter()
+            .map(|p| format!("{} ({})", p.headline(), p.fix.join("; ")))
+            .collect()
+    })
+}
+
+/// Waits (at most `timeout`: BIRD is checked every 10 s) until `done` holds of node `i`'s
+/// BIRD problems; returns them.
+fn wait_bird(
+    c: &Cluster,
+    i: usize,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let p = bird_problems(c, i);
+        if let Some(p) = p.as_deref().filter(|p| done(p)) {
+            return p.to_vec();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: BIRD problems of {} after {timeout:?}: {p:?}",
+            c.lbs[i].name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A stopped BIRD changes nothing on the node (routes stay in the table, the program stays)
+/// but the routers lose the node: the agent says so in `xlb status` with doctor's fix, and the
+/// VIP keeps answering through the other node. BIRD back: the path and a clean status return.
+/// Then the router goes away: the BGP session that does not come up is reported the same way.
+#[test]
+fn a_stopped_bird_or_a_lost_bgp_session_is_reported_and_the_vip_keeps_answering() {
+    let mut c = Cluster::up(&ClusterOptions::for_test("mlb-bird", 2, 1));
+    let vip = failover_vip();
+    let addr = vip.id().addr;
+    for i in 0..2 {
+        let config = c.node_config(i, "", std::slice::from_ref(&vip));
+        c.start_agent(i, xlb(), &config);
+    }
+    c.wait_next_hops(addr, &paths(&c, false, &[]), Duration::from_secs(30));
+    wait_bird(&c, 0, "BIRD healthy", Duration::from_secs(25), |p| {
+        p.is_empty()
+    });
+
+    c.kill_bird(0);
+    c.wait_next_hops(addr, &paths(&c, false, &[0]), Duration::from_secs(5));
+    let problems = wait_bird(&c, 0, "BIRD stopped", Duration::from_secs(25), |p| {
+        p.iter().any(|l| l.starts_with("bird:"))
+    });
+    eprintln!("lb1 reports: {problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("systemctl") || l.contains("bird ")),
+        "the status gives a fix: {problems:?}"
+    );
+    let table = c.lbs[0]
+        .ns
+        .ip(&["route", "show", "table", &VIP_TABLE.to_string()]);
+    assert!(
+        table.contains(&addr.to_string()),
+        "the agent's route stays while BIRD is away: {table}"
+    );
+    let r = c.lbs[0].status();
+    let a = r.announce.as_ref().expect("[announce] status");
+    assert!(
+        a.addresses.iter().any(|s| s.addr == addr && s.announced),
+        "{}",
+        r.render_table()
+    );
+    let target = SocketAddr::new(addr, HTTP_PORT);
+    let ok = enter_named(&c.client.name, move || {
+        (0..20)
+            .filter(|_| http_get(target, "/", Duration::from_secs(2)).is_ok())
+            .count()
+    });
+    assert_eq!(ok, 20, "requests through the remaining node");
+
+    c.start_bird(0);
+    c.wait_next_hops(addr, &paths(&c, false, &[]), Duration::from_secs(20));
+    wait_bird(&c, 0, "BIRD back", Duration::from_secs(25), |p| {
+        p.is_empty()
+    });
+
+    // The router goes away: BIRD runs, but its BGP session does not come up; the agent says
+    // which session and keeps its route.
+    c.kill_router_bird();
+    let problems = wait_bird(&c, 0, "router gone", Duration::from_secs(25), |p| {
+        p.iter().any(|l| l.starts_with("bgp"))
+    });
+    eprintln!("lb1 reports: {problems:?}");
+    assert!(
+        c.lbs[0]
+            .ns
+            .ip(&["route", "show", "table", &VIP_TABLE.to_string()])
+            .contains(&addr.to_string()),
+        "the agent's route stays while BGP is down"
+    );
+    c.start_router_bird();
+    c.wait_next_hops(addr, &paths(&c, false, &[]), Duration::from_secs(30));
+    wait_bird(&c, 0, "router back", Duration::from_secs(25), |p| {
+        p.is_empty()
+    });
+}
+
 fn report(c: &Cluster, what: &str, o: &PhaseOutcome) {
     let s = &o.summary;
     eprintln!(

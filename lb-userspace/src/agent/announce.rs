@@ -8,7 +8,10 @@ use std::time::Instant;
 use lb_common::values::BACKEND_ACTIVE;
 use tracing::{error, info};
 
-use crate::announce::{Announcer, KernelTable, Speaker, SpeakerError, VipInputs, WithdrawReason};
+use crate::announce::{
+    Announcer, BirdProblem, KernelTable, Speaker, SpeakerError, VipInputs, WithdrawReason,
+};
+use crate::cli::doctor::{BirdExpectation, DoctorOptions, bird_expectation};
 use crate::maps::MapStore;
 use crate::model::{AnnounceConfig, Config, VipId};
 use crate::reconcile::BackendView;
@@ -39,6 +42,20 @@ impl<S: MapStore> Agent<S> {
                 }
             },
         };
+    }
+
+    /// What BIRD's checks expect for the running config (`None` without `[announce]`): doctor's
+    /// rule, so both check the same thing.
+    pub(super) fn bird_expectation(&self) -> Option<BirdExpectation> {
+        self.announcer.as_ref()?;
+        bird_expectation(&DoctorOptions::default(), Some(&self.file))
+    }
+
+    /// A run of BIRD's checks finished.
+    pub(super) fn bird_checked(&mut self, problems: Vec<BirdProblem>) {
+        if let Some(a) = &mut self.announcer {
+            a.set_bird(problems);
+        }
     }
 
     /// A reload changed `[announce]`: new timings apply in place; another table, protocol, or

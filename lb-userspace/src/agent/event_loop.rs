@@ -6,10 +6,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::announce::BirdProblem;
 use crate::api::{ApiCall, Response};
+use crate::cli::doctor::BirdExpectation;
 use crate::health::{HealthEvent, HealthStats};
 use crate::maps::AyaStore;
 use crate::metrics::AgentMetrics;
@@ -44,6 +46,10 @@ pub(super) struct Inputs {
     pub(super) api: mpsc::Receiver<ApiCall>,
     pub(super) resolved: mpsc::Receiver<Resolved>,
     pub(super) watch: NetWatch,
+    /// Results of BIRD's checks ([`crate::announce::bird_watch`]).
+    pub(super) bird: mpsc::Receiver<Vec<BirdProblem>>,
+    /// What those checks expect, kept in step with the running config.
+    pub(super) bird_expect: watch::Sender<Option<BirdExpectation>>,
 }
 
 pub(super) async fn run(
@@ -93,6 +99,7 @@ pub(super) async fn run(
             _ = sleep_until_wake(agent.announce_wake), if agent.announce_wake.is_some() => {
                 agent.announce_tick();
             }
+            Some(problems) = inputs.bird.recv() => agent.bird_checked(problems),
             _ = probe_tick.tick() => {
                 report_probes(&agent.health_stats, &agent.metrics, &mut probes_seen);
             }
@@ -116,6 +123,13 @@ pub(super) async fn run(
         if agent.take_net_request() {
             resolver.request(agent.net_targets());
         }
+        // After a reload (signal or API) the checks follow the new config.
+        let expect = agent.bird_expectation();
+        inputs.bird_expect.send_if_modified(|e| {
+            let changed = *e != expect;
+            *e = expect;
+            changed
+        });
     }
 }
 

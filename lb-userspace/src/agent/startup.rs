@@ -109,11 +109,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     info!(socket = %api_server.path().display(), "control API listening");
     let api_task = tokio::spawn(api_server.serve(api_tx));
 
+    let (bird_expect, bird_expect_rx) = tokio::sync::watch::channel(agent.bird_expectation());
     let mut inputs = Inputs {
         health: health_rx,
         api: api_rx,
         resolved: net_rx,
         watch,
+        bird: crate::announce::bird_watch::spawn(bird_expect_rx),
+        bird_expect,
     };
     let exit = event_loop::run(&mut agent, &mut resolver, &mut inputs).await?;
     shutdown::teardown(agent, exit, inputs.api, api_task).await

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use super::bird_watch::BirdProblem;
 use super::decision::{Decision, NodeInputs, VipInputs, WithdrawReason, decide, decide_address};
 use super::holddown::{HoldDown, Step};
 use super::speaker::Speaker;
@@ -63,6 +64,10 @@ pub struct AnnounceStatus {
     pub collisions: Vec<String>,
     /// The speaker's last error, until a call succeeds again.
     pub error: Option<String>,
+    /// BIRD's checks that are not OK, as last run ([`super::bird_watch`]); `None` until the
+    /// first run.
+    #[serde(default)]
+    pub bird: Option<Vec<BirdProblem>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +89,7 @@ pub struct Announcer {
     collisions: Vec<String>,
     error: Option<String>,
     held_until: BTreeMap<IpAddr, Instant>,
+    bird: Option<Vec<BirdProblem>>,
 }
 
 impl Announcer {
@@ -101,6 +107,7 @@ impl Announcer {
             collisions: Vec::new(),
             error: None,
             held_until: BTreeMap::new(),
+            bird: None,
         };
         match a.speaker.list() {
             Ok(listing) => {
@@ -342,6 +349,24 @@ impl Announcer {
             .collect()
     }
 
+    /// The result of a run of BIRD's checks: logged when it differs from the last one (a
+    /// warning per problem, or that they are gone), kept for `xlb status` and the metrics.
+    pub fn set_bird(&mut self, problems: Vec<BirdProblem>) {
+        if self.bird.as_ref() == Some(&problems) {
+            return;
+        }
+        for p in &problems {
+            let fix = p.fix.join("; ");
+            warn!(fix = %fix, "BIRD: {} (forwarding continues; the routers may not hear of \
+                  this node's VIPs)", p.headline());
+        }
+        if problems.is_empty() && self.bird.is_some() {
+            info!("BIRD: every check passes again");
+        }
+        self.metrics.set_bird_problems(problems.len());
+        self.bird = Some(problems);
+    }
+
     pub fn status(&self, now: Instant) -> AnnounceStatus {
         let node = match &self.drain {
             None => DrainState::Active,
@@ -378,6 +403,7 @@ impl Announcer {
             vips: self.vips.clone(),
             collisions: self.collisions.clone(),
             error: self.error.clone(),
+            bird: self.bird.clone(),
         }
     }
 }

@@ -58,6 +58,23 @@ impl AnnounceStatus {
                 "  PROBLEM: route of another program in this table: {c} (use a table of xlb's own)"
             );
         }
+        match &self.bird {
+            None => {}
+            Some(p) if p.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "bird:       ok (runs, learns the table, BGP established)"
+                );
+            }
+            Some(problems) => {
+                for p in problems {
+                    let _ = writeln!(out, "  PROBLEM: {}", p.headline());
+                    for f in &p.fix {
+                        let _ = writeln!(out, "    fix: {f}");
+                    }
+                }
+            }
+        }
         if let Some(e) = &self.error {
             let _ = writeln!(
                 out,
@@ -72,6 +89,7 @@ impl AnnounceStatus {
 mod tests {
     use super::*;
     use crate::announce::announcer::{AddressStatus, VipAnnounce};
+    use crate::announce::bird_watch::BirdProblem;
     use crate::announce::decision::WithdrawReason;
 
     #[test]
@@ -100,12 +118,19 @@ mod tests {
             }],
             collisions: vec![],
             error: None,
+            bird: Some(vec![BirdProblem {
+                check: "bgp".into(),
+                subject: Some("router1".into()),
+                message: "session Active".into(),
+                fix: vec!["check the neighbor".into()],
+            }]),
         };
         assert_eq!(
             s.render(),
             "announce:   kernel table 200 proto 200\nnode:       active\n  203.0.113.10  announced\n  \
              2001:db8::10  announced: 0 backend(s) up, min-healthy 1 (change held: hold-down \
-             ends in 3.2s)\n  vip tcp/[2001:db8::10]:80 not ready: 0 backend(s) up, min-healthy 1\n"
+             ends in 3.2s)\n  vip tcp/[2001:db8::10]:80 not ready: 0 backend(s) up, min-healthy 1\n  \
+             PROBLEM: bgp router1: session Active\n    fix: check the neighbor\n"
         );
         s.node = DrainState::Drained { quiet_secs: 12 };
         s.error = Some("EPERM".into());

@@ -34,6 +34,7 @@ pub(super) struct AnnounceFamilies {
     draining: Gauge,
     route_changes: Family<ActionLabel, Counter>,
     speaker_errors: Counter,
+    bird_problems: Gauge,
     /// Series present, to drop those of VIPs that left.
     shown: std::sync::Mutex<Vec<(String, &'static str)>>,
 }
@@ -66,10 +67,20 @@ impl AnnounceFamilies {
             "Failed route updates (announce, withdraw, list)",
             self.speaker_errors.clone(),
         );
+        registry.register(
+            "xlb_bird_problems",
+            "BIRD checks (bird, bird_kernel, bgp as xlb doctor runs them) not OK at the last run",
+            self.bird_problems.clone(),
+        );
     }
 }
 
 impl AgentMetrics {
+    /// After each run of BIRD's checks.
+    pub fn set_bird_problems(&self, n: usize) {
+        self.inner.announce.bird_problems.set(n as i64);
+    }
+
     /// After each evaluation: per VIP, whether its address is announced, and the reason it is
     /// not ready ("" when it is).
     pub fn set_announced(&self, vips: Vec<(VipId, bool, &'static str)>) {

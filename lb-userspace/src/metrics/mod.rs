@@ -47,6 +47,7 @@
 //! | `xlb_node_draining` | gauge | | 1 while the node is drained (`xlb drain-node`) |
 //! | `xlb_route_changes_total` | counter | action = `announce` \| `withdraw` | routes written and removed |
 //! | `xlb_speaker_errors_total` | counter | | failed route updates |
+//! | `xlb_bird_problems` | gauge | | with `[announce]`: BIRD checks (`bird`, `bird_kernel`, `bgp`, as `xlb doctor` runs them) not OK at the last run, every 10 s |
 //! | `xlb_scrape_map_errors` | gauge | | map reads that failed during this scrape (their series are missing from it) |
 //!
 //! # Flow-table occupancy

@@ -290,10 +290,7 @@ impl Cluster {
                 ("NODES", "198.51.100.0/24".into()),
             ],
         ));
-        let mut child = c.router_bird.spawn(&c.router);
-        c.res.processes.push(ProcRecord::of(&child, "router bird"));
-        c.router_bird.wait_ready(&mut child);
-        c.router_bird_proc = Some(child);
+        c.start_router_bird();
         for i in 0..c.lbs.len() {
             c.start_bird(i);
         }
@@ -409,9 +406,46 @@ impl Cluster {
         let name = self.lbs[i].name.clone();
         ip(&self.switch, &format!("link set {name} down"));
         let n = &mut self.lbs[i];
-        for child in [n.agent.take(), n.bird_proc.take()].into_iter().flatten() {
+        if let Some(child) = n.agent.take() {
             self.res.kill(child);
         }
+        if n.bird_proc.is_some() {
+            self.kill_bird(i);
+        }
+    }
+
+    /// Starts the router's BIRD (its config is written at [`Cluster::up`]) and waits for its
+    /// socket.
+    pub fn start_router_bird(&mut self) {
+        assert!(
+            self.router_bird_proc.is_none(),
+            "router bird already running"
+        );
+        let mut child = self.router_bird.spawn(&self.router);
+        self.res
+            .processes
+            .push(ProcRecord::of(&child, "router bird"));
+        self.router_bird.wait_ready(&mut child);
+        self.router_bird_proc = Some(child);
+    }
+
+    /// `kill -9` of the router's BIRD: every node's BGP session goes down, and the router's
+    /// kernel keeps no route to a VIP.
+    pub fn kill_router_bird(&mut self) {
+        let child = self
+            .router_bird_proc
+            .take()
+            .expect("no router BIRD running");
+        self.res.kill(child);
+        let _ = fs::remove_file(self.router_bird.socket());
+    }
+
+    /// `kill -9` of node `i`'s BIRD alone: the agent, its routes in the kernel table and the
+    /// program stay; the router loses the node's BGP session (BFD notices).
+    pub fn kill_bird(&mut self, i: usize) {
+        let n = &mut self.lbs[i];
+        let child = n.bird_proc.take().expect("no BIRD running");
+        self.res.kill(child);
         // BIRD leaves its socket behind when killed; a restarted BIRD makes a new one.
         let _ = fs::remove_file(n.bird.socket());
     }

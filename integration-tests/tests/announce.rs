@@ -371,3 +371,45 @@ fn stop_detach_withdraws_the_route() {
     assert!(took >= Duration::from_secs(1), "stopped in {took:?}: {out}");
     assert!(!tb.pin_dir().exists(), "pins removed: {out}");
 }
+
+/// A table that something else uses (a route of another protocol in it) is reported in
+/// `xlb status` with the fix; the agent leaves that route alone and still announces its VIP.
+#[test]
+fn a_table_used_by_another_program_is_reported_and_its_route_left_alone() {
+    let table = 215;
+    let vip = VipSpec::tcp(Mode::Ipip, false);
+    let addr = vip.id().addr;
+    let mut tb = Testbed::up(&Options::for_test("ann-taken", 3));
+    let t = table.to_string();
+    // Documentation range, on lo, in a table no rule points at: nothing routes by it.
+    tb.lb.ip(&[
+        "route",
+        "add",
+        "198.51.100.250/32",
+        "dev",
+        "lo",
+        "table",
+        &t,
+        "proto",
+        "77",
+    ]);
+    let text = tb.config("", &[vip]) + &announce_table(table, "");
+    let config = tb.write_file("xlb.toml", &text);
+    tb.start_agent(xlb(), &config);
+    tb.wait_all_active(Duration::from_secs(15));
+    wait_routes(&tb, table, "announced", Duration::from_secs(5), |r| {
+        r.contains(&addr)
+    });
+    let r = tb.status();
+    let rendered = r.render_table();
+    assert!(
+        rendered.contains("PROBLEM: route of another program in this table: 198.51.100.250/32")
+            && rendered.contains("use a table of xlb's own"),
+        "{rendered}"
+    );
+    let all = tb.lb.ip(&["route", "show", "table", &t]);
+    assert!(
+        all.contains("198.51.100.250 dev lo proto 77"),
+        "the other program's route is untouched: {all}"
+    );
+}

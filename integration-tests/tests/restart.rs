@@ -230,6 +230,21 @@ fn agent_restart_keeps_forwarding_flows_and_link() {
     );
 }
 
+/// Maps pinned in a fresh directory by a program loaded with `max_vips`, 16 backends and a
+/// 1,024-flow table; the program is kept loaded while the returned values live.
+fn load_small(max_vips: u32) -> (PinDir, PathBuf, aya::Ebpf) {
+    let pin = PinDir::new();
+    pinning::prepare(&pin.0).expect("prepare pin dir");
+    let maps = pinning::maps_dir(&pin.0);
+    let opts = LoadOptions {
+        max_vips,
+        max_backends: 16,
+        flow_table_size: 1024,
+    };
+    let ebpf = loader::load_pinned(&opts, &maps).expect("load on pinned maps");
+    (pin, maps, ebpf)
+}
+
 /// The ring is written through a memory mapping; the program reads it through the map, two
 /// slots per element. Both must see the same slot for the same index, across the odd VIP
 /// boundary too (VIP 1 starts in the second half of an element).
@@ -238,15 +253,7 @@ fn mmapped_ring_matches_the_map_slot_for_slot() {
     use aya::maps::{Array, Map, MapData};
     use lb_common::limits::{RING_SIZE, RING_SLOTS_PER_ENTRY};
 
-    let pin = PinDir::new();
-    pinning::prepare(&pin.0).expect("prepare pin dir");
-    let maps = pinning::maps_dir(&pin.0);
-    let opts = LoadOptions {
-        max_vips: 2,
-        max_backends: 16,
-        flow_table_size: 1024,
-    };
-    let _ebpf = loader::load_pinned(&opts, &maps).expect("load on pinned maps");
+    let (_pin, maps, _ebpf) = load_small(2);
     let mut store = AyaStore::from_pin_dir(&maps).expect("open pinned maps");
     // Distinct ids at distinct slots of both VIP indices, including the last slot.
     let writes: Vec<(u32, u32)> = [0u32, 1, 2, 3, 1000, RING_SIZE - 2, RING_SIZE - 1]
@@ -297,15 +304,7 @@ fn vip_maps_are_sized_by_max_vips() {
     use aya::maps::MapInfo;
     use lb_common::limits::{RING_SIZE, RING_SLOTS_PER_ENTRY, vip_map_entries};
 
-    let pin = PinDir::new();
-    pinning::prepare(&pin.0).expect("prepare pin dir");
-    let maps = pinning::maps_dir(&pin.0);
-    let opts = LoadOptions {
-        max_vips: 1024,
-        max_backends: 16,
-        flow_table_size: 1024,
-    };
-    let _ebpf = loader::load_pinned(&opts, &maps).expect("load on pinned maps");
+    let (_pin, maps, _ebpf) = load_small(1024);
     let entries = |name: &str| MapInfo::from_pin(maps.join(name)).unwrap().max_entries();
     assert_eq!(entries(map_names::VIPS), vip_map_entries(1024).unwrap());
     assert_eq!(entries(map_names::VIPS), 4096);

@@ -183,15 +183,16 @@ fn install_into_a_destdir_then_again_then_uninstall() {
         at("/etc/systemd/system/bird.service.d/xlb.conf"),
     ];
 
-    let dry = install(&[
-        "--dry-run",
+    // Everything install.sh can install, into the destdir.
+    let everything = [
         "--destdir",
         dest,
         "--bpffs-unit",
         "yes",
         "--with-bird",
         xlb(),
-    ]);
+    ];
+    let dry = install(&[&["--dry-run"][..], &everything].concat());
     assert!(dry.contains("dry run: "), "{dry}");
     assert!(
         dry.contains("/etc/systemd/system/bird.service.d/xlb.conf"),
@@ -199,14 +200,7 @@ fn install_into_a_destdir_then_again_then_uninstall() {
     );
     assert!(!root.exists(), "--dry-run created {}", root.display());
 
-    let first = install(&[
-        "--destdir",
-        dest,
-        "--bpffs-unit",
-        "yes",
-        "--with-bird",
-        xlb(),
-    ]);
+    let first = install(&everything);
     assert!(first.contains("change(s) made"), "{first}");
     assert!(
         !first.contains("+ systemctl"),
@@ -225,14 +219,7 @@ fn install_into_a_destdir_then_again_then_uninstall() {
     );
 
     let before = stamps(&files);
-    let second = install(&[
-        "--destdir",
-        dest,
-        "--bpffs-unit",
-        "yes",
-        "--with-bird",
-        xlb(),
-    ]);
+    let second = install(&everything);
     assert!(second.contains("nothing changed"), "{second}");
     assert_eq!(
         stamps(&files),

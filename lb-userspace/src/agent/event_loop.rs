@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::announce::BirdProblem;
-use crate::api::{ApiCall, Response};
+use crate::api::{ApiCall, Request, Response};
 use crate::cli::doctor::BirdExpectation;
 use crate::health::{HealthEvent, HealthStats};
 use crate::maps::AyaStore;
@@ -66,6 +66,8 @@ pub(super) async fn run(
     let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
     // (VIP, backend) -> probes already reported to metrics.
     let mut probes_seen = HashMap::new();
+    // A reload ran in this turn of the loop.
+    let mut reloaded = false;
     loop {
         tokio::select! {
             Some(ev) = inputs.health.recv() => {
@@ -104,6 +106,7 @@ pub(super) async fn run(
                 report_probes(&agent.health_stats, &agent.metrics, &mut probes_seen);
             }
             Some(call) = inputs.api.recv() => {
+                reloaded |= matches!(call.request, Request::Reload);
                 match agent.answer(call.request) {
                     Answer::Reply(response) => {
                         let _ = call.reply.send(response);
@@ -112,6 +115,7 @@ pub(super) async fn run(
                 }
             }
             _ = hup.recv() => {
+                reloaded = true;
                 match agent.reload() {
                     Ok(msg) => info!("reload: {msg}"),
                     Err(e) => error!("reload refused, running state unchanged: {e}"),
@@ -123,13 +127,16 @@ pub(super) async fn run(
         if agent.take_net_request() {
             resolver.request(agent.net_targets());
         }
-        // After a reload (signal or API) the checks follow the new config.
-        let expect = agent.bird_expectation();
-        inputs.bird_expect.send_if_modified(|e| {
-            let changed = *e != expect;
-            *e = expect;
-            changed
-        });
+        // After a reload (signal or API) the checks follow the new config; nothing else
+        // changes what they expect.
+        if std::mem::take(&mut reloaded) {
+            let expect = agent.bird_expectation();
+            inputs.bird_expect.send_if_modified(|e| {
+                let changed = *e != expect;
+                *e = expect;
+                changed
+            });
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lb_userspace::api::{self, Request, Response, StatusReport};
 
 use super::plan::*;
-use super::{ProcRecord, Resources, Testbed, tail};
+use super::{ProcRecord, Resources, Testbed, tail, wait_exit};
 use crate::netns::Netns;
 
 /// Runs a future on a current-thread runtime (API calls from plain test code).
@@ -89,20 +89,12 @@ impl Testbed {
 
     /// Waits (at most `timeout`) for the agent to exit; `None` if it still runs.
     pub fn wait_agent_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let child = self.agent.as_mut().expect("no agent running");
-            if let Ok(Some(status)) = child.try_wait() {
-                if let Some(child) = self.agent.take() {
-                    self.res.forget(&child);
-                }
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = self.agent.as_mut().expect("no agent running");
+        let status = wait_exit(child, timeout)?;
+        if let Some(child) = self.agent.take() {
+            self.res.forget(&child);
         }
+        Some(status)
     }
 
     /// `kill -9` on the agent, and reaps it.

@@ -31,7 +31,7 @@ use super::resources::{
     attach_pass, backend, begin, bridge, bridge_port, ethtool_off, finish_backends, ip, pin_root,
     python, start_server, start_servers, teardown_and_reap, test_prefix,
 };
-use super::{Backend, ProcRecord, Resources, agent_config, tail};
+use super::{Backend, ProcRecord, Resources, agent_config, tail, wait_exit};
 use crate::netns::Netns;
 
 /// The kernel table and route protocol the VIP routes use (the contract's defaults).
@@ -466,16 +466,12 @@ impl Cluster {
             Response::Ok { .. } => {}
             other => panic!("{}: stop --detach: {other:?}", n.name),
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "{}: the agent did not exit within 30 s of stop --detach",
-                    n.name
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if wait_exit(&mut child, Duration::from_secs(30)).is_none() {
+            let _ = child.kill();
+            panic!(
+                "{}: the agent did not exit within 30 s of stop --detach",
+                n.name
+            );
         }
         self.res.forget(&child);
     }

@@ -83,6 +83,20 @@ impl ProcRecord {
     }
 }
 
+/// Waits (at most `timeout`, polling every 20 ms) for `child` to exit; `None` if it still runs.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Resources {
     /// SIGKILLs a process this testbed started, reaps it and drops its record (teardown has
     /// nothing left to do for it).

@@ -13,8 +13,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xlb_testkit::netns::enter_named;
@@ -24,7 +23,9 @@ use xlb_testkit::testbed::failover::{
     PhaseOutcome, all_paths, announced_cluster, bring_up_node, failover_vip, phase_sessions,
     run_phase,
 };
-use xlb_testkit::testbed::{Cluster, ClusterOptions, HTTP_PORT, Mode, VipSpec, http_get, tail};
+use xlb_testkit::testbed::{
+    Cluster, ClusterOptions, HTTP_PORT, Mode, StoppableThread, VipSpec, http_get, tail,
+};
 
 fn xlb() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xlb-under-test"))
@@ -88,10 +89,9 @@ fn the_router_follows_the_agents_announcements() {
     wait_paths(&c, vips, &[], "lb2 undrained", Duration::from_secs(5));
 
     // lb1's agent is killed (-9) and restarted: the router keeps lb1's path throughout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = std::thread::spawn({
-        let (stop, router, vip) = (stop.clone(), c.router.name.clone(), vips[0]);
-        move || {
+    let sampler = StoppableThread::spawn({
+        let (router, vip) = (c.router.name.clone(), vips[0]);
+        move |stop| {
             let mut samples = Vec::new();
             // Bounded: the test stops it long before.
             let deadline = Instant::now() + Duration::from_secs(120);
@@ -114,8 +114,8 @@ fn the_router_follows_the_agents_announcements() {
     c.wait_all_active(0, Duration::from_secs(15));
     // Past the restarted agent's first reconcile, when a wrong withdrawal would show.
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let samples = sampler.join().expect("sampler thread");
+    sampler.stop();
+    let samples = sampler.join("sampler thread");
     let all = paths(&c, false, &[]);
     let short = samples.iter().filter(|s| **s != all).count();
     assert!(samples.len() >= 50, "only {} samples", samples.len());

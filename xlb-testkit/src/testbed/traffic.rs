@@ -319,14 +319,14 @@ fn parse_frame(buf: &[u8], outgoing: bool) -> Option<Frame> {
 
 /// A thread that runs until asked to stop; asked, and joined, on drop too, so a test that
 /// panics leaves no thread behind.
-pub(super) struct StoppableThread<T> {
+pub struct StoppableThread<T> {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<T>>,
 }
 
 impl<T: Send + 'static> StoppableThread<T> {
     /// Runs `body` on a thread of its own; it should return soon after its flag is set.
-    pub(super) fn spawn(body: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Self {
+    pub fn spawn(body: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         StoppableThread {
@@ -335,13 +335,13 @@ impl<T: Send + 'static> StoppableThread<T> {
         }
     }
 
-    pub(super) fn stop(&self) {
+    pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 
     /// Waits for the thread's end (without asking it to stop) and returns what it returned;
     /// panics with `what` if the thread panicked.
-    pub(super) fn join(mut self, what: &str) -> T {
+    pub fn join(mut self, what: &str) -> T {
         self.thread.take().unwrap().join().expect(what)
     }
 }

@@ -8,4 +8,5 @@
 //! [`wire`] is the byte format of the messages and frames; [`channel`] is the authenticated,
 //! replay-protected TCP channel that carries them.
 
+pub mod channel;
 pub mod wire;

@@ -88,6 +88,11 @@ impl SenderConfig {
 
 /// The sets to send: `None` until the agent has scanned its flow table once (sending an empty
 /// set before would wipe what the peer holds from us).
+///
+/// The agent publishes a new set (with a new `sync_id`) every refresh interval, even when
+/// nothing changed: it is the heartbeat that keeps the peer's idle timeout from closing the
+/// connection, and it repairs whatever a peer lost. Sync ids only need to differ from the
+/// previous set's; an increasing counter is simplest.
 pub type SetReceiver = watch::Receiver<Option<Arc<SyncSet>>>;
 
 /// One peer's sender task.

@@ -13,8 +13,7 @@ use tokio::time::timeout;
 
 use super::frame::{Auth, FrameReceiver, FrameSender, read_challenge};
 use super::{
-    AckRecord, ChannelError, ChannelMonitor, HANDSHAKE_TIMEOUT, MIN_IDLE_TIMEOUT, PeerKey,
-    PeerState, nonce,
+    AckRecord, ChannelError, ChannelMonitor, HANDSHAKE_TIMEOUT, PeerKey, PeerState, nonce,
 };
 use crate::continuity::wire::{
     EncodedPart, ExceptionGroup, Kind, LABEL_RECEIVER_TO_SENDER, LABEL_SENDER_TO_RECEIVER,
@@ -26,6 +25,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Deadline of a TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default wait for an ack of a sent part. Longer than the receiver's apply timeout (10 s) so a
+/// receiver whose agent is slow closes the connection itself, with that reason in its log.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A full set of this node's exceptions, encoded once for every peer (parts do not depend on
 /// the connection; only their framing does).
@@ -71,8 +73,7 @@ pub struct SenderConfig {
 }
 
 impl SenderConfig {
-    /// The defaults: source bound to `bind_ip`, default deadlines, `ack_timeout` at least
-    /// [`MIN_IDLE_TIMEOUT`].
+    /// The defaults: source bound to `bind_ip`, default deadlines.
     pub fn new(peer: SocketAddr, node: String, bind_ip: Option<IpAddr>, key: PeerKey) -> Self {
         Self {
             peer,
@@ -81,7 +82,7 @@ impl SenderConfig {
             key,
             connect_timeout: CONNECT_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
-            ack_timeout: MIN_IDLE_TIMEOUT,
+            ack_timeout: ACK_TIMEOUT,
         }
     }
 }

@@ -13,8 +13,7 @@ use tokio::time::timeout;
 
 use super::frame::{Auth, FrameReceiver, FrameSender, read_challenge};
 use super::{
-    AckRecord, ChannelError, ChannelMonitor, HANDSHAKE_TIMEOUT, MIN_IDLE_TIMEOUT, PeerKey,
-    PeerState, nonce,
+    AckRecord, ChannelError, ChannelMonitor, HANDSHAKE_TIMEOUT, PeerKey, PeerState, nonce,
 };
 use crate::continuity::wire::{
     EncodedPart, ExceptionGroup, Kind, LABEL_RECEIVER_TO_SENDER, LABEL_SENDER_TO_RECEIVER,
@@ -26,6 +25,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Deadline of a TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default wait for an ack of a sent part. Longer than the receiver's apply timeout (10 s) so a
+/// receiver whose agent is slow closes the connection itself, with that reason in its log.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A full set of this node's exceptions, encoded once for every peer (parts do not depend on
 /// the connection; only their framing does).
@@ -71,8 +73,7 @@ pub struct SenderConfig {
 }
 
 impl SenderConfig {
-    /// The defaults: source bound to `bind_ip`, default deadlines, `ack_timeout` at least
-    /// [`MIN_IDLE_TIMEOUT`].
+    /// The defaults: source bound to `bind_ip`, default deadlines.
     pub fn new(peer: SocketAddr, node: String, bind_ip: Option<IpAddr>, key: PeerKey) -> Self {
         Self {
             peer,
@@ -81,13 +82,18 @@ impl SenderConfig {
             key,
             connect_timeout: CONNECT_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
-            ack_timeout: MIN_IDLE_TIMEOUT,
+            ack_timeout: ACK_TIMEOUT,
         }
     }
 }
 
 /// The sets to send: `None` until the agent has scanned its flow table once (sending an empty
 /// set before would wipe what the peer holds from us).
+///
+/// The agent publishes a new set (with a new `sync_id`) every refresh interval, even when
+/// nothing changed: it is the heartbeat that keeps the peer's idle timeout from closing the
+/// connection, and it repairs whatever a peer lost. Sync ids only need to differ from the
+/// previous set's; an increasing counter is simplest.
 pub type SetReceiver = watch::Receiver<Option<Arc<SyncSet>>>;
 
 /// One peer's sender task.

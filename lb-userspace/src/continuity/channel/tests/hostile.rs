@@ -220,3 +220,37 @@ async fn an_unspecified_listen_address_is_refused() {
         Err(ChannelError::UnspecifiedListen(_))
     ));
 }
+
+/// Seeded noise (xorshift): reproducible without a generator crate.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_bytes_after_the_hello_are_rejected_without_delivery() {
+    let mut rig = rig(|_| {});
+    let rounds = 40u64;
+    for seed in 1..=rounds {
+        let mut client = Client::new(rig.connect_from(a_source()).await, KEY).await;
+        client.hello().await;
+        let mut bytes = noise(seed, 600);
+        if seed % 2 == 0 {
+            // A plausible header in front, so the noise reaches the tag check.
+            bytes[..HEADER_LEN].copy_from_slice(&header(Kind::Sync as u8, 100, 2));
+        }
+        client.write(&bytes).await;
+        assert!(finishes(client.closed()).await);
+    }
+    let stats = rig.monitor.stats();
+    assert_eq!(stats.rejections().map(|(_, n)| n).sum::<u64>(), rounds);
+    assert_eq!(stats.rejected(RejectReason::BadTag), rounds / 2);
+    assert!(nothing_delivered(&mut rig));
+}

@@ -23,6 +23,8 @@ pub struct AyaStore {
     ring: RingTable,
     backends: Array<MapData, Backend>,
     flows: FlowTable,
+    /// `None` on maps pinned by an xlb without flow continuity.
+    peers: Option<FlowTable>,
     config: Array<MapData, LbConfig>,
     stats: PerCpuArray<MapData, GlobalStats>,
     vip_stats: PerCpuArray<MapData, TrafficStats>,
@@ -78,11 +80,16 @@ impl AyaStore {
                 ));
             }
         };
+        let peers = match get(PEER_FLOWS) {
+            Ok(Map::Array(data)) => Some(FlowTable::named(PEER_FLOWS, data)?),
+            _ => None,
+        };
         Ok(Self {
             vips: conv(VIPS, HashMap::try_from(get(VIPS)?))?,
             ring,
             backends: conv(BACKENDS, Array::try_from(get(BACKENDS)?))?,
             flows,
+            peers,
             config: conv(CONFIG, Array::try_from(get(CONFIG)?))?,
             stats: conv(STATS, PerCpuArray::try_from(get(STATS)?))?,
             vip_stats: conv(VIP_STATS, PerCpuArray::try_from(get(VIP_STATS)?))?,
@@ -205,5 +212,19 @@ impl MapStore for AyaStore {
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
         let seed = self.config()?.hash_seed;
         Ok(self.flows.get(key, seed))
+    }
+    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u32>> {
+        let seed = self.config()?.hash_seed;
+        Ok(self.flows.origin(key, seed))
+    }
+    fn peer_flows(&self, limit: usize) -> Result<Vec<(FlowKey, FlowEntry)>> {
+        Ok(self
+            .peers
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.entries(limit)))
+    }
+    fn peer_flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
+        let seed = self.config()?.hash_seed;
+        Ok(self.peers.as_ref().and_then(|p| p.get(key, seed)))
     }
 }

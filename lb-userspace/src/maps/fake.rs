@@ -37,6 +37,10 @@ pub struct FakeStore {
     pub backend_stats: HashMap<u32, TrafficStats>,
     pub global: GlobalStats,
     pub flows: HashMap<FlowKey, FlowEntry>,
+    /// Flow-table entries whose origin is not `ORIGIN_RING`.
+    pub flow_origins: HashMap<FlowKey, u32>,
+    /// The peer-exception table.
+    pub peer_flows: HashMap<FlowKey, FlowEntry>,
     /// Every write in order.
     pub log: Vec<Write>,
     /// When set, the write with this log position fails (for partial-failure tests).
@@ -57,6 +61,8 @@ impl FakeStore {
             backend_stats: HashMap::new(),
             global: GlobalStats::default(),
             flows: HashMap::new(),
+            flow_origins: HashMap::new(),
+            peer_flows: HashMap::new(),
             log: Vec::new(),
             fail_at: None,
         }
@@ -178,5 +184,24 @@ impl MapStore for FakeStore {
     }
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
         Ok(self.flows.get(key).copied())
+    }
+    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u32>> {
+        Ok(self.flows.contains_key(key).then(|| {
+            self.flow_origins
+                .get(key)
+                .copied()
+                .unwrap_or(lb_common::flows::ORIGIN_RING)
+        }))
+    }
+    fn peer_flows(&self, limit: usize) -> Result<Vec<(FlowKey, FlowEntry)>> {
+        Ok(self
+            .peer_flows
+            .iter()
+            .take(limit)
+            .map(|(k, v)| (*k, *v))
+            .collect())
+    }
+    fn peer_flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
+        Ok(self.peer_flows.get(key).copied())
     }
 }

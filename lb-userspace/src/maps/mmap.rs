@@ -249,6 +249,12 @@ impl FlowTable {
         self.read(i).find(key, tag).map(|s| s.entry())
     }
 
+    /// `key`'s intact entry's `origin` (`flows::ORIGIN_*`).
+    pub fn origin(&self, key: &FlowKey, seed: u32) -> Option<u32> {
+        let (i, tag) = self.set_of(key, seed);
+        self.read(i).find(key, tag).map(|s| s.origin)
+    }
+
     /// Writes `key`'s entry where the program would (its own slot, an empty one, or the CLOCK
     /// victim), unused. For tests and benchmarks: on a live system only the program writes.
     pub fn insert(&mut self, key: &FlowKey, seed: u32, entry: FlowEntry) {

@@ -16,8 +16,8 @@ use lb_common::{
     hash::{flow_hash, ports_word, ring_slot},
     stats::Counter,
     values::{
-        BACKEND_EMPTY, CONFIG_F_ANY_PORT_VIPS, CONFIG_F_READY, MODE_DSR_L2, MODE_GUE, MODE_IPIP,
-        VIP_F_NO_BACKEND_PASS, VIP_F_SRC_AFFINITY,
+        BACKEND_EMPTY, CONFIG_F_ANY_PORT_VIPS, CONFIG_F_PEER_FLOWS, CONFIG_F_READY, MODE_DSR_L2,
+        MODE_GUE, MODE_IPIP, VIP_F_NO_BACKEND_PASS, VIP_F_SRC_AFFINITY,
     },
 };
 use serde::Serialize;
@@ -46,7 +46,8 @@ struct ExplainJson {
     slot: Option<u32>,
     ring_backend: Option<BackendRefJson>,
     flow_entry: Option<FlowEntryJson>,
-    /// `not_ready`, `not_a_vip`, `flow_hit`, `flow_rehash`, `flow_miss`, `flow_syn`.
+    /// `not_ready`, `not_a_vip`, `flow_hit`, `flow_rehash`, `flow_miss`, `flow_syn`,
+    /// `flow_peer`.
     rule: &'static str,
     backend: Option<BackendRefJson>,
     /// `XDP_TX`, `XDP_PASS`, `XDP_DROP`.
@@ -210,19 +211,19 @@ pub(super) fn explain<S: MapStore>(
     // Flow table.
     let tcp_syn = a.syn && a.proto == Proto::Tcp;
     let mut picked: Option<(BackendRefJson, Backend)> = None;
+    let key = FlowKey {
+        src,
+        dst,
+        sport: a.src.port().to_be(),
+        dport: a.dst.port().to_be(),
+        proto: a.proto.number(),
+        family: dfam,
+        _pad: [0; 2],
+    };
     if tcp_syn {
         doc.rule = "flow_syn";
         doc.reason = "TCP SYN: the ring choice is taken whatever the flow table holds".into();
     } else {
-        let key = FlowKey {
-            src,
-            dst,
-            sport: a.src.port().to_be(),
-            dport: a.dst.port().to_be(),
-            proto: a.proto.number(),
-            family: dfam,
-            _pad: [0; 2],
-        };
         match store.flow(&key)? {
             None => {
                 doc.rule = "flow_miss";
@@ -273,6 +274,26 @@ pub(super) fn explain<S: MapStore>(
             }
         }
     }
+    // Flow continuity: before the ring, a flow the table does not honour takes a peer's
+    // exception (docs/datapath.md §4).
+    if picked.is_none() && !tcp_syn && config.flags & CONFIG_F_PEER_FLOWS != 0 {
+        let held = store.peer_flow(&key)?;
+        let b = held.and_then(|e| store.backend(e.backend_id).ok().map(|b| (e, b)));
+        if let Some((e, b)) = b
+            && e.honoured_by(&b)
+            && b.vip_index == v.meta.index
+        {
+            let r = backend_ref(e.backend_id, &b);
+            doc.rule = "flow_peer";
+            doc.reason = format!(
+                "{}; but a peer node keeps this flow on {} (its exception, flow continuity): \
+                 that backend is taken and remembered",
+                doc.reason.split(':').next().unwrap_or_default(),
+                describe(&r)
+            );
+            picked = Some((r, b));
+        }
+    }
     if picked.is_none() {
         match &choice {
             RingChoice::Backend(r, b) => picked = Some((r.clone(), *b)),
@@ -319,6 +340,7 @@ pub(super) fn explain<S: MapStore>(
                 "flow_hit" => Counter::FlowHit.name(),
                 "flow_rehash" => Counter::FlowRehash.name(),
                 "flow_syn" => Counter::FlowSyn.name(),
+                "flow_peer" => Counter::FlowPeer.name(),
                 _ => Counter::FlowMiss.name(),
             };
         }
@@ -407,15 +429,17 @@ mod tests {
     use std::cell::RefCell;
 
     use lb_common::{
+        FlowEntry,
         addr::to_words,
         hash::{flow_hash_v4, flow_hash_v6, ports_word, ring_slot, src_hash_v4},
-        values::{BACKEND_DRAINING, BACKEND_EMPTY},
+        values::{BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY, CONFIG_F_PEER_FLOWS},
     };
 
     use crate::cli::inspect::run;
     use crate::cli::inspect::snapshot::backend_addr;
     use crate::cli::inspect::test_support::{
-        Shared, applied, json, parse, pin, row, run_args, world, world_config, world_overrides,
+        Shared, applied, flow_key, json, parse, pin, row, run_args, world, world_config,
+        world_overrides,
     };
     use crate::maps::{FakeStore, MapStore};
     use crate::model::Proto;
@@ -535,6 +559,47 @@ mod tests {
         assert_eq!(v["counter"], "flow_syn");
         assert_eq!(v["backend"]["id"], ring_id);
         assert!(v["flow_entry"].is_null() && v["syn_note"].is_null());
+    }
+
+    #[test]
+    fn explain_says_when_a_flow_follows_a_peers_exception() {
+        let w = world();
+        let slot = ring_slot(web_hash("198.51.100.7", 40_000));
+        let ring_id = w.borrow().ring(1).unwrap()[slot as usize];
+        let peer_id = if ring_id == 3 { 4 } else { 3 };
+        let key = flow_key("198.51.100.7:40000", "203.0.113.10:80", Proto::Tcp);
+        let generation = w.borrow().backends[peer_id as usize].generation;
+        w.borrow_mut().peer_flows.insert(
+            key,
+            FlowEntry {
+                backend_id: peer_id,
+                generation,
+            },
+        );
+        let args = ["explain", "198.51.100.7:40000", "203.0.113.10:80", "tcp"];
+        // Continuity off: the program never reads the peer table.
+        let v = json(&w, &args);
+        assert_eq!(
+            (v["rule"].as_str(), v["backend"]["id"].as_u64()),
+            (Some("flow_miss"), Some(u64::from(ring_id)))
+        );
+        w.borrow_mut().config.flags |= CONFIG_F_PEER_FLOWS;
+        let v = json(&w, &args);
+        assert_eq!(v["rule"], "flow_peer");
+        assert_eq!(v["counter"], "flow_peer");
+        assert_eq!(v["backend"]["id"], peer_id);
+        assert_eq!(v["ring_backend"]["id"], ring_id);
+        let text = run_args(&w, &args);
+        assert!(
+            text.contains(&format!(
+                "flow_peer: no flow-table entry; but a peer node keeps this flow on backend \
+                 {peer_id} "
+            )) && text.contains("counter flow_peer"),
+            "{text}"
+        );
+        // An exception the program would not honour (the backend is down here) is ignored.
+        w.borrow_mut().backends[peer_id as usize].state = BACKEND_DOWN;
+        assert_eq!(json(&w, &args)["rule"], "flow_miss");
     }
 
     #[test]

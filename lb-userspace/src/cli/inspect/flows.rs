@@ -1,13 +1,14 @@
-//! `xlb inspect flows`: flow-table entries with their VIP, backend, and whether the datapath
-//! still honours them.
+//! `xlb inspect flows`: flow-table entries with their VIP, backend, whether the datapath still
+//! honours them, and where their backend came from (`ring`, or `peer`: a peer's exception,
+//! flow continuity). `--peers` lists the peer-exception table instead (origin `held`).
 //!
 //! JSON: `{"limit": n, "more": bool, "flows": [{proto, src, dst, vip, backend_id, backend,
-//! backend_state, valid}]}`; `more` = more entries matched than printed.
+//! backend_state, valid, origin}]}`; `more` = more entries matched than printed.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use lb_common::{Backend, addr::from_words, values::BACKEND_EMPTY};
+use lb_common::{Backend, addr::from_words, flows::ORIGIN_PEER, values::BACKEND_EMPTY};
 use serde::Serialize;
 
 use super::FlowsArgs;
@@ -33,6 +34,9 @@ struct FlowJson {
     backend: Option<IpAddr>,
     backend_state: String,
     valid: bool,
+    /// `ring`, `peer` (flow-table entry taken from a peer's exception) or `held` (an entry of
+    /// the peer-exception table, `--peers`).
+    origin: &'static str,
 }
 
 /// A protocol number as printed: `tcp`, `udp`, or the number.
@@ -50,11 +54,16 @@ pub(super) fn flows<S: MapStore>(
     if let Some(id) = &a.vip {
         snap.vip(id)?;
     }
-    let raw = store.flows(if filtered {
+    let limit = if filtered {
         usize::MAX
     } else {
         a.limit.saturating_add(1)
-    })?;
+    };
+    let raw = if a.peers {
+        store.peer_flows(limit)?
+    } else {
+        store.flows(limit)?
+    };
     let mut rows = Vec::new();
     for (k, e) in raw {
         let src = from_words(k.family, &k.src).map(|ip| SocketAddr::new(ip, u16::from_be(k.sport)));
@@ -68,6 +77,14 @@ pub(super) fn flows<S: MapStore>(
             None => Backend::default(),
         };
         let valid = e.honoured_by(&b);
+        let origin = if a.peers {
+            "held"
+        } else {
+            match store.flow_origin(&k)? {
+                Some(ORIGIN_PEER) => "peer",
+                _ => "ring",
+            }
+        };
         if a.vip.is_some() && a.vip != vip.map(|v| v.id) {
             continue;
         }
@@ -91,6 +108,7 @@ pub(super) fn flows<S: MapStore>(
                     state_name(b.state)
                 },
                 valid,
+                origin,
             },
         ));
     }
@@ -118,6 +136,7 @@ pub(super) fn flows<S: MapStore>(
         ("ID", R),
         ("STATE", L),
         ("VALID", L),
+        ("ORIGIN", L),
     ]);
     for f in flows {
         t.push(vec![
@@ -129,6 +148,7 @@ pub(super) fn flows<S: MapStore>(
             f.backend_id.to_string(),
             f.backend_state,
             if f.valid { "yes" } else { "no" }.into(),
+            f.origin.into(),
         ]);
     }
     out.write_all(t.render().as_bytes())?;
@@ -139,7 +159,7 @@ pub(super) fn flows<S: MapStore>(
 mod tests {
     use std::cell::RefCell;
 
-    use crate::cli::inspect::test_support::{json, lines, pin, row, run_args, world};
+    use crate::cli::inspect::test_support::{flow_key, json, lines, pin, row, run_args, world};
     use crate::maps::FakeStore;
     use crate::model::Proto;
 
@@ -170,7 +190,8 @@ mod tests {
                 "BACKEND",
                 "ID",
                 "STATE",
-                "VALID"
+                "VALID",
+                "ORIGIN"
             ]
         );
 
@@ -191,7 +212,8 @@ mod tests {
                 "198.51.100.2",
                 "4",
                 "active",
-                "yes"
+                "yes",
+                "ring"
             ]
         );
 
@@ -231,7 +253,7 @@ mod tests {
         let text = run_args(&w, &["flows", "--backend", "198.51.100.22"]);
         assert_eq!(
             row(&text, &["tcp", "192.0.2.60:41000"])[5..],
-            ["8", "down", "no"]
+            ["8", "down", "no", "ring"]
         );
 
         let text = run_args(&w, &["flows", "--limit", "5"]);
@@ -250,8 +272,46 @@ mod tests {
             serde_json::json!({
                 "proto": "udp", "src": "192.0.2.50:5000", "dst": "203.0.113.10:5353",
                 "vip": "udp/203.0.113.10:*", "backend_id": 1, "backend": "198.51.100.11",
-                "backend_state": "active", "valid": true
+                "backend_state": "active", "valid": true, "origin": "ring"
             })
+        );
+    }
+
+    #[test]
+    fn flows_taken_from_peers_are_marked_and_the_peer_table_listed() {
+        let w = pinned_world();
+        let key = flow_key("192.0.2.50:5000", "203.0.113.10:5353", Proto::Udp);
+        w.borrow_mut()
+            .flow_origins
+            .insert(key, lb_common::flows::ORIGIN_PEER);
+        let text = run_args(&w, &["flows", "--vip", "udp/203.0.113.10:*"]);
+        assert_eq!(
+            row(&text, &["udp", "192.0.2.50:5000"]).last(),
+            Some(&"peer")
+        );
+        assert_eq!(
+            row(&text, &["udp", "192.0.2.51:5000"]).last(),
+            Some(&"ring")
+        );
+
+        let held = w.borrow().flows[&key];
+        w.borrow_mut().peer_flows.insert(key, held);
+        let text = run_args(&w, &["flows", "--peers"]);
+        assert_eq!(lines(&text).len(), 1 + 1, "{text}");
+        assert_eq!(
+            row(&text, &["udp", "192.0.2.50:5000"])[3..],
+            [
+                "udp/203.0.113.10:*",
+                "198.51.100.11",
+                "1",
+                "active",
+                "yes",
+                "held"
+            ]
+        );
+        assert_eq!(
+            json(&w, &["flows", "--peers"])["flows"][0]["origin"],
+            "held"
         );
     }
 }

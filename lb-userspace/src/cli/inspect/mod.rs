@@ -154,6 +154,10 @@ pub struct FlowsArgs {
     /// sorted); with a filter the whole table is scanned.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,
+    /// List the peer-exception table instead (flow continuity: flows that peer nodes keep on
+    /// another backend than the ring gives, honoured here on a flow-table miss).
+    #[arg(long)]
+    pub peers: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

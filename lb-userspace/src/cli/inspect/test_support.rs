@@ -80,6 +80,15 @@ impl MapStore for Shared<'_> {
     fn flows(&self, limit: usize) -> MapResult<Vec<(FlowKey, FlowEntry)>> {
         self.0.borrow().flows(limit)
     }
+    fn flow_origin(&self, key: &FlowKey) -> MapResult<Option<u32>> {
+        self.0.borrow().flow_origin(key)
+    }
+    fn peer_flows(&self, limit: usize) -> MapResult<Vec<(FlowKey, FlowEntry)>> {
+        self.0.borrow().peer_flows(limit)
+    }
+    fn peer_flow(&self, key: &FlowKey) -> MapResult<Option<FlowEntry>> {
+        self.0.borrow().peer_flow(key)
+    }
     fn flow(&self, key: &FlowKey) -> MapResult<Option<FlowEntry>> {
         self.0.borrow().flow(key)
     }

@@ -259,6 +259,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             for w in &v.warnings {
                 println!("warning: {w}");
             }
+            // The key is read at start: a bad one would stop the agent, so say it now.
+            if let Some(c) = &v.config.continuity {
+                lb_userspace::continuity::channel::PeerKey::load(&c.key_file)
+                    .map_err(|e| anyhow!("continuity.key-file: {e}"))?;
+            }
             println!(
                 "{}: OK ({} VIPs, {} backends)",
                 file.display(),

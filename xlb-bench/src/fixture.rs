@@ -137,7 +137,20 @@ impl Fixture {
 
     /// Makes the maps hold `vips` (the reconciler writes the difference).
     pub fn apply(&mut self, vips: &[VipSpec]) -> anyhow::Result<()> {
-        let cfg = validate(&config_text(&self.opts, vips))?;
+        self.apply_text(&config_text(&self.opts, vips))
+    }
+
+    /// [`Fixture::apply`] with flow continuity on: the program then consults the (empty) peer
+    /// table on every flow-table miss. The channel is not started; only the flag matters here.
+    pub fn apply_with_continuity(&mut self, vips: &[VipSpec]) -> anyhow::Result<()> {
+        let text = config_text(&self.opts, vips)
+            + "[continuity]\nlisten = \"192.0.2.250:7946\"\npeers = [\"192.0.2.251:7946\"]\n\
+               key-file = \"/nonexistent/bench.key\"\n";
+        self.apply_text(&text)
+    }
+
+    fn apply_text(&mut self, text: &str) -> anyhow::Result<()> {
+        let cfg = validate(text)?;
         self.reconciler
             .apply(&cfg, &Overrides::default(), &net_info(&cfg))?;
         self.config = cfg;

@@ -280,6 +280,42 @@ pub fn run(p: &Params, only: &[String]) -> anyhow::Result<Report> {
             p,
         )?);
     }
+    // Flow-table misses: ACKs of flows the table does not hold (a flow moved here from
+    // another node), each flow new (ring + insert). Without and with flow continuity, which
+    // adds a peer-table lookup to every miss (docs/datapath.md §4): the A/B of that lookup.
+    let ack = Packet::tcp(CLIENT_V4, CLIENT_PORT, VIP_V4, 80, TCP_ACK).frame();
+    for (name, label, continuity, base) in [
+        (
+            "v4_tcp_miss",
+            "IPv4 TCP flow-table miss (ACK, distinct clients: ring + insert)",
+            false,
+            3u64 << 22,
+        ),
+        (
+            "v4_tcp_miss_peers",
+            "IPv4 TCP flow-table miss with continuity on (+ peer-table lookup)",
+            true,
+            7u64 << 21,
+        ),
+    ] {
+        if want(name) {
+            if continuity {
+                fx.apply_with_continuity(&vips)?;
+            }
+            // Sequential indices: every packet a flow not seen before (2M per scenario).
+            out.push(scenario(
+                &fx,
+                name,
+                label,
+                XDP_TX,
+                &mut V4Flows::new(ack.clone(), move |i| base + i % (1 << 21)),
+                p,
+            )?);
+            if continuity {
+                fx.apply(&vips)?;
+            }
+        }
+    }
     // 1M resident flows. The traffic: established packets of ACTIVE_FLOWS of them (the target
     // row), then every packet a different resident flow (all cache-cold; context, no target).
     let (mut resident_after_fill, mut table_entries_after_fill) = (None, None);

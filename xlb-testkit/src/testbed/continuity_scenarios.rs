@@ -22,7 +22,7 @@ use lb_userspace::maps::AyaStore;
 use lb_userspace::model::Proto;
 use lb_userspace::pinning;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, VIP_PROTO, VIP_TABLE};
 use super::continuity::{ContinuityOptions, spec_backends};
 use super::failover::{bring_up_node, failover_vip, phase_sessions};
 use super::plan::{ROUTED_CLIENT_V4, VipSpec};
@@ -316,6 +316,22 @@ pub fn prepare(c: &mut Cluster, s: &Scenario, on: bool, xlb: &Path) {
         }
         if c.lbs[i].crashed() {
             c.remove_pins(i);
+            // The killed agent withdrew nothing: without this, the revived BIRD would
+            // announce a VIP that no program forwards there any more. `ip` fails when the
+            // table does not exist, which leaves nothing to flush: only other failures count.
+            let (table, proto) = (VIP_TABLE.to_string(), VIP_PROTO.to_string());
+            let out = c.lbs[i]
+                .ns
+                .command("ip")
+                .args(["route", "flush", "table", &table, "proto", &proto])
+                .output()
+                .expect("running ip");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || err.contains("does not exist"),
+                "{}: flushing table {table}: {err}",
+                c.lbs[i].name
+            );
             c.revive_node(i);
         }
     }

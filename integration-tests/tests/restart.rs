@@ -87,6 +87,7 @@ fn opts(cfg: &Config) -> LoadOptions {
         max_vips: cfg.max_vips,
         max_backends: cfg.max_backends,
         flow_table_size: cfg.flow_table_size,
+        peer_flows: lb_common::limits::PEER_FLOWS_OFF,
     }
 }
 
@@ -240,6 +241,7 @@ fn load_small(max_vips: u32) -> (PinDir, PathBuf, aya::Ebpf) {
         max_vips,
         max_backends: 16,
         flow_table_size: 1024,
+        peer_flows: lb_common::limits::PEER_FLOWS_OFF,
     };
     let ebpf = loader::load_pinned(&opts, &maps).expect("load on pinned maps");
     (pin, maps, ebpf)

@@ -65,8 +65,16 @@ pub struct FlowSlot {
     pub seal: u32,
     /// 1 once a packet found the entry since it was written or the CLOCK hand passed it.
     pub used: u32,
-    pub _pad: u32,
+    /// Where the backend came from: [`ORIGIN_RING`] or [`ORIGIN_PEER`] (flow-table entries
+    /// taken from a peer's exception). Not sealed: it is only shown, never acted on.
+    pub origin: u32,
 }
+
+/// `FlowSlot::origin` of an entry the ring chose (also every entry of an older xlb, which
+/// left the field zero).
+pub const ORIGIN_RING: u32 = 0;
+/// `FlowSlot::origin` of a flow-table entry copied from a peer's exception.
+pub const ORIGIN_PEER: u32 = 1;
 const _: () = assert!(size_of::<FlowSlot>() == 64);
 
 /// The element of the flow-table map: one set.
@@ -115,9 +123,16 @@ impl FlowSlot {
         }
     }
 
-    /// Writes `key`'s entry, unused.
+    /// Writes `key`'s entry, unused, chosen by the ring.
     #[inline(always)]
     pub fn write(&mut self, key: &FlowKey, tag: u32, entry: FlowEntry) {
+        self.write_from(key, tag, entry, ORIGIN_RING)
+    }
+
+    /// Writes `key`'s entry, unused, with its `origin`.
+    #[inline(always)]
+    pub fn write_from(&mut self, key: &FlowKey, tag: u32, entry: FlowEntry, origin: u32) {
+        self.origin = origin;
         self.key = *key;
         self.backend_id = entry.backend_id;
         self.generation = entry.generation;
@@ -139,6 +154,19 @@ impl FlowSet {
     /// `key`'s intact slot, probing from [`first_way`]. `key` is a packet's (family not 0).
     #[inline(always)]
     pub fn find(&mut self, key: &FlowKey, tag: u32) -> Option<&mut FlowSlot> {
+        let way = self.way_of(key, tag);
+        self.ways.get_mut(way)
+    }
+
+    /// [`FlowSet::find`] for a reader that never writes the set (the peer table).
+    #[inline(always)]
+    pub fn get(&self, key: &FlowKey, tag: u32) -> Option<&FlowSlot> {
+        self.ways.get(self.way_of(key, tag))
+    }
+
+    /// The way of `key`'s intact slot, or `FLOW_WAYS` when it has none.
+    #[inline(always)]
+    fn way_of(&self, key: &FlowKey, tag: u32) -> usize {
         let start = first_way(tag);
         let mut way = FLOW_WAYS;
         for i in 0..FLOW_WAYS {
@@ -149,7 +177,7 @@ impl FlowSet {
                 break;
             }
         }
-        self.ways.get_mut(way)
+        way
     }
 
     /// Where `key`'s entry goes, probing from [`first_way`]: its own slot (intact or torn),

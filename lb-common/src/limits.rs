@@ -39,6 +39,14 @@ pub const DEFAULT_VIP_MAP_ENTRIES: u32 = 4 * DEFAULT_MAX_VIPS;
 /// Default flow-table capacity in flows (`flows::flow_sets` of it sets).
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 
+/// Default capacity of the peer-exception table in flows (`flows::flow_sets` of it sets) when
+/// flow continuity is configured.
+pub const DEFAULT_PEER_FLOWS: u32 = 1 << 18;
+
+/// Capacity of the peer-exception table when flow continuity is off: the map exists in every
+/// deployment (the program declares it) but is never read, so it is kept at one page.
+pub const PEER_FLOWS_OFF: u32 = 64;
+
 /// IPv6 extension headers the parser walks before giving up on a packet.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 

@@ -13,6 +13,12 @@ pub const BACKENDS: &str = "XLB_BACKENDS";
 pub const FLOWS: &str = "XLB_FLOWS";
 /// Global `u32` of the program: the flow table's set count minus one, set at load time.
 pub const FLOW_SET_MASK: &str = "XLB_FLOW_SET_MASK";
+/// `Array<FlowSet>`, mmapable: flows that peer nodes keep on another backend than the ring
+/// gives (flow continuity). Same layout and placement as [`FLOWS`]; only the agent writes it,
+/// the program reads it on a flow-table miss when `CONFIG_F_PEER_FLOWS` is set.
+pub const PEER_FLOWS: &str = "XLB_PEER_FLOWS";
+/// Global `u32` of the program: the peer table's set count minus one, set at load time.
+pub const PEER_SET_MASK: &str = "XLB_PEER_SET_MASK";
 /// `Array<LbConfig>` with one entry.
 pub const CONFIG: &str = "XLB_CONFIG";
 /// `PerCpuArray<GlobalStats>` with one entry: counters by reason.

@@ -52,6 +52,9 @@ pub enum Counter {
     DropTooBigRateLimited = 21,
     /// A header to write did not fit in the frame (after any resize succeeded): a program bug.
     DropWriteFailed = 22,
+    /// No flow-table entry, but a peer node's exception named the flow's backend (flow
+    /// continuity, docs/datapath.md §4): that backend is taken and remembered.
+    FlowPeer = 23,
 }
 
 /// Slots in `GlobalStats` (room to add counters without a layout change).
@@ -59,7 +62,7 @@ pub const COUNTER_SLOTS: usize = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Counter::Pass,
         Counter::PassNotReady,
         Counter::PassMalformed,
@@ -83,6 +86,7 @@ impl Counter {
         Counter::DropAdjustFailed,
         Counter::DropTooBigRateLimited,
         Counter::DropWriteFailed,
+        Counter::FlowPeer,
     ];
 
     /// Stable snake_case name (metrics labels, CLI, JSON).
@@ -111,12 +115,14 @@ impl Counter {
             Counter::DropAdjustFailed => "drop_adjust_failed",
             Counter::DropTooBigRateLimited => "drop_too_big_rate_limited",
             Counter::DropWriteFailed => "drop_write_failed",
+            Counter::FlowPeer => "flow_peer",
         }
     }
 
     /// Whether this counter is a drop verdict.
     pub const fn is_drop(self) -> bool {
-        (self as u32) >= (Counter::DropTruncated as u32)
+        let i = self as u32;
+        i >= Counter::DropTruncated as u32 && i <= Counter::DropWriteFailed as u32
     }
 }
 const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS);
@@ -159,6 +165,7 @@ mod tests {
         }
         assert!(Counter::DropWriteFailed.is_drop());
         assert!(!Counter::IcmpTooBigSent.is_drop());
+        assert!(!Counter::FlowPeer.is_drop());
     }
 }
 

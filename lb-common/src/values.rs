@@ -104,6 +104,9 @@ impl FlowEntry {
 pub const CONFIG_F_READY: u16 = 1 << 0;
 /// Some VIP listens on all ports: a VIP-map miss on the exact port retries with port 0.
 pub const CONFIG_F_ANY_PORT_VIPS: u16 = 1 << 1;
+/// Flow continuity is on: a flow-table miss consults the peer-exception table
+/// (`map_names::PEER_FLOWS`) before the ring. Off, the program never reads that table.
+pub const CONFIG_F_PEER_FLOWS: u16 = 1 << 2;
 
 /// The single entry of the config map.
 #[repr(C)]

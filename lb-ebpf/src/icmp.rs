@@ -89,7 +89,7 @@ fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdi
         _pad: [0; 2],
     };
     let entropy = key.entropy(cfg.hash_seed);
-    let choice = match lookup::choose(&vip, &key, hash, entropy, FlowUse::ReadOnly) {
+    let choice = match lookup::choose(cfg, &vip, &key, hash, entropy, FlowUse::ReadOnly) {
         Ok(c) => c,
         Err(v) => return v,
     };

@@ -3,17 +3,18 @@
 use lb_common::{
     FlowEntry, FlowKey, FlowSet, LbConfig, VipKey, VipMeta,
     addr::AddrWords,
+    flows::{ORIGIN_PEER, ORIGIN_RING},
     hash::{self, addr_filter_bit, ring_slot},
     limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
     values::{
-        BACKEND_EMPTY, Backend, CONFIG_F_ANY_PORT_VIPS, VIP_F_FRAG_ONLY, VIP_F_NO_BACKEND_PASS,
-        VIP_F_SRC_AFFINITY,
+        BACKEND_EMPTY, Backend, CONFIG_F_ANY_PORT_VIPS, CONFIG_F_PEER_FLOWS, VIP_F_FRAG_ONLY,
+        VIP_F_NO_BACKEND_PASS, VIP_F_SRC_AFFINITY,
     },
 };
 
 use crate::{
-    maps::{ADDR_FILTER, BACKENDS, FLOWS, RING, VIPS, flow_set_mask},
+    maps::{ADDR_FILTER, BACKENDS, FLOWS, PEER_FLOWS, RING, VIPS, flow_set_mask, peer_set_mask},
     parse::Packet,
     stats::{self, Verdict},
 };
@@ -173,6 +174,17 @@ fn table(key: &FlowKey, entropy: u32, mark_used: bool) -> Established {
     }
 }
 
+/// A peer's exception for the flow (docs/datapath.md §4, flow continuity): its backend, if
+/// the entry is intact, honoured here, and of `vip`. Only the agent writes the peer table,
+/// resolving each exception to this node's id and generation of the backend it names.
+#[inline(always)]
+fn peer_exception(vip: &VipMeta, key: &FlowKey, entropy: u32) -> Option<(u32, &'static Backend)> {
+    let set = PEER_FLOWS.get(entropy & peer_set_mask())?;
+    let slot = set.get(key, entropy)?;
+    let b = backend(slot.backend_id)?;
+    (slot.entry().honoured_by(b) && b.vip_index == vip.index).then_some((slot.backend_id, b))
+}
+
 /// The ring's backend for `hash`, or the verdict for a VIP without one.
 #[inline(always)]
 fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdict> {
@@ -204,21 +216,25 @@ fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdic
 
 /// Writes the flow's entry into its set: its own slot, an empty one, or the CLOCK victim.
 #[inline(always)]
-fn remember(key: &FlowKey, entropy: u32, id: u32, backend: &Backend) {
+fn remember(key: &FlowKey, entropy: u32, id: u32, backend: &Backend, origin: u32) {
     let entry = FlowEntry {
         backend_id: id,
         generation: backend.generation,
     };
     match flow_set(entropy) {
-        Some(set) => set.place(key, entropy).write(key, entropy, entry),
+        Some(set) => set
+            .place(key, entropy)
+            .write_from(key, entropy, entry, origin),
         None => stats::count(Counter::FlowInsertFailed),
     }
 }
 
-/// Picks the backend of a flow of `vip` from its ring (docs/datapath.md §4); `flow_use` says
-/// what the caller already learned from the flow table.
+/// Picks the backend of a flow of `vip` (docs/datapath.md §4): for a flow the table does not
+/// hold, a peer's exception when continuity is on (`cfg`), else its ring slot; `flow_use`
+/// says what the caller already learned from the flow table.
 #[inline(always)]
 pub fn choose(
+    cfg: &LbConfig,
     vip: &VipMeta,
     key: &FlowKey,
     hash: u32,
@@ -233,6 +249,26 @@ pub fn choose(
             backend,
             new_flow: false,
             counter: None,
+        });
+    }
+    // A SYN starts a new connection and a fragment never uses the table: both follow the ring.
+    let peers_apply = matches!(
+        flow_use,
+        FlowUse::Miss | FlowUse::Rehash | FlowUse::ReadOnly
+    ) && cfg.flags & CONFIG_F_PEER_FLOWS != 0;
+    if peers_apply && let Some((id, backend)) = peer_exception(vip, key, entropy) {
+        let counter = if flow_use == FlowUse::ReadOnly {
+            None
+        } else {
+            remember(key, entropy, id, backend, ORIGIN_PEER);
+            Some(Counter::FlowPeer)
+        };
+        // Not a new flow: the connection exists, it only reached this node now.
+        return Ok(Choice {
+            id,
+            backend,
+            new_flow: false,
+            counter,
         });
     }
     let (id, backend) = from_ring(vip, hash)?;
@@ -252,7 +288,7 @@ pub fn choose(
     };
     let new_flow = flow_use != FlowUse::RingOnly;
     if new_flow {
-        remember(key, entropy, id, backend);
+        remember(key, entropy, id, backend, ORIGIN_RING);
     }
     Ok(Choice {
         id,

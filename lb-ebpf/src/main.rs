@@ -173,7 +173,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     };
     let ports = ports_word(l4.sport, l4.dport);
     let hash = lookup::ring_hash(cfg, &vip, pkt.family, &pkt.src, &pkt.dst, ports, pkt.proto);
-    match lookup::choose(&vip, &key, hash, entropy, flow_use) {
+    match lookup::choose(cfg, &vip, &key, hash, entropy, flow_use) {
         Ok(choice) => send(ctx, cfg, l2, pkt, &vip, &choice, entropy),
         Err(v) => v,
     }
@@ -221,7 +221,7 @@ fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict 
         _pad: [0; 2],
     };
     let entropy = flow.entropy(cfg.hash_seed);
-    match lookup::choose(&vip, &flow, hash, entropy, FlowUse::RingOnly) {
+    match lookup::choose(cfg, &vip, &flow, hash, entropy, FlowUse::RingOnly) {
         Ok(choice) => send(ctx, cfg, l2, pkt, &vip, &choice, entropy),
         Err(v) => v,
     }

@@ -11,7 +11,7 @@ use lb_common::{
     flows::flow_sets,
     limits::{
         ADDR_FILTER_WORDS, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS,
-        DEFAULT_VIP_MAP_ENTRIES, RING_SIZE, RING_SLOTS_PER_ENTRY,
+        DEFAULT_VIP_MAP_ENTRIES, PEER_FLOWS_OFF, RING_SIZE, RING_SLOTS_PER_ENTRY,
     },
     stats::GlobalStats,
     values::{Backend, DecapConfig, IcmpBucket},
@@ -48,6 +48,23 @@ static XLB_FLOW_SET_MASK: u32 = flow_sets(DEFAULT_FLOW_TABLE_SIZE) - 1;
 pub fn flow_set_mask() -> u32 {
     // SAFETY: a plain u32 global.
     unsafe { core::ptr::read_volatile(&XLB_FLOW_SET_MASK) }
+}
+
+/// Peers' exceptions (flow continuity): the flow table's layout, written only by the agent,
+/// read on a flow-table miss when `CONFIG_F_PEER_FLOWS` is set. Mmapable: the agent writes it
+/// through a memory mapping.
+#[map(name = "XLB_PEER_FLOWS")]
+pub static PEER_FLOWS: Array<FlowSet> =
+    Array::with_max_entries(flow_sets(PEER_FLOWS_OFF), BPF_F_MMAPABLE);
+
+/// The peer table's set count minus one (see `XLB_FLOW_SET_MASK`).
+#[unsafe(no_mangle)]
+static XLB_PEER_SET_MASK: u32 = flow_sets(PEER_FLOWS_OFF) - 1;
+
+#[inline(always)]
+pub fn peer_set_mask() -> u32 {
+    // SAFETY: a plain u32 global.
+    unsafe { core::ptr::read_volatile(&XLB_PEER_SET_MASK) }
 }
 
 /// Global configuration (one entry).

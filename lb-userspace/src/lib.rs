@@ -5,6 +5,7 @@ pub mod announce;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod continuity;
 pub mod decap;
 pub mod health;
 pub mod loader;

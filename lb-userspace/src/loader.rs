@@ -22,7 +22,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// The maps of the LB program that are pinned for hitless restarts (all of them: the decap
 /// program's maps belong to backend hosts).
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     map_names::VIPS,
     map_names::RING,
     map_names::BACKENDS,
@@ -33,6 +33,7 @@ pub const PINNED_MAPS: [&str; 10] = [
     map_names::BACKEND_STATS,
     map_names::ADDR_FILTER,
     map_names::ICMP_BUCKET,
+    map_names::PEER_FLOWS,
 ];
 
 /// Map sizes chosen at load time.
@@ -45,6 +46,9 @@ pub struct LoadOptions {
     /// Flow-table capacity in flows, rounded up to a power of two of at least
     /// `lb_common::flows::FLOW_WAYS` (the table is `flow_sets(flow_table_size)` sets).
     pub flow_table_size: u32,
+    /// Capacity of the peer-exception table in flows (`flow_sets` of it sets): the config's
+    /// `continuity.max-exceptions`, or `limits::PEER_FLOWS_OFF` without continuity.
+    pub peer_flows: u32,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +57,7 @@ impl Default for LoadOptions {
             max_vips: limits::DEFAULT_MAX_VIPS,
             max_backends: limits::DEFAULT_MAX_BACKENDS,
             flow_table_size: limits::DEFAULT_FLOW_TABLE_SIZE,
+            peer_flows: limits::PEER_FLOWS_OFF,
         }
     }
 }
@@ -176,6 +181,7 @@ pub fn load_decap(maps_dir: Option<&Path>) -> Result<Ebpf, LoadError> {
         max_vips: 1,
         max_backends: 2,
         flow_table_size: 1024,
+        peer_flows: limits::PEER_FLOWS_OFF,
     };
     load_with(
         EBPF_OBJECT,
@@ -192,6 +198,7 @@ pub fn load_aux(program: &'static str) -> Result<Ebpf, LoadError> {
         max_vips: 1,
         max_backends: 2,
         flow_table_size: 1024,
+        peer_flows: limits::PEER_FLOWS_OFF,
     };
     load_with(EBPF_OBJECT, &opts, None, program)
 }
@@ -234,9 +241,12 @@ fn load_with(
         )));
     }
     let flow_set_mask = flows::flow_sets(opts.flow_table_size) - 1;
+    let peer_set_mask = flows::flow_sets(opts.peer_flows.max(1)) - 1;
     let mut loader = EbpfLoader::new();
     loader
         .override_global(map_names::FLOW_SET_MASK, &flow_set_mask, true)
+        .override_global(map_names::PEER_SET_MASK, &peer_set_mask, true)
+        .map_max_entries(map_names::PEER_FLOWS, peer_set_mask + 1)
         .map_max_entries(map_names::RING, ring)
         .map_max_entries(map_names::VIPS, vip_entries)
         .map_max_entries(map_names::VIP_STATS, opts.max_vips)

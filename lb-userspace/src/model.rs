@@ -58,6 +58,8 @@ pub struct Config {
     pub vips: Vec<Vip>,
     /// `[announce]` when enabled: VIP routes in a kernel table for a BGP speaker.
     pub announce: Option<AnnounceConfig>,
+    /// `[continuity]` when enabled: flows kept on their backend across LB nodes.
+    pub continuity: Option<ContinuityConfig>,
 }
 
 /// `[announce]`: one route per VIP address in kernel table `table` with route protocol
@@ -76,6 +78,24 @@ pub struct AnnounceConfig {
     pub drain_quiet: Duration,
     /// BIRD's control socket, for `xlb doctor`.
     pub bird_socket: PathBuf,
+}
+
+/// `[continuity]`: this node sends the flows that no longer follow its ring (exceptions) to
+/// `peers`, and installs theirs, so a flow keeps its backend when the routers move it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContinuityConfig {
+    /// The peer listener: one specific address of this node, never a wildcard.
+    pub listen: SocketAddr,
+    /// Every other LB node's listener. Connections from other addresses are refused.
+    pub peers: Vec<SocketAddr>,
+    /// The pre-shared key (read at start and on reload).
+    pub key_file: PathBuf,
+    /// The full exception set is sent again this often (and at once after a ring change).
+    pub refresh: Duration,
+    /// How long the exceptions of a peer that stopped sending are kept.
+    pub hold: Duration,
+    /// Capacity of the peer-exception table, in flows.
+    pub max_exceptions: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

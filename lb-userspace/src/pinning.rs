@@ -135,7 +135,7 @@ fn is_bpffs(path: &Path) -> Result<bool, PinError> {
 }
 
 /// `(name, key size, value size)` of every map the LB program pins.
-fn expected_maps() -> [(&'static str, u32, u32); 10] {
+fn expected_maps() -> [(&'static str, u32, u32); 11] {
     use lb_common::{stats::GlobalStats, values::*, *};
     use map_names::*;
     let s = |n: usize| n as u32;
@@ -150,6 +150,7 @@ fn expected_maps() -> [(&'static str, u32, u32); 10] {
         (BACKEND_STATS, 4, s(size_of::<TrafficStats>())),
         (ADDR_FILTER, 4, 8),
         (ICMP_BUCKET, 4, s(size_of::<IcmpBucket>())),
+        (PEER_FLOWS, 4, s(size_of::<FlowSet>())),
     ]
 }
 
@@ -181,6 +182,18 @@ pub fn adopt_sizes(pin_dir: &Path, wanted: &LoadOptions) -> Result<LoadOptions, 
         }
         let entries = info.max_entries();
         let (field, pinned) = match name {
+            // Soft state that peers send again every refresh: a table of another size is
+            // replaced instead of kept, so turning continuity on or resizing it needs no
+            // detach. The running program keeps the old table until the new one is attached.
+            map_names::PEER_FLOWS if entries != flow_sets(wanted.peer_flows.max(1)) => {
+                info!(
+                    pinned = flow_capacity(entries),
+                    configured = wanted.peer_flows,
+                    "replacing the pinned peer-exception table (continuity.max-exceptions changed)"
+                );
+                fs::remove_file(&path).map_err(io_err("unpinning the peer table", &path))?;
+                continue;
+            }
             map_names::RING => ("max-vips", entries * RING_SLOTS_PER_ENTRY / RING_SIZE),
             map_names::BACKENDS => ("max-backends", entries),
             map_names::FLOWS => ("flow-table-size", flow_capacity(entries)),

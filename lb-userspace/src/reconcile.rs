@@ -31,8 +31,8 @@ use lb_common::{
     limits::{ADDR_FILTER_WORDS, RING_SIZE},
     values::{
         BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_EMPTY, CONFIG_F_ANY_PORT_VIPS,
-        CONFIG_F_READY, VIP_F_FRAG_ONLY, VIP_F_ICMP_ECHO, VIP_F_NO_BACKEND_PASS,
-        VIP_F_SRC_AFFINITY,
+        CONFIG_F_PEER_FLOWS, CONFIG_F_READY, VIP_F_FRAG_ONLY, VIP_F_ICMP_ECHO,
+        VIP_F_NO_BACKEND_PASS, VIP_F_SRC_AFFINITY,
     },
 };
 
@@ -128,6 +128,22 @@ impl Ring {
     fn new(slots: Vec<u32>) -> Arc<Self> {
         let counts = maglev::slot_counts(&slots);
         Arc::new(Self { slots, counts })
+    }
+}
+
+/// A VIP's applied ring, shared with the reconciler.
+#[derive(Clone, Debug)]
+pub struct RingSlots(Arc<Ring>);
+
+impl RingSlots {
+    /// The backend id in ring slot `slot` (0 past the end, like an empty slot).
+    pub fn get(&self, slot: u32) -> u32 {
+        self.0.slots.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    pub fn of(slots: Vec<u32>) -> Self {
+        Self(Ring::new(slots))
     }
 }
 
@@ -252,6 +268,24 @@ impl<S: MapStore> Reconciler<S> {
             .iter()
             .filter_map(|(id, v)| v.digest.map(|(_, d)| (*id, d)))
             .collect()
+    }
+
+    /// What the continuity scan needs of the applied maps: rings are shared, not copied.
+    pub fn applied_rings(&self) -> crate::continuity::scan::AppliedRings {
+        let mut view = crate::continuity::scan::AppliedRings {
+            seed: self.applied.config.hash_seed,
+            ..Default::default()
+        };
+        for (vip, v) in &self.applied.vips {
+            view.vips
+                .insert(v.index, (*vip, RingSlots(Arc::clone(&v.ring))));
+            for (addr, id) in &v.backends {
+                if let Some(b) = self.applied.backends.get(id) {
+                    view.backends.insert(*id, (*vip, *addr, *b));
+                }
+            }
+        }
+        view
     }
 
     /// Every applied backend with its id, entry and ring share.
@@ -637,6 +671,9 @@ fn lb_config(config: &Config, net: &NetInfo) -> LbConfig {
     let mut flags = CONFIG_F_READY;
     if config.vips.iter().any(|v| v.id.port == 0) {
         flags |= CONFIG_F_ANY_PORT_VIPS;
+    }
+    if config.continuity.is_some() {
+        flags |= CONFIG_F_PEER_FLOWS;
     }
     LbConfig {
         src_v6: config

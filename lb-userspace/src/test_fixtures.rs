@@ -81,6 +81,7 @@ pub fn config(mut vips: Vec<Vip>) -> Config {
         detach_on_exit: false,
         vips,
         announce: None,
+        continuity: None,
     }
 }
 

@@ -197,6 +197,7 @@ pub fn run(reps: u32) -> anyhow::Result<Report> {
         max_vips: 128,
         max_backends: 16_384,
         flow_table_size: 1024,
+        peer_flows: lb_common::limits::PEER_FLOWS_OFF,
     };
     let text = big_text(&opts, vips, per_vip, false);
     let validate_t = time_reps(reps, || {

@@ -86,6 +86,7 @@ pub fn run(ifname: &str, frames: u32, batch: u32, runs: u32) -> anyhow::Result<R
         max_vips: 4,
         max_backends: 64,
         flow_table_size: 1 << 16,
+        peer_flows: lb_common::limits::PEER_FLOWS_OFF,
     };
     let vip = VipSpec {
         addr: ip(VIP_DSR),

@@ -29,6 +29,7 @@ pub const TEST_LOAD_OPTIONS: LoadOptions = LoadOptions {
     max_vips: 8,
     max_backends: 64,
     flow_table_size: 4096,
+    peer_flows: 1024,
 };
 
 /// A loaded program and its maps.
@@ -37,6 +38,8 @@ pub struct Datapath {
     /// The ring and flow maps, memory-mapped as the agent maps them.
     ring: RingTable,
     flows: FlowTable,
+    /// The peer-exception table, mapped as the agent maps it.
+    peers: FlowTable,
     cpus: usize,
     /// VIP index -> (mode, flags) of its main entry: backends carry their VIP's mode and flags,
     /// which the agent writes with every backend entry; this fixture does the same.
@@ -71,12 +74,14 @@ impl Datapath {
         let mapped = |e: lb_userspace::maps::MapError| LoadError::InvalidOptions(e.to_string());
         let ring = RingTable::of(map(map_names::RING)?).map_err(mapped)?;
         let flows = FlowTable::of(map(map_names::FLOWS)?).map_err(mapped)?;
+        let peers = FlowTable::peers_of(map(map_names::PEER_FLOWS)?).map_err(mapped)?;
         let cpus =
             nr_cpus().map_err(|(what, e)| LoadError::InvalidOptions(format!("{what}: {e}")))?;
         Ok(Datapath {
             ebpf,
             ring,
             flows,
+            peers,
             cpus,
             vip_modes: Default::default(),
         })
@@ -296,6 +301,26 @@ impl Datapath {
             generation,
         };
         self.flows.insert(key, seed, entry);
+    }
+
+    /// `key`'s slot origin (`lb_common::flows::ORIGIN_*`), if it has an intact entry.
+    pub fn flow_origin(&mut self, key: &FlowKey) -> Option<u32> {
+        let (_, set, tag) = self.flow_set_of(key);
+        set.ways
+            .iter()
+            .find(|s| s.keyed(key, tag) && s.sealed())
+            .map(|s| s.origin)
+    }
+
+    /// A peer's exception for `key` naming backend `backend_id` with `generation`, placed in
+    /// the peer table where the agent would place it.
+    pub fn set_peer_flow(&mut self, key: &FlowKey, backend_id: u32, generation: u32) {
+        let seed = self.seed();
+        let entry = FlowEntry {
+            backend_id,
+            generation,
+        };
+        self.peers.insert(key, seed, entry);
     }
 
     /// Empties `key`'s slot (as an eviction does). Returns whether it had one.

@@ -384,3 +384,4 @@ impl Drop for PinCpu {
 mod flows;
 mod fragments_icmp;
 mod packets;
+mod peers;

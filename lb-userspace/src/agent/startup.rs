@@ -55,6 +55,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         max_vips: cfg.max_vips,
         max_backends: cfg.max_backends,
         flow_table_size: cfg.flow_table_size,
+        peer_flows: cfg
+            .continuity
+            .as_ref()
+            .map_or(lb_common::limits::PEER_FLOWS_OFF, |c| c.max_exceptions),
     };
     let opts = pinning::adopt_sizes(&cfg.pin_dir, &wanted)?;
     let maps_dir = pinning::maps_dir(&cfg.pin_dir);

@@ -212,6 +212,7 @@ impl StatusReport {
             agent: inputs.agent.clone(),
             vips,
             announce: None,
+            continuity: None,
         })
     }
 
@@ -306,6 +307,9 @@ impl StatusReport {
         }
         if let Some(a) = &self.announce {
             out.push_str(&a.render());
+        }
+        if let Some(c) = &self.continuity {
+            out.push_str(&c.render());
         }
         out
     }
@@ -424,6 +428,7 @@ pub(super) mod tests {
                 },
             ],
             announce: None,
+            continuity: None,
         }
     }
 

@@ -169,6 +169,9 @@ pub struct StatusReport {
     /// The VIP routes for the routers, when `[announce]` is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<Box<crate::announce::AnnounceStatus>>,
+    /// Flow continuity with the peers, when `[continuity]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuity: Option<Box<crate::continuity::status::ContinuityStatus>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

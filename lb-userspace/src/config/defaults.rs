@@ -67,3 +67,15 @@ pub const HOLD_DOWN_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::fro
 pub const WITHDRAW_GRACE_RANGE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(50));
 pub const DRAIN_QUIET_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(3600));
+
+/// `[continuity]`: exceptions are sent again every `refresh`; a lost peer's are kept `hold`.
+pub const DEFAULT_CONTINUITY_REFRESH: Duration = Duration::from_secs(1);
+pub const CONTINUITY_REFRESH_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(60));
+/// Long enough for an idle connection of a lost node to send its next packet elsewhere.
+pub const DEFAULT_CONTINUITY_HOLD: Duration = Duration::from_secs(600);
+pub const CONTINUITY_HOLD_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
+pub const DEFAULT_MAX_EXCEPTIONS: u32 = lb_common::limits::DEFAULT_PEER_FLOWS;
+/// 64 bytes per entry: 1 GiB at the top.
+pub const MAX_EXCEPTIONS_RANGE: (u64, u64) = (1024, 16 * 1024 * 1024);

@@ -235,6 +235,12 @@ pub enum ConfigError {
         "{path}: {addr} is not a loopback address and the metrics endpoint has no authentication: listen on 127.0.0.1 or [::1], or set agent.metrics-allow-remote = true to expose it deliberately"
     )]
     RemoteMetrics { path: String, addr: SocketAddr },
+    #[error("{path}: {value:?} {reason}")]
+    BadPeerAddress {
+        path: String,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 impl ConfigError {
@@ -274,7 +280,8 @@ impl ConfigError {
             | MtuTooSmall { path, .. }
             | InvalidPath { path, .. }
             | InvalidSocketAddr { path, .. }
-            | RemoteMetrics { path, .. } => path,
+            | RemoteMetrics { path, .. }
+            | BadPeerAddress { path, .. } => path,
         }
     }
 }

@@ -19,6 +19,23 @@ pub struct RawConfig {
     pub vip: Vec<RawVip>,
     /// `[announce]`.
     pub announce: Option<RawAnnounce>,
+    /// `[continuity]`.
+    pub continuity: Option<RawContinuity>,
+}
+
+/// `[continuity]`: flow continuity across LB nodes (exceptions exchanged with peers).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawContinuity {
+    /// Defaults to true: writing the table is turning it on.
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub key_file: Option<String>,
+    pub refresh: Option<String>,
+    pub hold: Option<String>,
+    pub max_exceptions: Option<u64>,
 }
 
 /// `[announce]`: routes for a BGP speaker (BIRD) in a kernel table. Numbers are read wider

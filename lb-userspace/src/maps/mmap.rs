@@ -183,13 +183,26 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(map: MapData) -> Result<Self> {
-        let m = ArrayMmap::new(map_names::FLOWS, map, size_of::<FlowSet>() as u32)?;
+        Self::named(map_names::FLOWS, map)
+    }
+
+    /// A table of the flow table's layout under another name (`map_names::PEER_FLOWS`).
+    pub fn named(name: &'static str, map: MapData) -> Result<Self> {
+        let m = ArrayMmap::new(name, map, size_of::<FlowSet>() as u32)?;
         Ok(Self { m })
     }
 
     /// A second mapping of a loaded program's flow map (the program keeps its own handle).
     pub fn of(map: &aya::maps::Map) -> Result<Self> {
         Self::new(second_handle(map_names::FLOWS, map)?)
+    }
+
+    /// A second mapping of a loaded program's peer-exception map.
+    pub fn peers_of(map: &aya::maps::Map) -> Result<Self> {
+        Self::named(
+            map_names::PEER_FLOWS,
+            second_handle(map_names::PEER_FLOWS, map)?,
+        )
     }
 
     /// Intact entries (reads the whole table).

@@ -68,6 +68,7 @@ pub(super) struct AgentInner {
     pub(super) probes: Family<ProbeLabels, Counter>,
     pub(super) state: Mutex<AgentState>,
     pub(super) announce: super::announce::AnnounceFamilies,
+    pub(super) continuity: super::continuity::ContinuityFamilies,
 }
 
 /// The agent's side of the metrics; cheap to clone, every clone updates the same values.
@@ -99,6 +100,7 @@ impl AgentMetrics {
                 probes: Family::default(),
                 state: Mutex::new(AgentState::default()),
                 announce: Default::default(),
+                continuity: Default::default(),
             }),
         }
     }

@@ -76,6 +76,7 @@ impl Exporter {
             inner.probes.clone(),
         );
         inner.announce.register(&mut registry);
+        inner.continuity.register(&mut registry);
         registry.register_collector(Box::new(MapCollector::new(store, agent, walk)));
         Self { registry }
     }

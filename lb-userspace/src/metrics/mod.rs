@@ -47,6 +47,13 @@
 //! | `xlb_node_draining` | gauge | | 1 while the node is drained (`xlb drain-node`) |
 //! | `xlb_route_changes_total` | counter | action = `announce` \| `withdraw` | routes written and removed |
 //! | `xlb_speaker_errors_total` | counter | | failed route updates |
+//! | `xlb_continuity_own_exceptions` | gauge | | with `[continuity]`: flows of this node's flow table that no longer follow the ring, at the last scan |
+//! | `xlb_continuity_held_exceptions` | gauge | | peers' exceptions held in the peer table |
+//! | `xlb_continuity_exceptions_{sent,received,applied,expired}_total` | counter | | exceptions sent to peers (every full set counts), received, installed, lapsed |
+//! | `xlb_continuity_exceptions_refused_total` | counter | reason = `unknown` \| `mismatch` \| `full` | received exceptions not installed |
+//! | `xlb_continuity_rejected_total` | counter | reason | channel messages or connections refused (bad tag, replay, malformed, oversized, unknown peer, ...); none changed a map |
+//! | `xlb_continuity_{sent,received}_bytes_total` | counter | | bytes on the continuity channel |
+//! | `xlb_continuity_peer_connected` | gauge | peer | 1 while this node's connection to the peer is up |
 //! | `xlb_bird_problems` | gauge | | with `[announce]`: BIRD checks (`bird`, `bird_kernel`, `bgp`, as `xlb doctor` runs them) not OK at the last run, every 10 s |
 //! | `xlb_scrape_map_errors` | gauge | | map reads that failed during this scrape (their series are missing from it) |
 //!
@@ -75,6 +82,8 @@
 
 mod agent;
 mod announce;
+mod continuity;
+pub use continuity::ContinuityTotals;
 mod collector;
 mod exporter;
 mod server;

@@ -160,7 +160,7 @@ impl Validator<'_> {
         )
     }
 
-    fn bounded_duration(
+    pub(super) fn bounded_duration(
         &mut self,
         path: &str,
         value: Option<&str>,

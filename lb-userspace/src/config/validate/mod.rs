@@ -4,6 +4,7 @@
 
 mod agent;
 mod announce;
+mod continuity;
 mod health;
 mod vip;
 
@@ -248,6 +249,7 @@ impl Validator<'_> {
         }
 
         let announce = self.announce(raw.announce.as_ref(), &vips);
+        let continuity = self.continuity(raw.continuity.as_ref());
         let mut vips: Vec<Vip> = vips.into_iter().map(|(_, v)| v).collect();
         vips.sort_by_key(|v| v.id);
         Config {
@@ -270,6 +272,7 @@ impl Validator<'_> {
             detach_on_exit: a.detach_on_exit,
             vips,
             announce,
+            continuity,
         }
     }
 

@@ -50,6 +50,36 @@ pub(super) struct Inputs {
     pub(super) bird: mpsc::Receiver<Vec<BirdProblem>>,
     /// What those checks expect, kept in step with the running config.
     pub(super) bird_expect: watch::Sender<Option<BirdExpectation>>,
+    /// `[continuity]`: parts peers sent, and the scan thread's results (all `None` without).
+    pub(super) continuity: ContinuityInputs,
+}
+
+#[derive(Default)]
+pub(super) struct ContinuityInputs {
+    pub(super) parts: Option<mpsc::Receiver<crate::continuity::channel::Inbound>>,
+    pub(super) scans:
+        Option<watch::Receiver<std::sync::Arc<crate::continuity::scanner::Published>>>,
+    pub(super) refresh: Option<Duration>,
+}
+
+/// Waits for a part from a peer (never, without continuity).
+async fn next_part(
+    parts: &mut Option<mpsc::Receiver<crate::continuity::channel::Inbound>>,
+) -> Option<crate::continuity::channel::Inbound> {
+    match parts {
+        Some(p) => p.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a finished scan (never, without continuity).
+async fn next_scan<T>(scans: &mut Option<watch::Receiver<T>>) {
+    if let Some(s) = scans
+        && s.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 pub(super) async fn run(
@@ -64,6 +94,12 @@ pub(super) async fn run(
     refresh.reset();
     let mut probe_tick = tokio::time::interval(PROBE_METRICS_INTERVAL);
     let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
+    let continuity_every = inputs
+        .continuity
+        .refresh
+        .unwrap_or(Duration::from_secs(3600));
+    let mut continuity_tick = tokio::time::interval(continuity_every);
+    continuity_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // (VIP, backend) -> probes already reported to metrics.
     let mut probes_seen = HashMap::new();
     // A reload ran in this turn of the loop.
@@ -102,6 +138,11 @@ pub(super) async fn run(
                 agent.announce_tick();
             }
             Some(problems) = inputs.bird.recv() => agent.bird_checked(problems),
+            Some(part) = next_part(&mut inputs.continuity.parts) => agent.continuity_part(part),
+            () = next_scan(&mut inputs.continuity.scans) => agent.continuity_scanned(),
+            _ = continuity_tick.tick(), if inputs.continuity.refresh.is_some() => {
+                agent.continuity_tick();
+            }
             _ = probe_tick.tick() => {
                 report_probes(&agent.health_stats, &agent.metrics, &mut probes_seen);
             }

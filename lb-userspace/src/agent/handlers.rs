@@ -91,6 +91,7 @@ impl<S: MapStore> Agent<S> {
             .announcer
             .as_ref()
             .map(|a| Box::new(a.status(std::time::Instant::now())));
+        report.continuity = self.continuity_status().map(Box::new);
         Ok(report)
     }
 

@@ -12,6 +12,7 @@
 //! and [`shutdown`] do the real I/O around them.
 
 mod announce;
+mod continuity;
 mod event_loop;
 mod handlers;
 mod neighbours;

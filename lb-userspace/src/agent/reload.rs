@@ -33,8 +33,11 @@ impl<S: MapStore> Agent<S> {
 
     /// Applies `new` in place of the running config; on failure restores and re-applies the
     /// running one.
-    fn replace_config(&mut self, new: Config) -> Result<String, String> {
+    fn replace_config(&mut self, mut new: Config) -> Result<String, String> {
         let fixed = restart_only_changes(&self.file, &new);
+        // The channel's sockets and the peer table are set up once: the running continuity
+        // stays as started (and with it the program's CONFIG_F_PEER_FLOWS).
+        new.continuity.clone_from(&self.file.continuity);
         if !fixed.is_empty() {
             warn!(
                 "these settings take effect only after a restart (or a detach, for map sizes): {}",
@@ -99,6 +102,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         != (new.max_vips, new.max_backends, new.flow_table_size)
     {
         out.push("max-vips/max-backends/flow-table-size");
+    }
+    if old.continuity != new.continuity {
+        out.push("continuity");
     }
     out
 }

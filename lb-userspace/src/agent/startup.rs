@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{ApiCall, ApiServer};
 use crate::config::{self, HostEnvironment};
+use crate::continuity::node::Continuity;
 use crate::health::{HealthEvent, HealthMonitor};
 use crate::loader::{self, LoadOptions};
 use crate::maps::AyaStore;
@@ -21,7 +22,7 @@ use crate::netlink::Netlink;
 use crate::pinning;
 use crate::reconcile::Reconciler;
 
-use super::event_loop::{self, Inputs};
+use super::event_loop::{self, ContinuityInputs, Inputs};
 use super::neighbours::{Resolved, Resolver};
 use super::shutdown;
 use super::state::Agent;
@@ -96,6 +97,23 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // down for want of a MAC.
     agent.net = resolver.resolve_now(agent.net_targets()).await;
     agent.apply("startup")?;
+    let continuity = match agent.file.continuity.clone() {
+        Some(cfg) => {
+            let rings = agent.reconciler.applied_rings();
+            let (c, parts) = Continuity::start(&cfg, &maps_dir, &rings)
+                .await
+                .context("starting flow continuity ([continuity])")?;
+            info!(listen = %cfg.listen, peers = cfg.peers.len(), "flow continuity started");
+            let scans = c.scans();
+            agent.continuity = Some(c);
+            ContinuityInputs {
+                parts: Some(parts),
+                scans: Some(scans),
+                refresh: Some(cfg.refresh),
+            }
+        }
+        None => ContinuityInputs::default(),
+    };
 
     if let Some(addr) = agent.file.metrics_listen {
         let store: SharedStore = Arc::new(Mutex::new(AyaStore::from_pin_dir(&maps_dir)?));
@@ -121,6 +139,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         watch,
         bird: crate::announce::bird_watch::spawn(bird_expect_rx),
         bird_expect,
+        continuity,
     };
     let exit = event_loop::run(&mut agent, &mut resolver, &mut inputs).await?;
     shutdown::teardown(agent, exit, inputs.api, api_task).await

@@ -43,6 +43,8 @@ pub(super) struct Agent<S: MapStore> {
     pub(super) open_speaker: super::announce::OpenSpeaker,
     /// When a held route change or a retry is due.
     pub(super) announce_wake: Option<std::time::Instant>,
+    /// `[continuity]`, once started.
+    pub(super) continuity: Option<crate::continuity::node::Continuity>,
 }
 
 impl<S: MapStore> Agent<S> {
@@ -75,6 +77,7 @@ impl<S: MapStore> Agent<S> {
             announcer: None,
             open_speaker: super::announce::kernel_speaker(),
             announce_wake: None,
+            continuity: None,
         }
     }
 
@@ -192,6 +195,9 @@ impl<S: MapStore> Agent<S> {
         self.evaluate_announce_with(&cfg, &backends);
         let report = result?;
         self.metrics.record_apply(&report);
+        if report.wrote_anything() {
+            self.continuity_rings_changed();
+        }
         let indices: Vec<(VipId, u32)> = cfg
             .vips
             .iter()

@@ -73,7 +73,8 @@ impl ContinuityStatus {
                 },
                 ago(p.last_sent_ago_ms),
                 p.exceptions_sent,
-                p.acked_sync.map_or_else(|| "none".into(), |s| s.to_string()),
+                p.acked_sync
+                    .map_or_else(|| "none".into(), |s| s.to_string()),
                 ago(p.last_received_ago_ms),
                 p.held,
                 p.exceptions_received,
@@ -119,7 +120,10 @@ mod tests {
         let text = s.render();
         assert!(text.contains("own exceptions 12"), "{text}");
         assert!(text.contains("held 30/262144"), "{text}");
-        assert!(text.contains("198.51.100.12:7946") && text.contains("DISCONNECTED"), "{text}");
+        assert!(
+            text.contains("198.51.100.12:7946") && text.contains("DISCONNECTED"),
+            "{text}"
+        );
         assert!(text.contains("received 25s ago"), "{text}");
         assert!(text.contains("rejected messages: bad_tag 3"), "{text}");
     }

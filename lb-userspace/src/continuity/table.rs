@@ -341,8 +341,13 @@ impl<T: SetStore> PeerTable<T> {
         }
     }
 
+    /// Sets of the table (its capacity is `flow_capacity` of it).
+    pub fn sets(&self) -> u32 {
+        self.sets.sets()
+    }
+
     #[cfg(test)]
-    fn sets(&self) -> &T {
+    fn store(&self) -> &T {
         &self.sets
     }
 }
@@ -420,7 +425,7 @@ mod tests {
     fn found(t: &PeerTable<Vec<FlowSet>>, x: &Incoming) -> Option<FlowEntry> {
         let key = flow_key(x).unwrap();
         let tag = key.entropy(SEED);
-        let set = t.sets()[set_index(tag, t.sets().sets()) as usize];
+        let set = t.store()[set_index(tag, t.sets()) as usize];
         set.get(&key, tag).map(|s| {
             assert_eq!(s.origin, ORIGIN_PEER);
             s.entry()
@@ -464,7 +469,7 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!((t.counts.unknown, t.counts.mismatch), (1, 2));
         assert!(
-            t.sets().iter().all(|s| *s == FlowSet::default()),
+            t.store().iter().all(|s| *s == FlowSet::default()),
             "no map write"
         );
     }
@@ -543,7 +548,7 @@ mod tests {
     fn adopting_keeps_what_resolves_until_it_lapses() {
         let mut t = table(1024);
         t.apply(peer(2), 1, &x(1, 1), &resolve()).unwrap();
-        let sets = t.sets().clone();
+        let sets = t.store().clone();
         let mut rings = AppliedRings {
             seed: SEED,
             ..Default::default()
@@ -560,7 +565,7 @@ mod tests {
         assert!(found(&adopted, &x(1, 1)).is_some());
         assert_eq!(adopted.expire(at), 1);
         // Refreshed by a peer before it lapses: kept.
-        let mut adopted = PeerTable::adopt(t.sets().clone(), &rings, at);
+        let mut adopted = PeerTable::adopt(t.store().clone(), &rings, at);
         adopted.apply(peer(2), 3, &x(1, 1), &resolve()).unwrap();
         assert_eq!(adopted.expire(at), 0);
     }

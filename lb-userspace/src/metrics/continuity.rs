@@ -148,8 +148,11 @@ impl AgentMetrics {
             });
             advance(&c, *n, before.get(reason).copied().unwrap_or(0));
         }
-        let before: HashMap<&str, u64> =
-            last.rejected.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        let before: HashMap<&str, u64> = last
+            .rejected
+            .iter()
+            .map(|(r, n)| (r.as_str(), *n))
+            .collect();
         for (reason, n) in &t.rejected {
             let c = f.rejected.get_or_create(&ReasonLabel {
                 reason: reason.clone(),

@@ -1,0 +1,302 @@
+//! Flow continuity in the running agent: the peer table, the scan thread and the channel's
+//! tasks, driven by the event loop (a ring change, a refresh tick, a part from a peer).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use aya::maps::MapData;
+use lb_common::flows::flow_capacity;
+use lb_common::map_names;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::channel::{
+    self, ChannelMonitor, Inbound, Listener, ListenerConfig, Sender, SenderConfig, SyncSet,
+};
+use super::scan::AppliedRings;
+use super::scanner::{Published, Scanner};
+use super::status::{ContinuityStatus, PeerStatus};
+use super::table::{Incoming, PeerTable, Resolve, SetStore, resolve_of};
+use crate::maps::mmap::FlowTable;
+use crate::model::{ContinuityConfig, Proto, VipId};
+
+/// A peer that sent nothing for this many refreshes is treated as lost: its exceptions start
+/// their hold (connections carry a sync every refresh, so three missed is no hiccup).
+const LOST_AFTER_REFRESHES: u32 = 3;
+/// Adopted entries (left by a previous agent) lapse after this unless a peer names them: long
+/// enough for every live peer's next sync.
+const ADOPT_GRACE_MIN: Duration = Duration::from_secs(10);
+
+pub struct Continuity<T: SetStore = FlowTable> {
+    cfg: ContinuityConfig,
+    table: PeerTable<T>,
+    resolve: Resolve,
+    scanner: Scanner,
+    /// Senders read the latest scan from here (`None` until the first scan).
+    sets: watch::Sender<Option<Arc<SyncSet>>>,
+    channel: Arc<ChannelMonitor>,
+    /// Last part received per peer, and peers whose hold has started.
+    last_received: BTreeMap<SocketAddr, Instant>,
+    received_total: BTreeMap<SocketAddr, u64>,
+    lost: BTreeSet<SocketAddr>,
+    /// The last published scan forwarded to the senders.
+    forwarded: u64,
+    /// Tasks of the channel (aborted on drop).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<T: SetStore> Drop for Continuity<T> {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The pinned map `name` under `maps_dir`, memory-mapped.
+fn pinned_table(maps_dir: &Path, name: &'static str) -> anyhow::Result<FlowTable> {
+    let path = maps_dir.join(name);
+    let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(FlowTable::named(name, map)?)
+}
+
+impl Continuity<FlowTable> {
+    /// Starts continuity on the pinned maps: adopts the peer table, starts the scan thread, the
+    /// listener and one sender per peer. Returns the parts peers send, for the event loop.
+    pub async fn start(
+        cfg: &ContinuityConfig,
+        maps_dir: &Path,
+        rings: &AppliedRings,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<Inbound>)> {
+        let key = Arc::new(channel::PeerKey::load(&cfg.key_file)?);
+        let peers = pinned_table(maps_dir, map_names::PEER_FLOWS)?;
+        let flows = pinned_table(maps_dir, map_names::FLOWS)?;
+        let grace = (cfg.refresh * LOST_AFTER_REFRESHES).max(ADOPT_GRACE_MIN);
+        let table = PeerTable::adopt(peers, rings, Instant::now() + grace);
+        if !table.is_empty() {
+            info!(
+                held = table.len(),
+                "kept the peer exceptions a previous agent installed"
+            );
+        }
+        let scanner = Scanner::spawn(flows).context("starting the continuity scan thread")?;
+        let monitor = Arc::new(ChannelMonitor::new(&cfg.peers));
+        // Small: a connection waits for its part's turn, so a flooding peer is held back by
+        // TCP flow control instead of growing this queue.
+        let (parts_tx, parts) = mpsc::channel(8);
+        let idle = cfg.refresh * LOST_AFTER_REFRESHES;
+        let listener_cfg = ListenerConfig::new(cfg.listen, (*key).clone(), cfg.peers.len(), idle);
+        let listener = Listener::bind(listener_cfg, Arc::clone(&monitor), parts_tx)
+            .await
+            .with_context(|| format!("listening on continuity.listen {}", cfg.listen))?;
+        let mut tasks = vec![tokio::spawn(listener.run())];
+        let (sets, sets_rx) = watch::channel(None);
+        for peer in &cfg.peers {
+            // From the listen address: peers accept only their configured peers' addresses.
+            let sender_cfg = SenderConfig::new(
+                *peer,
+                cfg.listen.to_string(),
+                Some(cfg.listen.ip()),
+                (*key).clone(),
+            );
+            let sender = Sender::new(sender_cfg, Arc::clone(&monitor))
+                .context("a configured peer without its channel state")?;
+            tasks.push(tokio::spawn(sender.run(sets_rx.clone())));
+        }
+        let mut c = Self {
+            cfg: cfg.clone(),
+            table,
+            resolve: resolve_of(rings),
+            scanner,
+            sets,
+            channel: monitor,
+            last_received: BTreeMap::new(),
+            received_total: BTreeMap::new(),
+            lost: BTreeSet::new(),
+            forwarded: 0,
+            tasks,
+        };
+        c.scanner.ask(rings.clone());
+        Ok((c, parts))
+    }
+}
+
+impl<T: SetStore> Continuity<T> {
+    pub fn refresh(&self) -> Duration {
+        self.cfg.refresh
+    }
+
+    /// After an apply: exceptions resolved again (ids and generations may have changed) and a
+    /// scan at once, so peers learn a ring change's exceptions without waiting for the tick.
+    pub fn rings_changed(&mut self, rings: AppliedRings) {
+        self.resolve = resolve_of(&rings);
+        self.table.reresolve(&self.resolve);
+        self.scanner.ask(rings);
+    }
+
+    /// Every refresh: a new scan (the full set doubles as the heartbeat), lost peers' holds
+    /// started, lapsed exceptions removed.
+    pub fn tick(&mut self, rings: AppliedRings, now: Instant) {
+        self.scanner.ask(rings);
+        let silent = self.cfg.refresh * LOST_AFTER_REFRESHES;
+        for (peer, at) in &self.last_received {
+            if now.duration_since(*at) > silent && self.lost.insert(*peer) {
+                warn!(%peer, "no exceptions from this peer for {silent:?}: holding its \
+                       exceptions for {:?}", self.cfg.hold);
+                self.table.peer_lost(*peer, now, self.cfg.hold);
+            }
+        }
+        let n = self.table.expire(now);
+        if n > 0 {
+            info!(expired = n, "peer exceptions lapsed");
+        }
+        self.forward_scan();
+    }
+
+    /// Hands a finished scan to the senders (called on the tick and when the scan thread
+    /// publishes).
+    pub fn forward_scan(&mut self) {
+        self.scanner.flush();
+        let latest: Arc<Published> = self.scanner.published.borrow().clone();
+        if latest.set.sync_id == self.forwarded {
+            return;
+        }
+        self.forwarded = latest.set.sync_id;
+        self.sets.send_replace(Some(Arc::clone(&latest.set)));
+    }
+
+    /// Installs one part a peer sent; the answer goes back to its connection as an Ack.
+    pub fn part(&mut self, p: Inbound) {
+        let now = Instant::now();
+        self.last_received.insert(p.peer, now);
+        if self.lost.remove(&p.peer) {
+            info!(peer = %p.peer, "peer sending again");
+        }
+        let (mut applied, mut rejected) = (0u32, 0u32);
+        for g in &p.groups {
+            let Some(proto) = Proto::from_number(g.vip.proto) else {
+                rejected += g.flows.len() as u32;
+                continue;
+            };
+            let vip = VipId {
+                addr: g.vip.addr,
+                port: g.vip.port,
+                proto,
+            };
+            for f in &g.flows {
+                let x = Incoming {
+                    vip,
+                    backend: g.backend,
+                    client: f.client,
+                    client_port: f.client_port,
+                    dst_port: f.dst_port,
+                };
+                match self.table.apply(p.peer, p.sync_id, &x, &self.resolve) {
+                    Ok(()) => applied += 1,
+                    Err(_) => rejected += 1,
+                }
+            }
+        }
+        *self.received_total.entry(p.peer).or_default() += u64::from(applied + rejected);
+        if p.last {
+            self.table.finish_sync(p.peer, p.sync_id);
+        }
+        let _ = p.done.send(channel::ApplyResult { applied, rejected });
+    }
+
+    /// Peer exceptions held now.
+    pub fn held(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn counts(&self) -> super::table::TableCounts {
+        self.table.counts
+    }
+
+    pub fn latest_scan(&self) -> Arc<Published> {
+        self.scanner.published.borrow().clone()
+    }
+
+    /// The scan thread's results, for the event loop to wait on.
+    pub fn scans(&self) -> watch::Receiver<Arc<Published>> {
+        self.scanner.published.clone()
+    }
+
+    /// The channel's totals, for the metrics.
+    pub fn channel_totals(&self) -> ChannelTotals {
+        let st = self.channel.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        ChannelTotals {
+            exceptions_sent: load(&st.exceptions_sent),
+            exceptions_received: load(&st.exceptions_received),
+            bytes_sent: load(&st.bytes_sent),
+            bytes_received: load(&st.bytes_received),
+            rejected: st
+                .rejections()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (r.to_string(), n))
+                .collect(),
+            connected: self
+                .channel
+                .peers()
+                .into_iter()
+                .map(|p| (p.addr.to_string(), p.outbound_connected))
+                .collect(),
+        }
+    }
+
+    pub fn status(&self) -> ContinuityStatus {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let scan = self.latest_scan();
+        let held = self.table.per_peer();
+        let ms =
+            |at: Option<Instant>| at.map(|a| now.saturating_duration_since(a).as_millis() as u64);
+        let wall_ms = |at: Option<SystemTime>| {
+            at.map(|a| wall.duration_since(a).unwrap_or_default().as_millis() as u64)
+        };
+        let peers = self
+            .channel
+            .peers()
+            .into_iter()
+            .map(|st| {
+                let addr = &st.addr;
+                PeerStatus {
+                    addr: *addr,
+                    connected: st.outbound_connected,
+                    last_sent_ago_ms: wall_ms(st.last_sent),
+                    last_received_ago_ms: ms(self.last_received.get(addr).copied()),
+                    acked_sync: st.last_acked.as_ref().map(|a| a.sync_id),
+                    exceptions_sent: st.exceptions_sent_total,
+                    held: held.get(&Some(*addr)).copied().unwrap_or(0) as u64,
+                    exceptions_received: self.received_total.get(addr).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        ContinuityStatus {
+            listen: self.cfg.listen,
+            own_exceptions: scan.exceptions,
+            last_scan_ago_ms: (scan.set.sync_id > 0).then(|| ms(Some(scan.at)).unwrap_or(0)),
+            last_scan_took_ms: scan.took.as_millis() as u64,
+            held: self.table.len() as u64,
+            capacity: u64::from(flow_capacity(self.table.sets())),
+            peers,
+            rejected: self.channel_totals().rejected,
+        }
+    }
+}
+
+/// The channel's counters as the metrics take them.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelTotals {
+    pub exceptions_sent: u64,
+    pub exceptions_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub rejected: Vec<(String, u64)>,
+    pub connected: Vec<(String, bool)>,
+}

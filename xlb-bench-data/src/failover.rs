@@ -65,6 +65,9 @@ pub struct ContinuityRun {
     pub gap_p100_ms: f64,
     /// From the reloads to the same new ring on every node.
     pub ring_converged_ms: f64,
+    /// With continuity: from then until every node held every other's exceptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exceptions_exchanged_ms: Option<f64>,
     /// From the node change to the router's route showing it.
     pub router_converged_ms: f64,
     /// Set when the run could not complete (its figures are then zero).

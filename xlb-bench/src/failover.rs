@@ -118,6 +118,7 @@ fn continuity_run(o: &ContinuityOutcome) -> ContinuityRun {
         gap_p50_ms: s.gap_p50.as_secs_f64() * 1e3,
         gap_p100_ms: s.gap_p100.as_secs_f64() * 1e3,
         ring_converged_ms: o.ring_converged.as_secs_f64() * 1e3,
+        exceptions_exchanged_ms: o.exceptions_exchanged.map(|d| d.as_secs_f64() * 1e3),
         router_converged_ms: o.router_converged.as_secs_f64() * 1e3,
         error: None,
     }
@@ -137,6 +138,7 @@ fn failed_run(s: &Scenario, on: bool, error: String) -> ContinuityRun {
         gap_p50_ms: 0.0,
         gap_p100_ms: 0.0,
         ring_converged_ms: 0.0,
+        exceptions_exchanged_ms: None,
         router_converged_ms: 0.0,
         error: Some(error),
     }

@@ -100,27 +100,31 @@ fn continuity_report(r: &FailoverResult, md: &mut String, key: &mut Vec<KeyFigur
     md.push_str(
         "\n### Flow continuity across nodes\n\nEach scenario changes every node's ring (a \
          backend added, drained to weight 0, or re-weighted) while the connections run, waits \
-         until every node runs the same new ring plus one continuity refresh, then moves flows \
+         until every node runs the same new ring and (with continuity) every node holds every \
+         other's exceptions (without: one refresh and a margin), then moves flows \
          between nodes (a node crashes, joins, or drains). Only connections both remapped by the \
          ring and moved by the router are at risk; without continuity they break, with it none \
          may.\n\n\
          | scenario | continuity | tried | survived | failed | at risk (failed) | gap p50 | \
-         gap p100 | rings converged | router converged |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         gap p100 | rings converged | exceptions exchanged | router converged |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in &r.continuity {
         let mode = if c.continuity { "on" } else { "off" };
         if let Some(e) = &c.error {
+            // The error fills the "tried" cell; the 8 columns after it stay empty.
             let _ = writeln!(
                 md,
-                "| {} | {mode} | error: {} |||||||| ",
+                "| {} | {mode} | error: {} |{}",
                 c.scenario,
-                e.replace('|', "/")
+                e.replace('|', "/"),
+                " |".repeat(8)
             );
         } else {
             let _ = writeln!(
                 md,
-                "| {} | {mode} | {} | {} | {} | {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+                "| {} | {mode} | {} | {} | {} | {} ({}) | {:.0} ms | {:.0} ms | {:.0} ms | {} | \
+                 {:.0} ms |",
                 c.scenario,
                 c.connections_tried,
                 c.connections_survived,
@@ -130,6 +134,8 @@ fn continuity_report(r: &FailoverResult, md: &mut String, key: &mut Vec<KeyFigur
                 c.gap_p50_ms,
                 c.gap_p100_ms,
                 c.ring_converged_ms,
+                c.exceptions_exchanged_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms")),
                 c.router_converged_ms
             );
         }

@@ -340,6 +340,7 @@ fn continuity_run(on: bool, at_risk: usize, failed: usize) -> ContinuityRun {
         gap_p50_ms: 100.0,
         gap_p100_ms: 420.0,
         ring_converged_ms: 1500.0,
+        exceptions_exchanged_ms: on.then_some(900.0),
         router_converged_ms: 310.0,
         error: None,
     }
@@ -388,11 +389,12 @@ fn every_stage_renders_its_verdicts_and_ratios() {
          PASS |",
         "| failover | drain | failed 2.000, gap_p100_ms 195.000, survived 298.000 |  | MISS |",
         "| node loss | 300 | 300 | 0 | 128 ms | 256 ms | 310 (0) | 230 ms |",
-        "| add backend, lose node | off | 300 | 274 | 26 | 27 (26) | 100 ms | 420 ms | 1500 ms | \
-         310 ms |",
+        "| add backend, lose node | off | 300 | 274 | 26 | 27 (26) | 100 ms | 420 ms | 1500 ms | - \
+         | 310 ms |",
         "| add backend, lose node | on | 300 | 300 | 0 | 25 (0) | 100 ms | 420 ms | 1500 ms | \
-         310 ms |",
-        "| add backend, lose node | on | error: lb1: the agent exited / unknown key |",
+         900 ms | 310 ms |",
+        "| add backend, lose node | on | error: lb1: the agent exited / unknown key | | | | | | | \
+         | |\n",
         "| failover | continuity: add backend, lose node | failed 0.000, gap_p100_ms 420.000, \
          survived 300.000 |  | PASS |",
         "| failover | continuity: add backend, lose node | failed 0.000, gap_p100_ms 0.000, \

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use lb_userspace::api::{MapState, Request, Response, StatusReport};
 use lb_userspace::cli::inspect::{InspectCmd, OutputArgs, RingArgs};
+use lb_userspace::continuity::status::ContinuityStatus;
 use lb_userspace::maps::AyaStore;
 use lb_userspace::pinning;
 
@@ -242,6 +243,51 @@ impl Cluster {
             .sysctl("net/ipv4/fib_multipath_hash_policy", "3");
     }
 
+    /// Waits (at most `timeout`) until, between every two live nodes, each holds all of the
+    /// other's exceptions as the other last counted them in a scan that ran after `since` (the
+    /// ring change), and returns how long after `since` that held. Continuity must be on.
+    pub fn wait_exceptions_exchanged(&self, since: Instant, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let nodes = self.live_nodes();
+            let statuses: Vec<(usize, ContinuityStatus)> = nodes
+                .iter()
+                .map(|&i| {
+                    let c = self.lbs[i].status().continuity.unwrap_or_else(|| {
+                        panic!("{}: no continuity in its status", self.lbs[i].name)
+                    });
+                    (i, *c)
+                })
+                .collect();
+            let scanned_since = |c: &ContinuityStatus| {
+                c.last_scan_ago_ms
+                    .is_some_and(|ago| Duration::from_millis(ago) < since.elapsed())
+            };
+            let exchanged = statuses.iter().all(|(_, c)| scanned_since(c))
+                && statuses.iter().all(|(i, holder)| {
+                    statuses.iter().filter(|(j, _)| j != i).all(|(j, owner)| {
+                        holder.peers.iter().any(|p| {
+                            p.addr == self.continuity_addr(*j) && p.held == owner.own_exceptions
+                        })
+                    })
+                });
+            if exchanged {
+                return since.elapsed();
+            }
+            if Instant::now() > deadline {
+                let text: Vec<String> = statuses
+                    .iter()
+                    .map(|(i, c)| format!("{}: {}", self.lbs[*i].name, c.render()))
+                    .collect();
+                panic!(
+                    "exceptions not exchanged within {timeout:?}:\n{}",
+                    text.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Removes node `i`'s pins (program link and maps) while no agent runs there: the next
     /// agent starts from empty maps, as on a new machine. For a node that crashed, whose agent
     /// cannot `stop --detach`.
@@ -321,6 +367,35 @@ mod tests {
         write_key(&path);
         assert_ne!(fs::read(&path).unwrap(), first, "a fresh key each time");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_continuity_section_validates() {
+        let listen: SocketAddr = "198.51.100.2:7946".parse().unwrap();
+        let peers: Vec<SocketAddr> = ["198.51.100.3:7946", "198.51.100.4:7946"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let mut text = crate::testbed::agent_config(
+            Path::new("/sys/fs/bpf/xlbt-x/lb1"),
+            Path::new("/tmp/xlbt-x/lb1.sock"),
+            3,
+            "",
+            &[VipSpec::tcp(Mode::DsrL2, false)],
+        );
+        text.push_str(&continuity_section(
+            listen,
+            &peers,
+            Path::new("/tmp/xlbt-x/continuity.key"),
+            &ContinuityOptions::default(),
+        ));
+        let v = lb_userspace::config::load_str(&text, &|_: &str| true)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let c = v.config.continuity.expect("continuity on");
+        assert_eq!(c.listen, listen);
+        assert_eq!(c.peers, peers);
+        assert_eq!(c.refresh, Duration::from_secs(1));
+        assert_eq!(c.hold, Duration::from_secs(600));
     }
 
     #[test]

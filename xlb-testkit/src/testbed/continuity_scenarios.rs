@@ -141,6 +141,13 @@ impl Scenario {
         weighted(&self.base_vip()).min(weighted(&self.changed_base()))
     }
 
+    /// The node the node change is about.
+    pub fn node_index(&self) -> usize {
+        match self.node {
+            NodeChange::Crash(i) | NodeChange::Add(i) | NodeChange::Drain(i) => i,
+        }
+    }
+
     /// The nodes the router has a path to after the node change.
     pub fn final_nodes(&self) -> Vec<usize> {
         let mut n = self.initial_nodes.clone();
@@ -240,6 +247,8 @@ pub struct ContinuityOutcome {
     pub summary: SessionSummary,
     /// From the reloads to equal ring digests on every node.
     pub ring_converged: Duration,
+    /// With continuity: from then until every node held every other's exceptions.
+    pub exceptions_exchanged: Option<Duration>,
     /// From the node change to the router's paths showing it.
     pub router_converged: Duration,
 }
@@ -251,7 +260,8 @@ impl ContinuityOutcome {
         let mut out = format!(
             "{} (continuity {}): {} connections, {} remapped by the ring change, {} moved by the \
              router, {} at risk (both); failed {} ({} at risk, {} unexplained); survived {}; gap \
-             p50 {:?} p100 {:?}; rings converged in {:?}, router in {:?}\n",
+             p50 {:?} p100 {:?}; rings converged in {:?}, exceptions exchanged {:?} later, \
+             router in {:?}\n",
             self.scenario,
             if self.continuity { "on" } else { "off" },
             c.tried,
@@ -265,6 +275,7 @@ impl ContinuityOutcome {
             s.gap_p50,
             s.gap_p100,
             self.ring_converged,
+            self.exceptions_exchanged,
             self.router_converged,
         );
         // Every loss with continuity, and every unexplained one, needs its reason; without
@@ -369,8 +380,17 @@ pub fn run(c: &mut Cluster, s: &Scenario, xlb: &Path, t: &Timing) -> ContinuityO
     c.apply_vips(vec![s.changed_vip()]);
     c.wait_rings_converged(Some(&before), Duration::from_secs(30));
     let ring_converged = start.elapsed();
-    let refresh = ContinuityOptions::default().refresh;
-    std::thread::sleep(c.continuity().map_or(refresh, |o| o.refresh) + Duration::from_millis(500));
+    // With continuity: until every node holds every other's exceptions from a scan of the new
+    // ring. Without: as long as one refresh and a margin would take, so that the node change
+    // comes at a comparable time.
+    let converged = Instant::now();
+    let exceptions_exchanged = match c.continuity() {
+        Some(_) => Some(c.wait_exceptions_exchanged(converged, Duration::from_secs(10))),
+        None => {
+            std::thread::sleep(ContinuityOptions::default().refresh + Duration::from_millis(500));
+            None
+        }
+    };
 
     let ports = client_ports(c, vip.socket_addr());
     let node_before = router_choices(c, vip.socket_addr(), &ports);
@@ -382,6 +402,15 @@ pub fn run(c: &mut Cluster, s: &Scenario, xlb: &Path, t: &Timing) -> ContinuityO
     }
     wait_paths(c, &s.final_nodes(), Duration::from_secs(30));
     let router_converged = start.elapsed();
+    // What a joining node held when the router started sending it flows: the flows at risk
+    // there depend on it having its peers' exceptions by then.
+    if let (NodeChange::Add(i), Some(cont)) = (s.node, c.lbs[s.node_index()].status().continuity) {
+        eprintln!(
+            "{} when its path appeared: {}",
+            c.lbs[i].name,
+            cont.render().trim_end()
+        );
+    }
     let node_after = router_choices(c, vip.socket_addr(), &ports);
     // A node that joined must run the ring the others run, or its flows would break for a
     // reason continuity cannot cure.
@@ -416,6 +445,7 @@ pub fn run(c: &mut Cluster, s: &Scenario, xlb: &Path, t: &Timing) -> ContinuityO
         summary: summarize(&reports),
         fates,
         ring_converged,
+        exceptions_exchanged,
         router_converged,
     }
 }

@@ -104,9 +104,11 @@ fn continuity_report(r: &FailoverResult, md: &mut String, key: &mut Vec<KeyFigur
          other's exceptions (without: one refresh and a margin), then moves flows \
          between nodes (a node crashes, joins, or drains). Only connections both remapped by the \
          ring and moved by the router are at risk; without continuity they break, with it none \
-         may.\n\n\
+         may. Exchange confirmed: from the rings' convergence until every node's status shows \
+         it holds every other's exceptions as counted by a scan after that convergence (so up to \
+         one refresh later than the exchange itself).\n\n\
          | scenario | continuity | tried | survived | failed | at risk (failed) | gap p50 | \
-         gap p100 | rings converged | exceptions exchanged | router converged |\n\
+         gap p100 | rings converged | exchange confirmed | router converged |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in &r.continuity {

@@ -260,7 +260,8 @@ impl ContinuityOutcome {
         let mut out = format!(
             "{} (continuity {}): {} connections, {} remapped by the ring change, {} moved by the \
              router, {} at risk (both); failed {} ({} at risk, {} unexplained); survived {}; gap \
-             p50 {:?} p100 {:?}; rings converged in {:?}, exceptions exchanged {:?} later, \
+             p50 {:?} p100 {:?}; rings converged in {:?}, exchange of exceptions confirmed {:?} \
+             after that (up to one refresh late), \
              router in {:?}\n",
             self.scenario,
             if self.continuity { "on" } else { "off" },

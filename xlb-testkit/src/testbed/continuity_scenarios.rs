@@ -141,13 +141,6 @@ impl Scenario {
         weighted(&self.base_vip()).min(weighted(&self.changed_base()))
     }
 
-    /// The node the node change is about.
-    pub fn node_index(&self) -> usize {
-        match self.node {
-            NodeChange::Crash(i) | NodeChange::Add(i) | NodeChange::Drain(i) => i,
-        }
-    }
-
     /// The nodes the router has a path to after the node change.
     pub fn final_nodes(&self) -> Vec<usize> {
         let mut n = self.initial_nodes.clone();
@@ -247,7 +240,8 @@ pub struct ContinuityOutcome {
     pub summary: SessionSummary,
     /// From the reloads to equal ring digests on every node.
     pub ring_converged: Duration,
-    /// With continuity: from then until every node held every other's exceptions.
+    /// With continuity: from then until every node held every other's exceptions (`None`
+    /// without continuity, or when that was not confirmed within 5 s).
     pub exceptions_exchanged: Option<Duration>,
     /// From the node change to the router's paths showing it.
     pub router_converged: Duration,
@@ -386,7 +380,7 @@ pub fn run(c: &mut Cluster, s: &Scenario, xlb: &Path, t: &Timing) -> ContinuityO
     // comes at a comparable time.
     let converged = Instant::now();
     let exceptions_exchanged = match c.continuity() {
-        Some(_) => Some(c.wait_exceptions_exchanged(converged, Duration::from_secs(10))),
+        Some(_) => c.wait_exceptions_exchanged(converged, Duration::from_secs(5)),
         None => {
             std::thread::sleep(ContinuityOptions::default().refresh + Duration::from_millis(500));
             None
@@ -405,7 +399,9 @@ pub fn run(c: &mut Cluster, s: &Scenario, xlb: &Path, t: &Timing) -> ContinuityO
     let router_converged = start.elapsed();
     // What a joining node held when the router started sending it flows: the flows at risk
     // there depend on it having its peers' exceptions by then.
-    if let (NodeChange::Add(i), Some(cont)) = (s.node, c.lbs[s.node_index()].status().continuity) {
+    if let NodeChange::Add(i) = s.node
+        && let Some(cont) = c.node_status(i).continuity
+    {
         eprintln!(
             "{} when its path appeared: {}",
             c.lbs[i].name,

@@ -1,13 +1,18 @@
 //! `xlb-bench failover`: the multi-LB testbed (3 nodes behind a router, BGP+BFD through BIRD,
-//! ECMP) under long-lived connections, through node loss, node return and a planned drain; the
-//! figures of each phase. The scenarios are xlb-testkit's (`testbed::failover`), the ones the
-//! root tests assert on; here they are only measured.
+//! ECMP) under long-lived connections, through node loss, node return and a planned drain, then
+//! the flow-continuity scenarios with continuity off and on; the figures of each. The scenarios
+//! are xlb-testkit's (`testbed::failover`, `testbed::continuity_scenarios`), the ones the root
+//! tests assert on; here they are only measured.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::Duration;
 
-use xlb_bench_data::failover::{BfdSettings, FailoverPhase, FailoverResult};
+use xlb_bench_data::failover::{BfdSettings, ContinuityRun, FailoverPhase, FailoverResult};
 use xlb_testkit::testbed::bird::{BFD_INTERVAL, BFD_MULTIPLIER, bfd_detection};
+use xlb_testkit::testbed::continuity_scenarios::{
+    ContinuityOutcome, Scenario, Timing, prepare, run as run_scenario, scenarios,
+};
 use xlb_testkit::testbed::failover::{
     PhaseOutcome, all_paths, announced_cluster, bring_up_node, failover_vip, phase_sessions,
     run_phase,
@@ -71,6 +76,17 @@ pub fn run(xlb: &Path, connections: usize, seconds: u64) -> FailoverResult {
         c.crash_node(2);
     });
     phases.push(phase("drain", &o, t));
+    drop(c);
+
+    let timing = Timing {
+        connections,
+        tail: Duration::from_secs(seconds),
+        ..Timing::default()
+    };
+    let continuity = scenarios()
+        .iter()
+        .flat_map(|s| continuity_pair(xlb, s, &timing))
+        .collect();
 
     FailoverResult {
         lbs,
@@ -83,5 +99,111 @@ pub fn run(xlb: &Path, connections: usize, seconds: u64) -> FailoverResult {
             detection_ms: bfd_detection().as_millis() as u64,
         },
         phases,
+        continuity,
     }
+}
+
+fn continuity_run(o: &ContinuityOutcome) -> ContinuityRun {
+    let (c, s) = (&o.counts, &o.summary);
+    ContinuityRun {
+        scenario: o.scenario.into(),
+        continuity: o.continuity,
+        connections_tried: c.tried,
+        connections_survived: s.survived,
+        connections_failed: c.failed,
+        remapped: c.remapped,
+        moved: c.moved,
+        at_risk: c.at_risk,
+        failed_at_risk: c.failed_at_risk,
+        gap_p50_ms: s.gap_p50.as_secs_f64() * 1e3,
+        gap_p100_ms: s.gap_p100.as_secs_f64() * 1e3,
+        ring_converged_ms: o.ring_converged.as_secs_f64() * 1e3,
+        exceptions_exchanged_ms: o.exceptions_exchanged.map(|d| d.as_secs_f64() * 1e3),
+        router_converged_ms: o.router_converged.as_secs_f64() * 1e3,
+        error: None,
+    }
+}
+
+fn failed_run(s: &Scenario, on: bool, error: String) -> ContinuityRun {
+    ContinuityRun {
+        scenario: s.name.into(),
+        continuity: on,
+        connections_tried: 0,
+        connections_survived: 0,
+        connections_failed: 0,
+        remapped: 0,
+        moved: 0,
+        at_risk: 0,
+        failed_at_risk: 0,
+        gap_p50_ms: 0.0,
+        gap_p100_ms: 0.0,
+        ring_converged_ms: 0.0,
+        exceptions_exchanged_ms: None,
+        router_converged_ms: 0.0,
+        error: Some(error),
+    }
+}
+
+/// Scenario `s` without, then with continuity, on one cluster. A run that panics (an agent
+/// refusing its config, a timeout) is reported as an error rather than ending the stage, so the
+/// other figures survive; its cluster is torn down (on drop) since its state is unknown, and
+/// the scenario's remaining run is reported as not run.
+fn continuity_pair(xlb: &Path, s: &Scenario, t: &Timing) -> Vec<ContinuityRun> {
+    let opts = ClusterOptions::for_test("bench-cont", s.lbs, s.backends);
+    eprintln!("failover: continuity, {} ({})", s.name, opts.prefix);
+    let mut out = Vec::new();
+    let mut c = match catch_unwind(AssertUnwindSafe(|| Cluster::up(&opts))) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = panic_text(&*e);
+            return [false, true]
+                .map(|on| failed_run(s, on, why.clone()))
+                .into();
+        }
+    };
+    for on in [false, true] {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            prepare(&mut c, s, on, xlb);
+            run_scenario(&mut c, s, xlb, t)
+        }));
+        match r {
+            Ok(o) => {
+                eprint!("{}", o.render());
+                out.push(continuity_run(&o));
+            }
+            Err(e) => {
+                out.push(failed_run(s, on, panic_text(&*e)));
+                if !on {
+                    out.push(failed_run(
+                        s,
+                        true,
+                        "not run: the run without continuity failed".into(),
+                    ));
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A panic's message on one line, at most 400 characters: panics here carry an agent's log
+/// tail, whose last lines usually hold the reason (a refused config key, say).
+fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
+    let text = e
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into());
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut one = lines.join(" / ");
+    if one.chars().count() > 400 {
+        let head: String = lines[0].chars().take(150).collect();
+        let tail: String = {
+            let chars: Vec<char> = one.chars().collect();
+            chars[chars.len() - 240..].iter().collect()
+        };
+        one = format!("{head} ... {tail}");
+    }
+    one
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use xlb_bench_data::{
     control::{MaglevPoint, MemoryReport, Report as ControlReport, StoreFigures, Timing},
     e2e::{HttpSuite, Iperf, Pps, PpsPair, Report as E2eReport, Wrk},
-    failover::{BfdSettings, FailoverPhase, FailoverResult},
+    failover::{BfdSettings, ContinuityRun, FailoverPhase, FailoverResult},
     live::{LiveProgram, Report as LiveReport},
     measure::Measurement,
     packet::{LoadOptions, Params, Report as PacketReport, Scenario},
@@ -305,6 +305,44 @@ fn failover() -> FailoverResult {
             phase("node return", 0, 1400.0),
             phase("drain", 2, 195.0),
         ],
+        // Off is the control (no key figure); on passes only with no failure.
+        continuity: vec![
+            continuity_run(false, 27, 26),
+            continuity_run(true, 25, 0),
+            // What the driver writes for a run that panicked: zeros and the reason.
+            ContinuityRun {
+                error: Some("lb1: the agent exited | unknown key".into()),
+                connections_tried: 0,
+                connections_survived: 0,
+                remapped: 0,
+                moved: 0,
+                gap_p50_ms: 0.0,
+                gap_p100_ms: 0.0,
+                ring_converged_ms: 0.0,
+                router_converged_ms: 0.0,
+                ..continuity_run(true, 0, 0)
+            },
+        ],
+    }
+}
+
+fn continuity_run(on: bool, at_risk: usize, failed: usize) -> ContinuityRun {
+    ContinuityRun {
+        scenario: "add backend, lose node".into(),
+        continuity: on,
+        connections_tried: 300,
+        connections_survived: 300 - failed,
+        connections_failed: failed,
+        remapped: 75,
+        moved: 100,
+        at_risk,
+        failed_at_risk: failed,
+        gap_p50_ms: 100.0,
+        gap_p100_ms: 420.0,
+        ring_converged_ms: 1500.0,
+        exceptions_exchanged_ms: on.then_some(900.0),
+        router_converged_ms: 310.0,
+        error: None,
     }
 }
 
@@ -351,6 +389,16 @@ fn every_stage_renders_its_verdicts_and_ratios() {
          PASS |",
         "| failover | drain | failed 2.000, gap_p100_ms 195.000, survived 298.000 |  | MISS |",
         "| node loss | 300 | 300 | 0 | 128 ms | 256 ms | 310 (0) | 230 ms |",
+        "| add backend, lose node | off | 300 | 274 | 26 | 27 (26) | 100 ms | 420 ms | 1500 ms | - \
+         | 310 ms |",
+        "| add backend, lose node | on | 300 | 300 | 0 | 25 (0) | 100 ms | 420 ms | 1500 ms | \
+         900 ms | 310 ms |",
+        "| add backend, lose node | on | error: lb1: the agent exited / unknown key | | | | | | | \
+         | |\n",
+        "| failover | continuity: add backend, lose node | failed 0.000, gap_p100_ms 420.000, \
+         survived 300.000 |  | PASS |",
+        "| failover | continuity: add backend, lose node | failed 0.000, gap_p100_ms 0.000, \
+         survived 0.000 |  | MISS |",
     ] {
         assert!(md.contains(line), "missing line {line:?} in:\n{md}");
     }
@@ -368,7 +416,8 @@ fn every_stage_renders_its_verdicts_and_ratios() {
     assert!(!md.contains(".png"), "{md}");
     let v = serde_json::to_value(&json).unwrap();
     let key = v["key"].as_array().unwrap();
-    assert_eq!(key.len(), 5 + 3 + 5 + 5 + 3);
+    // Failover: 3 phases and the 2 continuity runs with continuity on (off is the control).
+    assert_eq!(key.len(), 5 + 3 + 5 + 5 + 3 + 2);
     assert_eq!(key[2]["section"], "per-packet");
     assert_eq!(key[2]["result"], "PASS");
     assert_eq!(key[2]["target"], 2.2);

@@ -246,6 +246,9 @@ metrics-listen = "off"
             if v.udp { "udp" } else { "tcp" },
             v.mode.name()
         );
+        if let Some(n) = v.min_healthy {
+            let _ = writeln!(s, "min-healthy = {n}");
+        }
         if !v.health.is_empty() {
             let _ = write!(s, "  [vip.health]\n{}", v.health);
         }
@@ -288,7 +291,7 @@ mod tests {
         for mode in Mode::ALL {
             for v6 in [false, true] {
                 vips.push(VipSpec::tcp(mode, v6).weight(1, 200));
-                vips.push(VipSpec::udp(mode, v6).only(&[0, 2]));
+                vips.push(VipSpec::udp(mode, v6).only(&[0, 2]).min_healthy(2));
             }
         }
         let text = agent_config(

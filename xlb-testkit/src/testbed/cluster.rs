@@ -26,6 +26,7 @@ use lb_userspace::api::{self, Request, Response, StatusReport};
 
 use super::agent::{all_active, block_on, spawn_agent};
 use super::bird::{self, BirdFiles};
+use super::continuity::ContinuityOptions;
 use super::plan::*;
 use super::resources::{
     attach_pass, backend, begin, bridge, bridge_port, ethtool_off, finish_backends, ip, pin_root,
@@ -76,6 +77,8 @@ pub struct LbNode {
     agent: Option<Child>,
     bird_proc: Option<Child>,
     agents_started: u32,
+    /// Its switch port is down ([`Cluster::crash_node`] until [`Cluster::revive_node`]).
+    crashed: bool,
 }
 
 impl LbNode {
@@ -85,6 +88,11 @@ impl LbNode {
 
     pub fn agent_running(&self) -> bool {
         self.agent.is_some()
+    }
+
+    /// Crashed ([`Cluster::crash_node`]) and not revived since.
+    pub fn crashed(&self) -> bool {
+        self.crashed
     }
 
     /// One API request to the node's agent.
@@ -129,6 +137,12 @@ pub struct Cluster {
     pub work_dir: PathBuf,
     pub pin_root: PathBuf,
     pub router_bird: BirdFiles,
+    /// The VIPs the nodes' configs carry ([`Cluster::node_config`] callers pass them; the
+    /// failover and continuity scenarios keep them here so that a node started later, or a
+    /// backend change ([`Cluster::apply_vips`]), gives every node the same rings).
+    pub vips: Vec<VipSpec>,
+    /// Set: every node's config gets a `[continuity]` section ([`Cluster::enable_continuity`]).
+    pub(super) continuity: Option<ContinuityOptions>,
     router_bird_proc: Option<Child>,
     res: Resources,
     persisted: bool,
@@ -235,6 +249,7 @@ impl Cluster {
                 agent: None,
                 bird_proc: None,
                 agents_started: 0,
+                crashed: false,
             });
         }
 
@@ -276,6 +291,8 @@ impl Cluster {
             work_dir: opts.work_dir.clone(),
             pin_root,
             router_bird: bird::files(&opts.work_dir, "router"),
+            vips: Vec::new(),
+            continuity: None,
             router_bird_proc: None,
             res,
             persisted: false,
@@ -309,8 +326,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Node `i`'s agent config: [`agent_config`] with its own pin dir, socket and address, and
-    /// an `[announce]` section writing the table its BIRD learns. The hold-down is 1 s instead
+    /// Node `i`'s agent config: [`agent_config`] with its own pin dir, socket and address, an
+    /// `[announce]` section writing the table its BIRD learns, and the `[continuity]` section
+    /// when enabled. The hold-down is 1 s instead
     /// of the shipped 5 s because scenarios here change a node's routes seconds apart; the
     /// withdraw grace is 1 s so that `stop --detach` stays short.
     pub fn node_config(&self, i: usize, agent_extra: &str, vips: &[VipSpec]) -> String {
@@ -335,7 +353,15 @@ impl Cluster {
              hold-down = \"1s\"\nwithdraw-grace = \"1s\"\nbird-socket = \"{}\"\n",
             n.bird.socket().display()
         ));
+        if let Some(section) = self.continuity_section(i) {
+            config.push_str(&section);
+        }
         config
+    }
+
+    /// Where [`Cluster::start_agent`] writes node `i`'s config (and a reload re-reads it).
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.work_dir.join(format!("{}.toml", self.lbs[i].name))
     }
 
     /// Starts node `i`'s BIRD (rendered from dist/bird/xlb-node.conf) and waits for its socket.
@@ -363,10 +389,10 @@ impl Cluster {
 
     /// Starts `xlb run` with `config` in node `i` and waits (at most 30 s) for its API.
     pub fn start_agent(&mut self, i: usize, xlb: &Path, config: &str) {
+        let conf_path = self.config_path(i);
         let n = &mut self.lbs[i];
         assert!(n.agent.is_none(), "{}: an agent is already running", n.name);
         n.agents_started += 1;
-        let conf_path = self.work_dir.join(format!("{}.toml", n.name));
         fs::write(&conf_path, config).unwrap();
         let child = spawn_agent(
             &n.ns,
@@ -406,6 +432,7 @@ impl Cluster {
         let name = self.lbs[i].name.clone();
         ip(&self.switch, &format!("link set {name} down"));
         let n = &mut self.lbs[i];
+        n.crashed = true;
         if let Some(child) = n.agent.take() {
             self.res.kill(child);
         }
@@ -492,6 +519,7 @@ impl Cluster {
     pub fn revive_node(&mut self, i: usize) {
         let name = self.lbs[i].name.clone();
         ip(&self.switch, &format!("link set {name} up"));
+        self.lbs[i].crashed = false;
         self.start_bird(i);
     }
 

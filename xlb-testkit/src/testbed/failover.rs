@@ -38,6 +38,7 @@ pub fn failover_vip_note() -> String {
 pub fn announced_cluster(opts: &ClusterOptions, xlb: &Path) -> Cluster {
     let mut c = Cluster::up(opts);
     let vip = failover_vip();
+    c.vips = vec![vip.clone()];
     for i in 0..c.lbs.len() {
         bring_up_node(&mut c, i, xlb, false);
     }
@@ -50,15 +51,19 @@ pub fn all_paths(c: &Cluster) -> BTreeSet<IpAddr> {
     (0..c.lbs.len()).map(|i| c.node_addr(i, false)).collect()
 }
 
-/// Starts node `i`'s agent (after [`Cluster::revive_node`] when `revive`) and waits until its
-/// backends are active; the agent announces the VIP once it is ready.
+/// Starts node `i`'s agent with the cluster's VIPs ([`Cluster::vips`]; [`failover_vip`] when
+/// none are set) after [`Cluster::revive_node`] when `revive`, and waits until its backends
+/// are as those VIPs say ([`Cluster::wait_settled`]); the agent announces once it is ready.
 pub fn bring_up_node(c: &mut Cluster, i: usize, xlb: &Path, revive: bool) {
     if revive {
         c.revive_node(i);
     }
-    let config = c.node_config(i, "", &[failover_vip()]);
+    if c.vips.is_empty() {
+        c.vips = vec![failover_vip()];
+    }
+    let config = c.node_config(i, "", &c.vips);
     c.start_agent(i, xlb, &config);
-    c.wait_all_active(i, Duration::from_secs(30));
+    c.wait_settled(i, Duration::from_secs(30));
 }
 
 /// The sessions of a phase: `connections` connections, one request per 100 ms, for `duration`.

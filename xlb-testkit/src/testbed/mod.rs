@@ -28,6 +28,8 @@
 pub mod agent;
 pub mod bird;
 pub mod cluster;
+pub mod continuity;
+pub mod continuity_scenarios;
 pub mod failover;
 pub mod plan;
 pub mod resources;

@@ -22,6 +22,8 @@ pub struct VipSpec {
     pub backends: Option<Vec<usize>>,
     /// Weights by backend index (default 100).
     pub weights: BTreeMap<usize, u32>,
+    /// The VIP's `min-healthy` (with `[announce]`); `None`: the config's default.
+    pub min_healthy: Option<u32>,
 }
 
 /// HTTP check of `/healthz`: 500 ms interval, down after 2 failures, up after 1 success.
@@ -38,6 +40,7 @@ impl VipSpec {
             health: FAST_HTTP_CHECK.into(),
             backends: None,
             weights: BTreeMap::new(),
+            min_healthy: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl VipSpec {
             health: FAST_UDP_CHECK.into(),
             backends: None,
             weights: BTreeMap::new(),
+            min_healthy: None,
         }
     }
 
@@ -65,6 +69,12 @@ impl VipSpec {
 
     pub fn weight(mut self, backend: usize, weight: u32) -> VipSpec {
         self.weights.insert(backend, weight);
+        self
+    }
+
+    /// Backends the VIP's ring needs before a node announces it.
+    pub fn min_healthy(mut self, n: u32) -> VipSpec {
+        self.min_healthy = Some(n);
         self
     }
 

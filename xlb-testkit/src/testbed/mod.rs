@@ -29,6 +29,7 @@ pub mod agent;
 pub mod bird;
 pub mod cluster;
 pub mod failover;
+pub mod peers;
 pub mod plan;
 pub mod resources;
 pub mod sessions;

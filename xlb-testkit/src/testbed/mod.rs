@@ -31,6 +31,7 @@ pub mod cluster;
 pub mod continuity;
 pub mod continuity_scenarios;
 pub mod failover;
+pub mod peers;
 pub mod plan;
 pub mod resources;
 pub mod sessions;

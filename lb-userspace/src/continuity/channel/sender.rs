@@ -172,7 +172,10 @@ impl Sender {
     }
 
     /// Runs one connection: handshake, then every set. `Ok` when the agent stopped; sets
-    /// `established` once the Hello went out.
+    /// `established` once the peer acknowledged a part. Not when the Hello went out: a peer
+    /// that refuses it (another key) closes at once, and counting that as a connection would
+    /// reset the backoff and reconnect to it ten times a second, each time a rejection and a
+    /// warning on its side.
     pub(crate) async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut stream: S,
@@ -203,7 +206,6 @@ impl Sender {
         .map_err(|_| ChannelError::Protocol("this node's name is too long for a Hello"))?;
         let bytes = frames_out.send(&mut wr, Kind::Hello, &hello).await?;
         self.monitor.count_sent(&self.state, bytes, 0);
-        *established = true;
         self.state.update(|s| {
             s.outbound_connected = true;
             s.last_error = None;
@@ -241,6 +243,8 @@ impl Sender {
                     ));
                 };
                 self.monitor.count_received(&self.state, frame.wire_len, 0);
+                // An authenticated Ack: the peer accepted our key and our Hello.
+                *established = true;
                 let complete = lock(&pending).acked(sync_id, part, applied, rejected)?;
                 if let Some(record) = complete {
                     self.state.update(|s| s.last_acked = Some(record));

@@ -164,6 +164,55 @@ async fn a_superseded_set_is_abandoned_for_the_newer_one() {
     assert_eq!(a_monitor.peers()[0].exceptions_sent_last_set, 10);
 }
 
+/// Runs the connection core of a sender with key `material` over a new connection to `rig`
+/// until it ends (the agent stops when `sets`' sender is dropped); returns its result and
+/// whether it counted as established (what resets the reconnect backoff).
+async fn drive_counting(
+    rig: &Rig,
+    material: &'static [u8],
+    mut sets: sender::SetReceiver,
+) -> JoinHandle<(Result<(), ChannelError>, bool)> {
+    let monitor = Arc::new(ChannelMonitor::new(&[b_addr()]));
+    let key = PeerKey::from_material(material).unwrap();
+    let config = SenderConfig::new(b_addr(), a_addr().to_string(), None, key);
+    let sender = Sender::new(config, monitor).expect("B is a peer of A");
+    let stream = rig.connect_from(a_source()).await;
+    tokio::spawn(async move {
+        let mut established = false;
+        let r = sender.drive(stream, &mut sets, &mut established).await;
+        (r, established)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hello_the_peer_refuses_is_no_established_connection() {
+    let rig = rig(|_| {});
+    let (_publish, sets) = watch::channel(Some(set(1, 10, 1024)));
+    let (result, established) = finishes(drive_counting(&rig, OTHER_KEY, sets).await)
+        .await
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(rig.rejected(RejectReason::BadTag), 1);
+    // Counted as established, it would reset the backoff: a node with the wrong key would
+    // reconnect every 100 ms, each time a rejection and a warning on its peer.
+    assert!(!established, "the peer refused the Hello");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acknowledged_part_makes_the_connection_established() {
+    let mut rig = rig(|_| {});
+    let (publish, sets) = watch::channel(Some(set(1, 10, 1024)));
+    let task = drive_counting(&rig, KEY, sets).await;
+    rig.apply_next().await;
+    until("the part's ack", || rig.monitor.peers()[0].frames_sent == 1).await;
+    // The ack is on its way back; let the sender read it, then stop the agent.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(publish);
+    let (result, established) = finishes(task).await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(established);
+}
+
 /// A receiver by hand: writes `challenge`, reads the Hello; returns the sender's nonce.
 async fn fake_receiver(stream: &mut DuplexStream, challenge: &[u8]) -> [u8; NONCE_LEN] {
     stream.write_all(challenge).await.unwrap();

@@ -185,14 +185,6 @@ fn peer_exception(vip: &VipMeta, key: &FlowKey, entropy: u32) -> Option<(u32, &'
     (slot.entry().honoured_by(b) && b.vip_index == vip.index).then_some((slot.backend_id, b))
 }
 
-/// The backend id a peer's exception gives the flow, 0 if none applies. Out of line: only
-/// flow-table misses with continuity on come here, and it keeps its lookups off the callers'
-/// stack frames.
-#[inline(never)]
-fn peer_choice(vip: &VipMeta, key: &FlowKey, entropy: u32) -> u32 {
-    peer_exception(vip, key, entropy).map_or(0, |(id, _)| id)
-}
-
 /// The ring's backend for `hash`, or the verdict for a VIP without one.
 #[inline(always)]
 fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdict> {
@@ -260,23 +252,31 @@ pub fn choose(
         });
     }
     // A SYN starts a new connection and a fragment never uses the table: both follow the ring.
+    // (Inlined, with a write of its own: merged into the ring path's write, or called out of
+    // line, the peer path makes `tcp_udp`'s frame too big for the verifier's 512-byte budget
+    // together with the entry point's.)
     let peers_apply = matches!(
         flow_use,
         FlowUse::Miss | FlowUse::Rehash | FlowUse::ReadOnly
     ) && cfg.flags & CONFIG_F_PEER_FLOWS != 0;
-    let peer = if peers_apply {
-        peer_choice(vip, key, entropy)
-    } else {
-        0
-    };
-    let (id, backend, origin) = match backend_of_peer(peer) {
-        Some(b) => (peer, b, ORIGIN_PEER),
-        None => {
-            let (id, b) = from_ring(vip, hash)?;
-            (id, b, ORIGIN_RING)
-        }
-    };
+    if peers_apply && let Some((id, backend)) = peer_exception(vip, key, entropy) {
+        let counter = if flow_use == FlowUse::ReadOnly {
+            None
+        } else {
+            remember(key, entropy, id, backend, ORIGIN_PEER);
+            Some(Counter::FlowPeer)
+        };
+        // Not a new flow: the connection exists, it only reached this node now.
+        return Ok(Choice {
+            id,
+            backend,
+            new_flow: false,
+            counter,
+        });
+    }
+    let (id, backend) = from_ring(vip, hash)?;
     let counter = match flow_use {
+        FlowUse::RingOnly => Counter::Fragment,
         FlowUse::ReadOnly => {
             return Ok(Choice {
                 id,
@@ -285,31 +285,18 @@ pub fn choose(
                 counter: None,
             });
         }
-        FlowUse::RingOnly => {
-            return Ok(Choice {
-                id,
-                backend,
-                new_flow: false,
-                counter: Some(Counter::Fragment),
-            });
-        }
-        // Not a new flow: the connection exists, it only reached this node now.
-        _ if origin == ORIGIN_PEER => Counter::FlowPeer,
         FlowUse::Syn => Counter::FlowSyn,
         FlowUse::Miss => Counter::FlowMiss,
         FlowUse::Rehash => Counter::FlowRehash,
     };
-    remember(key, entropy, id, backend, origin);
+    let new_flow = flow_use != FlowUse::RingOnly;
+    if new_flow {
+        remember(key, entropy, id, backend, ORIGIN_RING);
+    }
     Ok(Choice {
         id,
         backend,
-        new_flow: origin == ORIGIN_RING,
+        new_flow,
         counter: Some(counter),
     })
-}
-
-/// The backend entry of a peer's choice (`id` 0: none).
-#[inline(always)]
-fn backend_of_peer(id: u32) -> Option<&'static Backend> {
-    if id == 0 { None } else { backend(id) }
 }

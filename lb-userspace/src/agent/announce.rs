@@ -117,8 +117,12 @@ impl<S: MapStore> Agent<S> {
             })
             .collect();
         let attached = self.attached;
+        let now = Instant::now();
+        // With [continuity], a node that does not serve yet waits for its peers' exceptions.
+        let continuity_ready = self.file.continuity.is_none()
+            || self.continuity.as_ref().is_some_and(|c| c.synced(now));
         if let Some(a) = self.announcer.as_mut() {
-            self.announce_wake = a.evaluate(attached, &inputs, Instant::now());
+            self.announce_wake = a.evaluate(attached, continuity_ready, &inputs, now);
         }
     }
 

@@ -26,6 +26,18 @@ impl<S: MapStore> Agent<S> {
         };
         c.tick(self.reconciler.applied_rings(), Instant::now());
         self.metrics.set_continuity(totals(c));
+        self.continuity_sync_check();
+    }
+
+    /// Once the peers' exceptions are in (or the wait is over), the routes may come.
+    fn continuity_sync_check(&mut self) {
+        if self
+            .continuity
+            .as_mut()
+            .is_some_and(|c| c.became_synced(Instant::now()))
+        {
+            self.evaluate_announce();
+        }
     }
 
     /// A scan finished: its set goes to the senders.
@@ -39,6 +51,7 @@ impl<S: MapStore> Agent<S> {
         if let Some(c) = &mut self.continuity {
             c.part(part);
         }
+        self.continuity_sync_check();
     }
 
     pub(super) fn continuity_status(&self) -> Option<ContinuityStatus> {

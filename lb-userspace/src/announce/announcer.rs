@@ -183,15 +183,20 @@ impl Announcer {
 
     /// Decides every address and carries out the changes the hold-down allows. `vips` in
     /// config order. Returns when to evaluate again (a held change, a retry), if ever.
+    /// `continuity_ready`: flow continuity lets the node take traffic. It only holds back
+    /// routes that are not in place: a node that serves (a restarted agent's adopted routes)
+    /// keeps serving.
     pub fn evaluate(
         &mut self,
         attached: bool,
+        continuity_ready: bool,
         vips: &[(VipId, VipInputs)],
         now: Instant,
     ) -> Option<Instant> {
         let node = NodeInputs {
             attached,
             draining: self.drain.is_some(),
+            continuity_ready: continuity_ready || !self.announced().is_empty(),
         };
         self.vips = vips
             .iter()
@@ -442,6 +447,29 @@ mod tests {
     }
 
     #[test]
+    fn continuity_holds_back_a_new_route_but_never_withdraws_a_serving_one() {
+        let fake = SharedFake::default();
+        let mut a = Announcer::start(cfg(), Box::new(fake.clone()), AgentMetrics::new());
+        let t0 = Instant::now();
+        let web = [(id("tcp/203.0.113.10:80"), ready(1))];
+        a.evaluate(true, false, &web, t0);
+        assert!(
+            a.announced().is_empty(),
+            "not announced before the peers' exceptions"
+        );
+        assert_eq!(
+            a.status(t0).vips[0].decision,
+            Decision::Withdraw(WithdrawReason::ContinuitySync)
+        );
+        a.evaluate(true, true, &web, t0);
+        assert_eq!(a.announced().len(), 1);
+        // Serving already (a restarted agent's adopted route): continuity does not take it away.
+        a.evaluate(true, false, &web, t0 + Duration::from_secs(1));
+        assert_eq!(a.announced().len(), 1);
+        assert_eq!(fake.get().log.len(), 1);
+    }
+
+    #[test]
     fn adopted_routes_stay_until_decided_and_unwanted_ones_go_after_the_first_evaluation() {
         let fake = SharedFake::default();
         fake.get()
@@ -451,7 +479,7 @@ mod tests {
         // Nothing written by the adoption itself.
         assert!(fake.get().log.is_empty());
         let t0 = Instant::now();
-        let next = a.evaluate(true, &[(id("tcp/203.0.113.10:80"), ready(1))], t0);
+        let next = a.evaluate(true, true, &[(id("tcp/203.0.113.10:80"), ready(1))], t0);
         assert_eq!(next, None);
         // The adopted, still wanted route was not re-announced; the stray one was withdrawn
         // at once (adoption opens no hold-down window).
@@ -467,10 +495,11 @@ mod tests {
         let mut a = Announcer::start(cfg(), Box::new(fake.clone()), AgentMetrics::new());
         let (web, dns) = (id("tcp/203.0.113.10:80"), id("udp/203.0.113.10:53"));
         let t0 = Instant::now();
-        a.evaluate(true, &[(web, ready(0)), (dns, ready(1))], t0);
+        a.evaluate(true, true, &[(web, ready(0)), (dns, ready(1))], t0);
         assert_eq!(fake.get().log, [(true, ip("203.0.113.10"))]);
         // Both VIPs lose their backends: withdrawn, but only when the window ends.
         let next = a.evaluate(
+            true,
             true,
             &[(web, ready(0)), (dns, ready(0))],
             t0 + Duration::from_secs(1),
@@ -484,6 +513,7 @@ mod tests {
             Decision::Withdraw(WithdrawReason::TooFewBackends { up: 0, need: 1 })
         );
         let next = a.evaluate(
+            true,
             true,
             &[(web, ready(0)), (dns, ready(0))],
             t0 + Duration::from_secs(5),
@@ -501,10 +531,10 @@ mod tests {
         let mut a = Announcer::start(c, Box::new(fake.clone()), AgentMetrics::new());
         let web = [(id("tcp/203.0.113.10:80"), ready(2))];
         let t0 = Instant::now();
-        a.evaluate(true, &web, t0);
+        a.evaluate(true, true, &web, t0);
         assert!(a.set_draining(true, t0));
         assert!(!a.set_draining(true, t0));
-        a.evaluate(true, &web, t0);
+        a.evaluate(true, true, &web, t0);
         assert!(fake.get().routes.is_empty());
         assert_eq!(
             a.status(t0).vips[0].decision,
@@ -523,7 +553,7 @@ mod tests {
             DrainState::Drained { quiet_secs: 10 }
         );
         assert!(a.set_draining(false, at(14)));
-        a.evaluate(true, &web, at(14));
+        a.evaluate(true, true, &web, at(14));
         assert_eq!(a.status(at(14)).node, DrainState::Active);
         assert_eq!(fake.get().routes, [ip("203.0.113.10")].into());
     }
@@ -536,10 +566,10 @@ mod tests {
         assert_eq!(a.status(Instant::now()).error.as_deref(), Some("EPERM"));
         let t0 = Instant::now();
         let web = [(id("tcp/203.0.113.10:80"), ready(1))];
-        assert_eq!(a.evaluate(true, &web, t0), Some(t0 + RETRY));
+        assert_eq!(a.evaluate(true, true, &web, t0), Some(t0 + RETRY));
         assert!(a.announced().is_empty());
         fake.get().fail = None;
-        assert_eq!(a.evaluate(true, &web, t0 + RETRY), None);
+        assert_eq!(a.evaluate(true, true, &web, t0 + RETRY), None);
         assert_eq!(a.announced(), [ip("203.0.113.10")].into());
         assert_eq!(a.status(t0).error, None);
     }
@@ -551,7 +581,7 @@ mod tests {
         let mut a = Announcer::start(cfg(), Box::new(fake.clone()), AgentMetrics::new());
         assert_eq!(a.status(Instant::now()).collisions, ["10.0.0.0/8 proto 4"]);
         let t0 = Instant::now();
-        a.evaluate(true, &[(id("tcp/203.0.113.10:80"), ready(1))], t0);
+        a.evaluate(true, true, &[(id("tcp/203.0.113.10:80"), ready(1))], t0);
         assert!(a.withdraw_all(WithdrawReason::Stopping));
         assert!(fake.get().routes.is_empty());
         assert_eq!(
@@ -566,6 +596,7 @@ mod tests {
         let mut a = Announcer::start(cfg(), Box::new(fake.clone()), AgentMetrics::new());
         a.evaluate(
             false,
+            true,
             &[(id("tcp/203.0.113.10:80"), ready(1))],
             Instant::now(),
         );

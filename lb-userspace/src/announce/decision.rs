@@ -13,6 +13,10 @@ pub enum WithdrawReason {
     NotAttached,
     /// The operator drained the node (`xlb drain-node`).
     Draining,
+    /// Flow continuity: a node that is not yet serving waits for its peers' exceptions (a
+    /// full set from every peer, or a bounded wait), so the flows the routers move to it keep
+    /// their backends.
+    ContinuitySync,
     /// The VIP's maps were not written by the last reconcile (or it failed).
     NotProgrammed,
     /// Fewer backends in the ring than `min-healthy`.
@@ -29,6 +33,7 @@ impl WithdrawReason {
         match self {
             WithdrawReason::NotAttached => "not-attached",
             WithdrawReason::Draining => "draining",
+            WithdrawReason::ContinuitySync => "continuity-sync",
             WithdrawReason::NotProgrammed => "not-programmed",
             WithdrawReason::TooFewBackends { .. } => "too-few-backends",
             WithdrawReason::Stopping => "stopping",
@@ -42,6 +47,9 @@ impl fmt::Display for WithdrawReason {
         match self {
             WithdrawReason::NotAttached => f.write_str("program not attached"),
             WithdrawReason::Draining => f.write_str("node draining"),
+            WithdrawReason::ContinuitySync => {
+                f.write_str("waiting for the peers' flow exceptions (continuity)")
+            }
             WithdrawReason::NotProgrammed => f.write_str("maps not written"),
             WithdrawReason::TooFewBackends { up, need } => {
                 write!(f, "{up} backend(s) up, min-healthy {need}")
@@ -57,6 +65,8 @@ impl fmt::Display for WithdrawReason {
 pub struct NodeInputs {
     pub attached: bool,
     pub draining: bool,
+    /// Flow continuity lets this node take traffic (always true without continuity).
+    pub continuity_ready: bool,
 }
 
 /// One VIP's readiness.
@@ -88,6 +98,8 @@ pub fn decide(node: NodeInputs, vip: VipInputs) -> Decision {
         WithdrawReason::NotAttached
     } else if node.draining {
         WithdrawReason::Draining
+    } else if !node.continuity_ready {
+        WithdrawReason::ContinuitySync
     } else if !vip.programmed {
         WithdrawReason::NotProgrammed
     } else if vip.backends_up < vip.min_healthy {
@@ -121,6 +133,7 @@ mod tests {
     const READY: NodeInputs = NodeInputs {
         attached: true,
         draining: false,
+        continuity_ready: true,
     };
     const VIP: VipInputs = VipInputs {
         programmed: true,
@@ -155,13 +168,19 @@ mod tests {
         let all_bad = NodeInputs {
             attached: false,
             draining: true,
+            continuity_ready: false,
         };
         assert_eq!(w(all_bad, worst), WithdrawReason::NotAttached);
         let draining = NodeInputs {
             attached: true,
-            draining: true,
+            ..all_bad
         };
         assert_eq!(w(draining, VIP), WithdrawReason::Draining);
+        let syncing = NodeInputs {
+            draining: false,
+            ..draining
+        };
+        assert_eq!(w(syncing, VIP), WithdrawReason::ContinuitySync);
         assert_eq!(w(READY, worst), WithdrawReason::NotProgrammed);
         assert_eq!(
             w(

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use aya::maps::MapData;
 use lb_common::flows::flow_capacity;
 use lb_common::map_names;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::channel::{
@@ -30,6 +30,10 @@ const LOST_AFTER_REFRESHES: u32 = 3;
 /// Adopted entries (left by a previous agent) lapse after this unless a peer names them: long
 /// enough for every live peer's next sync.
 const ADOPT_GRACE_MIN: Duration = Duration::from_secs(10);
+/// A node that does not serve yet waits at most this long (or three refreshes, if longer) for
+/// a full set from every peer: a live peer reconnects within its 2 s backoff and sends at
+/// once, a dead one never will.
+const SYNC_WAIT_MIN: Duration = Duration::from_secs(5);
 
 pub struct Continuity<T: SetStore = FlowTable> {
     cfg: ContinuityConfig,
@@ -43,16 +47,86 @@ pub struct Continuity<T: SetStore = FlowTable> {
     last_received: BTreeMap<SocketAddr, Instant>,
     received_total: BTreeMap<SocketAddr, u64>,
     lost: BTreeSet<SocketAddr>,
+    /// Peers whose full set arrived since start, and when the wait for them ends.
+    synced_from: BTreeSet<SocketAddr>,
+    sync_deadline: Instant,
+    synced_reported: bool,
     /// The last published scan forwarded to the senders.
     forwarded: u64,
-    /// Tasks of the channel (aborted on drop).
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The channel's tasks (stopped on drop).
+    _channel_thread: ChannelThread,
 }
 
-impl<T: SetStore> Drop for Continuity<T> {
+/// The channel's listener and senders run on a thread and runtime of their own: a flood of
+/// connections or of frames to authenticate is handled there, and never queues the API's or
+/// the event loop's tasks behind it on the agent's runtime.
+struct ChannelThread {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ChannelThread {
+    async fn start(
+        cfg: &ContinuityConfig,
+        key: &channel::PeerKey,
+        monitor: Arc<ChannelMonitor>,
+        parts: mpsc::Sender<Inbound>,
+        sets: watch::Receiver<Option<Arc<SyncSet>>>,
+    ) -> anyhow::Result<Self> {
+        let idle = cfg.refresh * LOST_AFTER_REFRESHES;
+        let listener_cfg = ListenerConfig::new(cfg.listen, key.clone(), cfg.peers.len(), idle);
+        let mut senders = Vec::new();
+        for peer in &cfg.peers {
+            // From the listen address: peers accept only their configured peers' addresses.
+            let sender_cfg = SenderConfig::new(
+                *peer,
+                cfg.listen.to_string(),
+                Some(cfg.listen.ip()),
+                key.clone(),
+            );
+            senders.push(
+                Sender::new(sender_cfg, Arc::clone(&monitor))
+                    .context("a configured peer without its channel state")?,
+            );
+        }
+        let (ready_tx, ready) = oneshot::channel::<Result<(), channel::ChannelError>>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the continuity channel's runtime")?;
+        std::thread::Builder::new()
+            .name("xlb-continuity".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match Listener::bind(listener_cfg, monitor, parts).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let mut tasks = tokio::task::JoinSet::new();
+                    tasks.spawn(listener.run());
+                    for s in senders {
+                        tasks.spawn(s.run(sets.clone()));
+                    }
+                    // Until the agent lets go; dropping the set aborts every task.
+                    let _ = stopped.await;
+                });
+            })
+            .context("starting the continuity channel's thread")?;
+        ready
+            .await
+            .context("the continuity channel's thread ended")??;
+        Ok(Self { stop: Some(stop) })
+    }
+}
+
+impl Drop for ChannelThread {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
         }
     }
 }
@@ -88,25 +162,11 @@ impl Continuity<FlowTable> {
         // Small: a connection waits for its part's turn, so a flooding peer is held back by
         // TCP flow control instead of growing this queue.
         let (parts_tx, parts) = mpsc::channel(8);
-        let idle = cfg.refresh * LOST_AFTER_REFRESHES;
-        let listener_cfg = ListenerConfig::new(cfg.listen, (*key).clone(), cfg.peers.len(), idle);
-        let listener = Listener::bind(listener_cfg, Arc::clone(&monitor), parts_tx)
-            .await
-            .with_context(|| format!("listening on continuity.listen {}", cfg.listen))?;
-        let mut tasks = vec![tokio::spawn(listener.run())];
         let (sets, sets_rx) = watch::channel(None);
-        for peer in &cfg.peers {
-            // From the listen address: peers accept only their configured peers' addresses.
-            let sender_cfg = SenderConfig::new(
-                *peer,
-                cfg.listen.to_string(),
-                Some(cfg.listen.ip()),
-                (*key).clone(),
-            );
-            let sender = Sender::new(sender_cfg, Arc::clone(&monitor))
-                .context("a configured peer without its channel state")?;
-            tasks.push(tokio::spawn(sender.run(sets_rx.clone())));
-        }
+        let channel_thread =
+            ChannelThread::start(cfg, &key, Arc::clone(&monitor), parts_tx, sets_rx)
+                .await
+                .with_context(|| format!("listening on continuity.listen {}", cfg.listen))?;
         let mut c = Self {
             cfg: cfg.clone(),
             table,
@@ -117,8 +177,12 @@ impl Continuity<FlowTable> {
             last_received: BTreeMap::new(),
             received_total: BTreeMap::new(),
             lost: BTreeSet::new(),
+            synced_from: BTreeSet::new(),
+            sync_deadline: Instant::now()
+                + (cfg.refresh * LOST_AFTER_REFRESHES + Duration::from_secs(2)).max(SYNC_WAIT_MIN),
+            synced_reported: false,
             forwarded: 0,
-            tasks,
+            _channel_thread: channel_thread,
         };
         c.scanner.ask(rings.clone());
         Ok((c, parts))
@@ -204,8 +268,28 @@ impl<T: SetStore> Continuity<T> {
         *self.received_total.entry(p.peer).or_default() += u64::from(applied + rejected);
         if p.last {
             self.table.finish_sync(p.peer, p.sync_id);
+            self.synced_from.insert(p.peer);
         }
         let _ = p.done.send(channel::ApplyResult { applied, rejected });
+    }
+
+    /// Every peer's full set arrived since start, or the wait for them is over.
+    pub fn synced(&self, now: Instant) -> bool {
+        now >= self.sync_deadline || self.cfg.peers.iter().all(|p| self.synced_from.contains(p))
+    }
+
+    /// [`Continuity::synced`], true once: when it becomes so.
+    pub fn became_synced(&mut self, now: Instant) -> bool {
+        if self.synced_reported || !self.synced(now) {
+            return false;
+        }
+        self.synced_reported = true;
+        info!(
+            peers = self.synced_from.len(),
+            of = self.cfg.peers.len(),
+            "peers' exceptions in: ready for traffic"
+        );
+        true
     }
 
     /// Peer exceptions held now.

@@ -8,7 +8,7 @@
 //! address; each is resolved to this node's backend id and generation, and resolved again after
 //! every apply, so a backend re-allocated here never inherits a peer's flows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,19 @@ impl SetStore for crate::maps::mmap::FlowTable {
     }
 }
 
-/// (VIP, backend address) -> this node's entry for that backend.
-pub type Resolve = HashMap<(VipId, IpAddr), FlowEntry>;
+/// What exceptions resolve to here.
+#[derive(Clone, Debug, Default)]
+pub struct Resolve {
+    /// (VIP, backend address) -> this node's entry for that backend, for backends that take
+    /// existing flows.
+    pub backends: HashMap<(VipId, IpAddr), FlowEntry>,
+    /// The VIPs in the maps.
+    pub vips: HashSet<VipId>,
+}
 
-/// The resolution table of the applied maps: only backends that take existing flows.
+/// The resolution table of the applied maps.
 pub fn resolve_of(rings: &AppliedRings) -> Resolve {
-    rings
+    let backends = rings
         .backends
         .iter()
         .filter(|(_, (_, _, b))| b.accepts_existing_flows())
@@ -66,7 +73,9 @@ pub fn resolve_of(rings: &AppliedRings) -> Resolve {
             };
             ((*vip, *addr), entry)
         })
-        .collect()
+        .collect();
+    let vips = rings.vips.values().map(|(vip, _)| *vip).collect();
+    Resolve { backends, vips }
 }
 
 /// One exception as received: the VIP it belongs to, the backend it names, the flow.
@@ -82,7 +91,7 @@ pub struct Incoming {
 /// Why an exception was not installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// The VIP or the backend is not configured here (or the backend is down).
+    /// The VIP is not in this node's maps.
     Unknown,
     /// The flow does not belong to the VIP (family or destination port).
     Mismatch,
@@ -227,7 +236,18 @@ impl<T: SetStore> PeerTable<T> {
         resolve: &Resolve,
     ) -> Result<(), Refusal> {
         let key = flow_key(x).ok_or(Refusal::Mismatch)?;
-        let entry = *resolve.get(&(x.vip, x.backend)).ok_or(Refusal::Unknown)?;
+        if !resolve.vips.contains(&x.vip) {
+            return Err(Refusal::Unknown);
+        }
+        // A backend that does not resolve yet (not in the ring's maps, down, its next hop
+        // unknown: a node still starting) is held pending, and written once an apply resolves
+        // it (`reresolve`): the exceptions a joining node gets before its backends are up are
+        // the ones it needs first.
+        let entry = resolve
+            .backends
+            .get(&(x.vip, x.backend))
+            .copied()
+            .unwrap_or_default();
         let held = Held {
             peer: Some(peer),
             vip: x.vip,
@@ -236,15 +256,37 @@ impl<T: SetStore> PeerTable<T> {
             sync,
             expires: None,
         };
-        if let Some(h) = self.held.get_mut(&key)
-            && h.entry == entry
-        {
-            *h = held;
-            return Ok(());
+        let full = self.held.len() >= self.capacity();
+        let before = match self.held.get_mut(&key) {
+            Some(h) if h.entry == entry => {
+                *h = held;
+                return Ok(());
+            }
+            Some(h) => Some(h.entry),
+            None if full => return Err(Refusal::Full),
+            None => None,
+        };
+        if entry.backend_id != 0 {
+            self.write(&key, entry)?;
+        } else if before.is_some_and(|e| e.backend_id != 0) {
+            self.erase(&key);
         }
-        self.write(&key, entry)?;
         self.held.insert(key, held);
         Ok(())
+    }
+
+    /// Flows the table can hold (its map's slots; pending ones count too, so the mirror is as
+    /// bounded as the map).
+    pub fn capacity(&self) -> usize {
+        lb_common::flows::flow_capacity(self.sets.sets()) as usize
+    }
+
+    /// Exceptions held whose backend does not resolve here (yet).
+    pub fn pending(&self) -> usize {
+        self.held
+            .values()
+            .filter(|h| h.entry.backend_id == 0)
+            .count()
     }
 
     /// Ends sync `sync` of `peer`: what it held from that peer and the sync did not name is
@@ -279,6 +321,7 @@ impl<T: SetStore> PeerTable<T> {
             .iter()
             .filter_map(|(k, h)| {
                 let now = resolve
+                    .backends
                     .get(&(h.vip, h.backend))
                     .copied()
                     .unwrap_or_default();
@@ -406,7 +449,7 @@ mod tests {
     }
 
     fn resolve() -> Resolve {
-        (1..=3)
+        let backends = (1..=3)
             .map(|n| {
                 let e = FlowEntry {
                     backend_id: u32::from(n),
@@ -414,7 +457,11 @@ mod tests {
                 };
                 ((vip(), be(n)), e)
             })
-            .collect()
+            .collect();
+        Resolve {
+            backends,
+            vips: [vip()].into(),
+        }
     }
 
     fn table(flows: u32) -> PeerTable<Vec<FlowSet>> {
@@ -448,10 +495,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_backends_and_foreign_flows_are_refused_and_counted() {
+    fn unknown_vips_and_foreign_flows_are_refused_and_counted() {
         let mut t = table(1024);
+        let mut other_vip = x(1, 1);
+        other_vip.vip.port = 443;
+        other_vip.dst_port = 443;
         assert_eq!(
-            t.apply(peer(2), 1, &x(1, 9), &resolve()),
+            t.apply(peer(2), 1, &other_vip, &resolve()),
             Err(Refusal::Unknown)
         );
         let mut other_port = x(2, 1);
@@ -472,6 +522,32 @@ mod tests {
             t.store().iter().all(|s| *s == FlowSet::default()),
             "no map write"
         );
+    }
+
+    #[test]
+    fn an_exception_for_a_backend_not_up_yet_waits_and_is_written_once_it_resolves() {
+        let mut t = table(1024);
+        let mut r = resolve();
+        r.backends.remove(&(vip(), be(1)));
+        t.apply(peer(2), 1, &x(1, 1), &r).unwrap();
+        assert_eq!((t.len(), t.pending()), (1, 1));
+        assert_eq!(found(&t, &x(1, 1)), None, "nothing in the map yet");
+        t.reresolve(&resolve());
+        assert_eq!(t.pending(), 0);
+        assert_eq!(found(&t, &x(1, 1)).map(|e| e.backend_id), Some(1));
+    }
+
+    #[test]
+    fn the_mirror_is_bounded_by_the_tables_capacity() {
+        // Four slots: pending exceptions count as well.
+        let mut t = table(4);
+        let mut r = resolve();
+        r.backends.clear();
+        for c in 0..4 {
+            t.apply(peer(2), 1, &x(c, 1), &r).unwrap();
+        }
+        assert_eq!(t.apply(peer(2), 1, &x(4, 1), &r), Err(Refusal::Full));
+        assert_eq!(t.len(), 4);
     }
 
     #[test]
@@ -523,11 +599,11 @@ mod tests {
         let mut t = table(1024);
         t.apply(peer(2), 1, &x(1, 1), &resolve()).unwrap();
         let mut r = resolve();
-        r.remove(&(vip(), be(1)));
+        r.backends.remove(&(vip(), be(1)));
         t.reresolve(&r);
         assert_eq!(found(&t, &x(1, 1)), None, "backend gone: out of the map");
         assert_eq!(t.len(), 1, "still held while its sender names it");
-        r.insert(
+        r.backends.insert(
             (vip(), be(1)),
             FlowEntry {
                 backend_id: 40,

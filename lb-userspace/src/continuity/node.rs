@@ -367,6 +367,7 @@ impl<T: SetStore> Continuity<T> {
             last_scan_ago_ms: (scan.set.sync_id > 0).then(|| ms(Some(scan.at)).unwrap_or(0)),
             last_scan_took_ms: scan.took.as_millis() as u64,
             held: self.table.len() as u64,
+            pending: self.table.pending() as u64,
             capacity: u64::from(flow_capacity(self.table.sets())),
             peers,
             rejected: self.channel_totals().rejected,

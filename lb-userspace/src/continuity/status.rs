@@ -15,6 +15,9 @@ pub struct ContinuityStatus {
     pub last_scan_took_ms: u64,
     /// Peers' exceptions held in the peer table.
     pub held: u64,
+    /// Of those, the ones whose backend is not up here yet (not in the map until it is).
+    #[serde(default)]
+    pub pending: u64,
     /// Capacity of the peer table.
     pub capacity: u64,
     pub peers: Vec<PeerStatus>,
@@ -52,13 +55,14 @@ impl ContinuityStatus {
         let _ = writeln!(
             out,
             "continuity: listening on {}; own exceptions {} (scan {}, took {}ms); peer \
-             exceptions held {}/{}",
+             exceptions held {}/{} ({} waiting for their backend)",
             self.listen,
             self.own_exceptions,
             ago(self.last_scan_ago_ms),
             self.last_scan_took_ms,
             self.held,
-            self.capacity
+            self.capacity,
+            self.pending
         );
         for p in &self.peers {
             let _ = writeln!(
@@ -104,6 +108,7 @@ mod tests {
             last_scan_ago_ms: Some(300),
             last_scan_took_ms: 4,
             held: 30,
+            pending: 2,
             capacity: 262_144,
             peers: vec![PeerStatus {
                 addr: "198.51.100.12:7946".parse().unwrap(),
@@ -119,7 +124,7 @@ mod tests {
         };
         let text = s.render();
         assert!(text.contains("own exceptions 12"), "{text}");
-        assert!(text.contains("held 30/262144"), "{text}");
+        assert!(text.contains("held 30/262144 (2 waiting"), "{text}");
         assert!(
             text.contains("198.51.100.12:7946") && text.contains("DISCONNECTED"),
             "{text}"

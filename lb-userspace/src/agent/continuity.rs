@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use lb_common::stats::Counter;
+
 use crate::continuity::channel::Inbound;
 use crate::continuity::node::Continuity;
 use crate::continuity::status::ContinuityStatus;
@@ -24,7 +26,14 @@ impl<S: MapStore> Agent<S> {
         let Some(c) = &mut self.continuity else {
             return;
         };
-        c.tick(self.reconciler.applied_rings(), Instant::now());
+        // The program's flow_peer counter (unread: a scan).
+        let flow_peer = self
+            .reconciler
+            .store()
+            .global_stats()
+            .ok()
+            .map(|g| g.counters[Counter::FlowPeer as usize]);
+        c.tick(self.reconciler.applied_rings(), Instant::now(), flow_peer);
         self.metrics.set_continuity(totals(c));
         self.continuity_sync_check();
     }

@@ -34,6 +34,9 @@ const ADOPT_GRACE_MIN: Duration = Duration::from_secs(10);
 /// a full set from every peer: a live peer reconnects within its 2 s backoff and sends at
 /// once, a dead one never will.
 const SYNC_WAIT_MIN: Duration = Duration::from_secs(5);
+/// Ticks that scan the whole table after a ring change, whatever the last scan found: the scan
+/// asked at the change may still run when the next tick comes.
+const SCANS_AFTER_CHANGE: u32 = 2;
 
 pub struct Continuity<T: SetStore = FlowTable> {
     cfg: ContinuityConfig,
@@ -53,6 +56,10 @@ pub struct Continuity<T: SetStore = FlowTable> {
     synced_reported: bool,
     /// The last published scan forwarded to the senders.
     forwarded: u64,
+    /// Ticks left that must scan (see [`SCANS_AFTER_CHANGE`]), and the program's `flow_peer`
+    /// counter at the last scan: a flow taken from a peer is a new exception of this node.
+    scans_due: u32,
+    flow_peer_at_scan: Option<u64>,
     /// The channel's tasks (stopped on drop).
     _channel_thread: ChannelThread,
 }
@@ -97,6 +104,7 @@ impl ChannelThread {
         std::thread::Builder::new()
             .name("xlb-continuity".into())
             .spawn(move || {
+                background_priority();
                 runtime.block_on(async move {
                     let listener = match Listener::bind(listener_cfg, monitor, parts).await {
                         Ok(l) => l,
@@ -120,6 +128,23 @@ impl ChannelThread {
             .await
             .context("the continuity channel's thread ended")??;
         Ok(Self { stop: Some(stop) })
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10): under a flood the channel's and
+/// the scan's threads yield the CPU to the threads that answer the API and run the event
+/// loop. Linux's nice value is per thread.
+pub(super) fn background_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+    };
+    if r != 0 {
+        warn!(
+            "could not lower the priority of a continuity thread: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -182,6 +207,8 @@ impl Continuity<FlowTable> {
                 + (cfg.refresh * LOST_AFTER_REFRESHES + Duration::from_secs(2)).max(SYNC_WAIT_MIN),
             synced_reported: false,
             forwarded: 0,
+            scans_due: SCANS_AFTER_CHANGE,
+            flow_peer_at_scan: None,
             _channel_thread: channel_thread,
         };
         c.scanner.ask(rings.clone());
@@ -200,12 +227,26 @@ impl<T: SetStore> Continuity<T> {
         self.resolve = resolve_of(&rings);
         self.table.reresolve(&self.resolve);
         self.scanner.ask(rings);
+        self.scans_due = SCANS_AFTER_CHANGE;
     }
 
-    /// Every refresh: a new scan (the full set doubles as the heartbeat), lost peers' holds
-    /// started, lapsed exceptions removed.
-    pub fn tick(&mut self, rings: AppliedRings, now: Instant) {
-        self.scanner.ask(rings);
+    /// Every refresh: a new full set (the heartbeat too), lost peers' holds started, lapsed
+    /// exceptions removed. The set comes from a scan of the whole flow table, unless nothing
+    /// can have made an exception since a scan that found none: no ring change, and no flow
+    /// taken from a peer (`flow_peer`, the program's counter). Then an empty set is sent
+    /// without reading the table.
+    pub fn tick(&mut self, rings: AppliedRings, now: Instant, flow_peer: Option<u64>) {
+        let quiet = self.scans_due == 0
+            && flow_peer.is_some()
+            && flow_peer == self.flow_peer_at_scan
+            && self.latest_scan().exceptions == 0;
+        if quiet {
+            self.scanner.heartbeat();
+        } else {
+            self.scans_due = self.scans_due.saturating_sub(1);
+            self.flow_peer_at_scan = flow_peer;
+            self.scanner.ask(rings);
+        }
         let silent = self.cfg.refresh * LOST_AFTER_REFRESHES;
         for (peer, at) in &self.last_received {
             if now.duration_since(*at) > silent && self.lost.insert(*peer) {

@@ -28,10 +28,14 @@ pub struct Published {
     pub at: Instant,
 }
 
+/// What the agent asks of the thread: a scan on these rings, or (`None`) only a new empty set
+/// under a new sync id, the heartbeat of a node that has nothing to send.
+type Ask = Option<AppliedRings>;
+
 /// The agent's end: asks for scans, reads their outcome.
 pub struct Scanner {
-    asks: SyncSender<AppliedRings>,
-    pending: Option<AppliedRings>,
+    asks: SyncSender<Ask>,
+    pending: Option<Ask>,
     pub published: watch::Receiver<Arc<Published>>,
 }
 
@@ -48,7 +52,10 @@ impl Scanner {
         let (tx, published) = watch::channel(first);
         std::thread::Builder::new()
             .name("xlb-continuity-scan".into())
-            .spawn(move || run(table, rx, tx))?;
+            .spawn(move || {
+                super::node::background_priority();
+                run(table, rx, tx)
+            })?;
         Ok(Self {
             asks,
             pending: None,
@@ -59,7 +66,16 @@ impl Scanner {
     /// Asks for a scan on `rings`; if one is queued already, the newest rings replace it on
     /// the next [`Scanner::ask`] or [`Scanner::flush`].
     pub fn ask(&mut self, rings: AppliedRings) {
-        self.pending = Some(rings);
+        self.pending = Some(Some(rings));
+        self.flush();
+    }
+
+    /// Asks for a heartbeat: an empty set, without reading the table. A scan already pending
+    /// stays (it sends at least as much).
+    pub fn heartbeat(&mut self) {
+        if self.pending.is_none() {
+            self.pending = Some(None);
+        }
         self.flush();
     }
 
@@ -75,13 +91,27 @@ impl Scanner {
     }
 }
 
-fn run<T: SetStore>(table: T, asks: Receiver<AppliedRings>, out: watch::Sender<Arc<Published>>) {
+fn run<T: SetStore>(table: T, asks: Receiver<Ask>, out: watch::Sender<Arc<Published>>) {
     let mut sync_id = 0u64;
-    while let Ok(rings) = asks.recv() {
+    // The last real scan's time and duration, which a heartbeat reports as its own.
+    let (mut took, mut at) = (Duration::ZERO, Instant::now());
+    while let Ok(ask) = asks.recv() {
+        sync_id += 1;
+        let Some(rings) = ask else {
+            let published = Published {
+                set: Arc::new(SyncSet::encode(sync_id, &[]).0),
+                exceptions: 0,
+                took,
+                at,
+            };
+            if out.send(Arc::new(published)).is_err() {
+                return;
+            }
+            continue;
+        };
         let start = Instant::now();
         let found = scan_table(&table, &rings);
         let groups = groups_of(&found);
-        sync_id += 1;
         let (set, skipped) = SyncSet::encode(sync_id, &groups);
         if skipped > 0 {
             warn!(
@@ -90,11 +120,12 @@ fn run<T: SetStore>(table: T, asks: Receiver<AppliedRings>, out: watch::Sender<A
             );
         }
         let exceptions = found.values().map(|v| v.len() as u64).sum();
+        (took, at) = (start.elapsed(), Instant::now());
         let published = Published {
             set: Arc::new(set),
             exceptions,
-            took: start.elapsed(),
-            at: Instant::now(),
+            took,
+            at,
         };
         if out.send(Arc::new(published)).is_err() {
             return;
@@ -138,4 +169,40 @@ pub fn groups_of(found: &Exceptions) -> Vec<ExceptionGroup> {
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use lb_common::FlowSet;
+
+    use super::*;
+
+    fn next(sc: &mut Scanner, after: u64) -> Arc<Published> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            sc.flush();
+            let p = sc.published.borrow().clone();
+            if p.set.sync_id > after {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no set after sync {after}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn scans_and_heartbeats_publish_sets_under_growing_sync_ids() {
+        let mut sc = Scanner::spawn(vec![FlowSet::default(); 4]).unwrap();
+        sc.ask(AppliedRings::default());
+        let scan = next(&mut sc, 0);
+        assert_eq!((scan.set.sync_id, scan.exceptions), (1, 0));
+        sc.heartbeat();
+        let beat = next(&mut sc, 1);
+        assert_eq!(beat.set.sync_id, 2);
+        assert_eq!(beat.set.parts.len(), 1, "one empty, last part");
+        assert_eq!(beat.set.flows, 0);
+        assert_eq!(beat.at, scan.at, "a heartbeat reports the last real scan");
+    }
 }

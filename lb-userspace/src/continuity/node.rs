@@ -37,6 +37,10 @@ const SYNC_WAIT_MIN: Duration = Duration::from_secs(5);
 /// Ticks that scan the whole table after a ring change, whatever the last scan found: the scan
 /// asked at the change may still run when the next tick comes.
 const SCANS_AFTER_CHANGE: u32 = 2;
+/// Refreshes between two scans at most, even when nothing seems to have changed: a safety net
+/// for exceptions made in ways the agent does not see (a flow table adopted from a previous
+/// agent, another tool writing it).
+const SCAN_AT_LEAST_EVERY: u32 = 10;
 
 pub struct Continuity<T: SetStore = FlowTable> {
     cfg: ContinuityConfig,
@@ -60,6 +64,8 @@ pub struct Continuity<T: SetStore = FlowTable> {
     /// counter at the last scan: a flow taken from a peer is a new exception of this node.
     scans_due: u32,
     flow_peer_at_scan: Option<u64>,
+    /// Heartbeats since the last scan.
+    beats: u32,
     /// The channel's tasks (stopped on drop).
     _channel_thread: ChannelThread,
 }
@@ -209,6 +215,7 @@ impl Continuity<FlowTable> {
             forwarded: 0,
             scans_due: SCANS_AFTER_CHANGE,
             flow_peer_at_scan: None,
+            beats: 0,
             _channel_thread: channel_thread,
         };
         c.scanner.ask(rings.clone());
@@ -234,15 +241,18 @@ impl<T: SetStore> Continuity<T> {
     /// exceptions removed. The set comes from a scan of the whole flow table, unless nothing
     /// can have made an exception since a scan that found none: no ring change, and no flow
     /// taken from a peer (`flow_peer`, the program's counter). Then an empty set is sent
-    /// without reading the table.
+    /// without reading the table, for at most [`SCAN_AT_LEAST_EVERY`] refreshes in a row.
     pub fn tick(&mut self, rings: AppliedRings, now: Instant, flow_peer: Option<u64>) {
         let quiet = self.scans_due == 0
+            && self.beats + 1 < SCAN_AT_LEAST_EVERY
             && flow_peer.is_some()
             && flow_peer == self.flow_peer_at_scan
             && self.latest_scan().exceptions == 0;
         if quiet {
+            self.beats += 1;
             self.scanner.heartbeat();
         } else {
+            self.beats = 0;
             self.scans_due = self.scans_due.saturating_sub(1);
             self.flow_peer_at_scan = flow_peer;
             self.scanner.ask(rings);

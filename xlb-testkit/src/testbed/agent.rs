@@ -211,6 +211,27 @@ pub(super) fn spawn_agent(
     }
 }
 
+/// [`agent_config`] for one of several LB nodes: its own tunnel sources `v4` and `v6` instead of
+/// the single-LB testbed's.
+pub fn node_agent_config(
+    pin_dir: &Path,
+    socket: &Path,
+    (v4, v6): (impl std::fmt::Display, impl std::fmt::Display),
+    backends: usize,
+    agent_extra: &str,
+    vips: &[VipSpec],
+) -> String {
+    agent_config(pin_dir, socket, backends, agent_extra, vips)
+        .replace(
+            &format!("lb-src-v4 = \"{LB_V4}\""),
+            &format!("lb-src-v4 = \"{v4}\""),
+        )
+        .replace(
+            &format!("lb-src-v6 = \"{LB_V6}\""),
+            &format!("lb-src-v6 = \"{v6}\""),
+        )
+}
+
 /// An agent config for a testbed of `backends` backends: the LB's `eth0` in native mode, the
 /// tunnel sources, `pin_dir` and `socket`, no metrics endpoint; then `agent_extra` (more
 /// `[agent]` keys, not those) and the VIPs.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use lb_userspace::api::{self, Request, Response, StatusReport};
 
+use super::agent::node_agent_config;
 use super::agent::{all_active, block_on, spawn_agent};
 use super::bird::{self, BirdFiles};
 use super::continuity::ContinuityOptions;
@@ -32,7 +33,7 @@ use super::resources::{
     attach_pass, backend, begin, bridge, bridge_port, ethtool_off, finish_backends, ip, pin_root,
     python, start_server, start_servers, teardown_and_reap, test_prefix,
 };
-use super::{Backend, ProcRecord, Resources, agent_config, tail, wait_exit};
+use super::{Backend, ProcRecord, Resources, tail, wait_exit};
 use crate::netns::Netns;
 
 /// The kernel table and route protocol the VIP routes use (the contract's defaults).
@@ -333,20 +334,13 @@ impl Cluster {
     /// withdraw grace is 1 s so that `stop --detach` stays short.
     pub fn node_config(&self, i: usize, agent_extra: &str, vips: &[VipSpec]) -> String {
         let n = &self.lbs[i];
-        let mut config = agent_config(
+        let mut config = node_agent_config(
             &n.pin_dir,
             &n.api_socket,
+            (n.v4, n.v6),
             self.backends.len(),
             agent_extra,
             vips,
-        )
-        .replace(
-            &format!("lb-src-v4 = \"{LB_V4}\""),
-            &format!("lb-src-v4 = \"{}\"", n.v4),
-        )
-        .replace(
-            &format!("lb-src-v6 = \"{LB_V6}\""),
-            &format!("lb-src-v6 = \"{}\"", n.v6),
         );
         config.push_str(&format!(
             "\n[announce]\nenabled = true\ntable = {VIP_TABLE}\nprotocol = {VIP_PROTO}\n\

@@ -24,10 +24,11 @@ use std::time::Duration;
 use lb_userspace::api::{self, Request, Response, StatusReport};
 use lb_userspace::pinning;
 
+use super::agent::node_agent_config;
 use super::agent::{all_active, block_on, spawn_agent};
 use super::plan::*;
 use super::resources::{backend, begin, bridge, bridge_port, pin_root, teardown_and_reap};
-use super::{Backend, Resources, agent_config, tail};
+use super::{Backend, Resources, tail};
 use crate::netns::Netns;
 
 #[derive(Clone, Debug)]
@@ -203,20 +204,13 @@ impl PeerBed {
     /// addresses. `agent_extra` and the VIPs as there; the caller appends other sections.
     pub fn node_config(&self, i: usize, agent_extra: &str, vips: &[VipSpec]) -> String {
         let n = &self.lbs[i];
-        agent_config(
+        node_agent_config(
             &n.pin_dir,
             &n.api_socket,
+            (n.v4, n.v6),
             self.backends.len(),
             agent_extra,
             vips,
-        )
-        .replace(
-            &format!("lb-src-v4 = \"{LB_V4}\""),
-            &format!("lb-src-v4 = \"{}\"", n.v4),
-        )
-        .replace(
-            &format!("lb-src-v6 = \"{LB_V6}\""),
-            &format!("lb-src-v6 = \"{}\"", n.v6),
         )
     }
 

@@ -206,3 +206,28 @@ fn decap_leaves_everything_else_alone() {
     assert_eq!(decap.run(&frag), (XDP_PASS, frag.clone()));
     assert_eq!(decap.counter(DecapCounter::PassOuterFragment), 1);
 }
+
+/// Found by the differential fuzzer (`cargo xtask fuzz`): tunnels from the LB's own address
+/// whose outer header is no header of its EtherType's family, or does not fit in the frame.
+#[test]
+fn decap_fuzzer_findings() {
+    let mut decap = Decap::new(world::SRC_V4, world::SRC_V6, world::GUE_PORT);
+    // An IPv6 EtherType over a header whose version is not 6 was stripped as a tunnel.
+    let dp = lb("2001:db8::10", MODE_IPIP, false);
+    let pkt = Packet::tcp("2001:db8:c::7", 40000, "2001:db8::10", 80, TCP_ACK);
+    let (_, tunnel) = dp.run(&pkt.frame());
+    let mut not_v6 = tunnel.clone();
+    not_v6[14] = 0xd0 | (not_v6[14] & 0x0f);
+    assert_eq!(decap.run(&not_v6), (XDP_PASS, not_v6.clone()));
+    assert_eq!(decap.counter(DecapCounter::Pass), 1);
+    // An IPv4 outer header whose IHL runs past the frame: not stripped (the move would leave
+    // less than an Ethernet header, a drop).
+    let dp = lb("192.0.2.10", MODE_IPIP, true);
+    let pkt = Packet::tcp("198.51.100.7", 40000, "192.0.2.10", 80, TCP_ACK).payload_len(0);
+    let (_, tunnel) = dp.run(&pkt.frame());
+    let mut short = tunnel[..14 + 24].to_vec();
+    short[14] = 0x4f;
+    xlb_testkit::packet::fix_ipv4_checksum(&mut short, 14);
+    assert_eq!(decap.run(&short), (XDP_PASS, short.clone()));
+    assert_eq!(decap.counter(DecapCounter::Pass), 2);
+}

@@ -51,6 +51,26 @@ pub fn from_words(family: u8, w: &AddrWords) -> Option<IpAddr> {
     }
 }
 
+/// Whether `src` is a source address no host can send from (docs/datapath.md §2, "martian
+/// sources"): IPv4 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4 (multicast) and 255.255.255.255; IPv6
+/// `::`, `::1`, ff00::/8 (multicast) and ::ffff:0:0/96 (IPv4-mapped, which RFC 4291 §2.5.5.2
+/// keeps off the wire). A VIP address as the source is martian too, but that takes a map
+/// lookup, so the program checks it beside this rule. Pure arithmetic on the words: the
+/// program calls it for every packet to a VIP address.
+#[inline(always)]
+pub fn is_martian_source(family: u8, src: &AddrWords) -> bool {
+    if family == FAMILY_V4 {
+        let o = src[0].to_ne_bytes();
+        o[0] == 0 || o[0] == 127 || o[0] & 0xf0 == 0xe0 || src[0] == u32::MAX
+    } else {
+        let first = src[0].to_ne_bytes();
+        let mapped = src[0] == 0 && src[1] == 0 && src[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        let low = src[0] == 0 && src[1] == 0 && src[2] == 0;
+        let one = u32::from_ne_bytes([0, 0, 0, 1]);
+        first[0] == 0xff || mapped || (low && (src[3] == 0 || src[3] == one))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +83,47 @@ mod tests {
             assert_eq!(from_words(f, &w), Some(ip));
         }
         assert_eq!(from_words(0, &[0; 4]), None);
+    }
+
+    #[test]
+    fn martian_sources_match_the_standard_library_classes() {
+        let martian = |s: &str| {
+            let (f, w) = to_words(s.parse().unwrap());
+            is_martian_source(f, &w)
+        };
+        for s in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.255.255.255",
+            "224.0.0.1",
+            "239.255.255.255",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "ff02::1",
+            "ff0e::1:2",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(martian(s), "{s} is martian");
+        }
+        for s in [
+            "1.0.0.0",
+            "126.255.255.255",
+            "128.0.0.1",
+            "223.255.255.255",
+            "240.0.0.1",
+            "255.255.255.254",
+            "192.0.2.1",
+            "::2",
+            "::192.0.2.1",
+            "2001:db8::1",
+            "fe80::1",
+            "feff::1",
+            "::fffe:192.0.2.1",
+        ] {
+            assert!(!martian(s), "{s} is not martian");
+        }
     }
 
     #[test]

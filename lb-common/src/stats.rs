@@ -55,6 +55,14 @@ pub enum Counter {
     /// No flow-table entry, but a peer node's exception named the flow's backend (flow
     /// continuity, docs/datapath.md §4): that backend is taken and remembered.
     FlowPeer = 23,
+    /// A packet to a VIP address from a source no host can have (docs/datapath.md §2): the
+    /// unspecified, loopback, multicast or broadcast range, an IPv4-mapped IPv6 address, or a
+    /// VIP address of this load balancer.
+    DropMartian = 24,
+    /// An ICMP error to a VIP address whose quoted packet cannot name a VIP flow: the other IP
+    /// version, cut short, a bad IPv4 header length, or sent by another address than the one
+    /// the error is addressed to.
+    DropBadIcmpQuote = 25,
 }
 
 /// Slots in `GlobalStats` (room to add counters without a layout change).
@@ -62,7 +70,7 @@ pub const COUNTER_SLOTS: usize = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 26] = [
         Counter::Pass,
         Counter::PassNotReady,
         Counter::PassMalformed,
@@ -87,6 +95,8 @@ impl Counter {
         Counter::DropTooBigRateLimited,
         Counter::DropWriteFailed,
         Counter::FlowPeer,
+        Counter::DropMartian,
+        Counter::DropBadIcmpQuote,
     ];
 
     /// Stable snake_case name (metrics labels, CLI, JSON).
@@ -116,13 +126,32 @@ impl Counter {
             Counter::DropTooBigRateLimited => "drop_too_big_rate_limited",
             Counter::DropWriteFailed => "drop_write_failed",
             Counter::FlowPeer => "flow_peer",
+            Counter::DropMartian => "drop_martian",
+            Counter::DropBadIcmpQuote => "drop_bad_icmp_quote",
         }
     }
 
     /// Whether this counter is a drop verdict.
     pub const fn is_drop(self) -> bool {
         let i = self as u32;
-        i >= Counter::DropTruncated as u32 && i <= Counter::DropWriteFailed as u32
+        (i >= Counter::DropTruncated as u32 && i <= Counter::DropWriteFailed as u32)
+            || i == Counter::DropMartian as u32
+            || i == Counter::DropBadIcmpQuote as u32
+    }
+
+    /// Whether this counter is a verdict counter: every packet bumps exactly one of these, so
+    /// their sum is the number of packets the program has seen (docs/datapath.md).
+    pub const fn is_verdict(self) -> bool {
+        matches!(
+            self,
+            Counter::Pass
+                | Counter::PassNotReady
+                | Counter::PassMalformed
+                | Counter::PassNoBackend
+                | Counter::Tx
+                | Counter::IcmpEchoReply
+                | Counter::IcmpTooBigSent
+        ) || self.is_drop()
     }
 }
 const _: () = assert!(Counter::ALL.len() <= COUNTER_SLOTS);
@@ -166,6 +195,40 @@ mod tests {
         assert!(Counter::DropWriteFailed.is_drop());
         assert!(!Counter::IcmpTooBigSent.is_drop());
         assert!(!Counter::FlowPeer.is_drop());
+        assert!(Counter::DropMartian.is_drop());
+        assert!(Counter::DropBadIcmpQuote.is_drop());
+    }
+
+    #[test]
+    fn verdict_counters_are_the_passes_tx_answers_and_drops() {
+        let mut verdicts = [""; 16];
+        let mut n = 0;
+        for c in Counter::ALL.iter().filter(|c| c.is_verdict()) {
+            verdicts[n] = c.name();
+            n += 1;
+        }
+        assert_eq!(n, 16);
+        assert_eq!(
+            verdicts,
+            [
+                "pass",
+                "pass_not_ready",
+                "pass_malformed",
+                "pass_no_backend",
+                "tx",
+                "icmp_echo_reply",
+                "icmp_too_big_sent",
+                "drop_truncated",
+                "drop_bad_header",
+                "drop_too_many_ext_headers",
+                "drop_no_backend",
+                "drop_bad_backend",
+                "drop_unsupported",
+                "drop_adjust_failed",
+                "drop_too_big_rate_limited",
+                "drop_write_failed",
+            ]
+        );
     }
 }
 

@@ -114,7 +114,8 @@ fn outer_v4(ctx: &XdpContext, cfg: &DecapConfig, l2: &L2) -> Result<Tunnel, Deca
         return Err(DecapCounter::Pass);
     }
     let ihl = (ip.ver_ihl & 0x0f) as usize * 4;
-    if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN {
+    // The header (options included) must lie in the frame before it can be stripped.
+    if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN || !frame::holds(ctx, l2.len + ihl) {
         return Err(DecapCounter::Pass);
     }
     let tunnel = tunnel_for(ctx, ip.proto, ihl, l2, cfg.gue_port)?;
@@ -130,6 +131,10 @@ fn outer_v4(ctx: &XdpContext, cfg: &DecapConfig, l2: &L2) -> Result<Tunnel, Deca
 #[inline(always)]
 fn outer_v6(ctx: &XdpContext, cfg: &DecapConfig, l2: &L2) -> Result<Tunnel, DecapCounter> {
     let ip: Ipv6Hdr = frame::read(ctx, l2.len).ok_or(DecapCounter::Pass)?;
+    // Not an IPv6 header, whatever the EtherType says: not xlb's tunnel (found by the fuzzer).
+    if u32::from_be(ip.vtc_flow) >> 28 != 6 {
+        return Err(DecapCounter::Pass);
+    }
     let tunnel = tunnel_for(ctx, ip.next_hdr, IPV6_LEN, l2, cfg.gue_port)?;
     let src = ip.src;
     if src != cfg.lb_v6 || cfg.lb_v6 == [0; 4] {

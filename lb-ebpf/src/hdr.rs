@@ -141,3 +141,4 @@ pub struct Ports {
     pub sport: u16,
     pub dport: u16,
 }
+pub const PORTS_LEN: usize = 4;

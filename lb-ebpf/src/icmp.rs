@@ -64,8 +64,9 @@ pub fn handle(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdic
 /// An ICMP error about a VIP flow goes where that flow's packets go.
 #[inline(always)]
 fn relay_error(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
-    let Some(q) = parse::icmp_quote(ctx, pkt) else {
-        return Verdict::pass(Counter::PassMalformed);
+    let q = match parse::icmp_quote(ctx, pkt) {
+        Ok(q) => q,
+        Err(reason) => return lookup::malformed(pkt, reason),
     };
     let Some(vip) = lookup::vip(cfg, pkt.family, &q.vip, q.vip_port, q.proto) else {
         return Verdict::pass(Counter::Pass);
@@ -124,6 +125,8 @@ fn echo_reply(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Verdict
 fn rewrite_echo(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Result<(), Failed> {
     // The frame held them when it was parsed; only a bug makes these reads fail.
     let macs = parse::macs(ctx).ok_or(Failed::Write)?;
+    // Bytes after the IP packet are not the reply's (its lengths must match the frame).
+    rewrite::trim_padding(ctx, pkt)?;
     rewrite::write_l2(ctx, l2, macs.src, macs.dst, l2.proto)?;
     if pkt.family == FAMILY_V4 {
         let mut ip: Ipv4Hdr = frame::read(ctx, pkt.l3_off).ok_or(Failed::Write)?;

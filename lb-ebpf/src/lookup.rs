@@ -2,7 +2,7 @@
 
 use lb_common::{
     FlowEntry, FlowKey, FlowSet, LbConfig, VipKey, VipMeta,
-    addr::AddrWords,
+    addr::{AddrWords, is_martian_source},
     flows::{ORIGIN_PEER, ORIGIN_RING},
     hash::{self, addr_filter_bit, ring_slot},
     limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
@@ -68,6 +68,15 @@ pub fn malformed(pkt: &Packet, reason: Counter) -> Verdict {
         Some(_) if reason.is_drop() => Verdict::drop(reason),
         _ => Verdict::pass(Counter::Pass),
     }
+}
+
+/// Whether the packet's source is martian (docs/datapath.md §2): an address class no host has
+/// (`addr::is_martian_source`, arithmetic only), or one of this LB's VIP addresses, which costs
+/// the pre-filter's array lookup and, only when its bit is set, the address entry's hash lookup.
+#[inline(always)]
+pub fn martian_source(pkt: &Packet) -> bool {
+    is_martian_source(pkt.family, &pkt.src)
+        || (maybe_vip_address(&pkt.src) && address_entry(pkt.family, &pkt.src).is_some())
 }
 
 /// The ring hash of a flow of `vip` (docs/datapath.md §4), shared by data packets and relayed

@@ -104,6 +104,9 @@ fn process(ctx: &XdpContext) -> Verdict {
     if let Err(reason) = parse::ip_rest(ctx, &mut pkt) {
         return malformed(&pkt, reason);
     }
+    if lookup::martian_source(&pkt) {
+        return malformed(&pkt, Counter::DropMartian);
+    }
     let icmp = if pkt.family == FAMILY_V4 {
         PROTO_ICMP
     } else {
@@ -206,6 +209,11 @@ fn send(
 /// Out of line (slow path).
 #[inline(never)]
 fn fragment(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
+    // Only TCP and UDP VIPs exist: without this, a fragment of protocol 0 would find the
+    // address entry `(dst, 0, 0)` and be taken for a VIP (found by the differential fuzzer).
+    if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
+        return Verdict::pass(Counter::Pass);
+    }
     let Some(vip) = lookup::fragment_vip(pkt.family, &pkt.dst, pkt.proto) else {
         return Verdict::pass(Counter::Pass);
     };

@@ -219,7 +219,10 @@ pub struct L4 {
     pub tcp_flags: u8,
 }
 
-/// TCP needs its 20-byte header and UDP its 8 bytes inside the IP packet.
+/// TCP needs its 20-byte header and a data offset inside the segment; UDP its 8 bytes and a
+/// length field equal to the IP payload's (docs/datapath.md §3). A header that lies about its
+/// own length is no packet any stack sends, and the backend's stack would read it otherwise
+/// than this program did.
 #[inline(always)]
 pub fn l4(ctx: &XdpContext, pkt: &Packet) -> Result<L4, Counter> {
     let end = pkt.l3_off + pkt.l3_len;
@@ -228,6 +231,10 @@ pub fn l4(ctx: &XdpContext, pkt: &Packet) -> Result<L4, Counter> {
             return Err(Counter::DropTruncated);
         }
         let t: TcpHdr = read(ctx, pkt.l4_off).ok_or(Counter::DropTruncated)?;
+        let data_off = (t.off_flags >> 4) as usize * 4;
+        if data_off < TCP_LEN || pkt.l4_off + data_off > end {
+            return Err(Counter::DropBadHeader);
+        }
         Ok(L4 {
             sport: t.sport,
             dport: t.dport,
@@ -238,6 +245,9 @@ pub fn l4(ctx: &XdpContext, pkt: &Packet) -> Result<L4, Counter> {
             return Err(Counter::DropTruncated);
         }
         let u: UdpHdr = read(ctx, pkt.l4_off).ok_or(Counter::DropTruncated)?;
+        if u16::from_be(u.len) as usize != end - pkt.l4_off {
+            return Err(Counter::DropBadHeader);
+        }
         Ok(L4 {
             sport: u.sport,
             dport: u.dport,
@@ -267,26 +277,47 @@ pub struct Quoted {
     pub proto: u8,
 }
 
-/// Parses the quoted IP header (IPv4 with IHL, or the fixed IPv6 header) and its ports.
+/// Parses the quoted IP header (IPv4 with IHL, or the fixed IPv6 header) and its ports, all
+/// inside the error's IP packet. The error is the verdict's reason: `DropBadIcmpQuote` for a
+/// quote that cannot name a VIP flow (the other IP version, cut short, a bad IHL, or a quoted
+/// source other than the address the error is sent to, which no router produces), `Pass` for
+/// a well-formed quote of another protocol than TCP/UDP.
 #[inline(always)]
-pub fn icmp_quote(ctx: &XdpContext, pkt: &Packet) -> Option<Quoted> {
+pub fn icmp_quote(ctx: &XdpContext, pkt: &Packet) -> Result<Quoted, Counter> {
+    const BAD: Counter = Counter::DropBadIcmpQuote;
     let off = pkt.l4_off + ICMP_LEN;
+    let end = pkt.l3_off + pkt.l3_len;
     let (client, vip, proto, ports_off) = if pkt.family == FAMILY_V4 {
-        let ip: Ipv4Hdr = read(ctx, off)?;
+        if off + IPV4_LEN > end {
+            return Err(BAD);
+        }
+        let ip: Ipv4Hdr = read(ctx, off).ok_or(BAD)?;
         let ihl = (ip.ver_ihl & 0x0f) as usize * 4;
         if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN {
-            return None;
+            return Err(BAD);
         }
         ([ip.dst, 0, 0, 0], [ip.src, 0, 0, 0], ip.proto, off + ihl)
     } else {
-        let ip: Ipv6Hdr = read(ctx, off)?;
+        if off + IPV6_LEN > end {
+            return Err(BAD);
+        }
+        let ip: Ipv6Hdr = read(ctx, off).ok_or(BAD)?;
+        if u32::from_be(ip.vtc_flow) >> 28 != 6 {
+            return Err(BAD);
+        }
         (ip.dst, ip.src, ip.next_hdr, off + IPV6_LEN)
     };
-    if proto != PROTO_TCP && proto != PROTO_UDP {
-        return None;
+    if vip != pkt.dst {
+        return Err(BAD);
     }
-    let ports: Ports = read(ctx, ports_off)?;
-    Some(Quoted {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(Counter::Pass);
+    }
+    if ports_off + PORTS_LEN > end {
+        return Err(BAD);
+    }
+    let ports: Ports = read(ctx, ports_off).ok_or(BAD)?;
+    Ok(Quoted {
         client,
         vip,
         client_port: ports.dport,

@@ -82,7 +82,7 @@ pub fn write_l2(
 
 /// Removes bytes after the IP packet (Ethernet padding of short frames).
 #[inline(always)]
-fn trim_padding(ctx: &XdpContext, pkt: &Packet) -> Result<(), Failed> {
+pub fn trim_padding(ctx: &XdpContext, pkt: &Packet) -> Result<(), Failed> {
     let want = pkt.l3_off + pkt.l3_len;
     if frame::holds(ctx, want + 1) {
         return frame::adjust_tail(ctx, want as i32 - frame::len(ctx) as i32);

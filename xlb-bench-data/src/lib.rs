@@ -9,6 +9,7 @@
 //! - [`live`]: XDP live-frames runs and the traffic generator.
 //! - [`failover`]: node loss, return and drain on several LB nodes behind a BIRD router.
 //! - [`e2e`]: the end-to-end testbed (wrk, iperf3, packet rates, the agent's memory).
+//! - [`reliability`]: load with faults, and the datapath fuzzer's totals.
 //! - [`run`]: one whole `cargo xtask bench` run: stages and their results.
 
 pub mod control;
@@ -17,6 +18,7 @@ pub mod failover;
 pub mod live;
 pub mod measure;
 pub mod packet;
+pub mod reliability;
 pub mod run;
 pub mod scale;
 pub mod sys;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{control, e2e, failover, packet, scale, sys::Machine};
+use crate::{control, e2e, failover, packet, reliability, scale, sys::Machine};
 
 /// One stage as the report lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +30,11 @@ pub struct Results {
     pub e2e: Option<e2e::Report>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<failover::FailoverResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_faults: Option<reliability::LoadFaults>,
+    /// Filled by the fuzzer's stage (`cargo xtask fuzz`); absent when it did not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuzz: Option<reliability::FuzzSummary>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,8 @@
 //! - [`control`]: Maglev builds, disruption, reconcile and reload times, memory.
 //! - [`live`]: `BPF_F_TEST_XDP_LIVE_FRAMES` on a real interface (run inside a namespace).
 //! - [`failover`]: the multi-LB testbed through node loss, return and drain.
+//! - [`reliability`]: load with faults (a SYN flood filling the flow table, long-lived
+//!   connections, a backend failing and returning).
 //! - [`sys`]: CPU pinning, RSS and memlock readings, machine facts.
 
 pub mod control;
@@ -17,6 +19,7 @@ pub mod failover;
 pub mod fixture;
 pub mod live;
 pub mod packet;
+pub mod reliability;
 pub mod runner;
 pub mod scale;
 pub mod sys;

@@ -4,10 +4,12 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lb_common::map_names::{PROG_PASS, PROG_REFLECT};
-use xlb_bench::{control, failover, fixture::Aux, live, packet, scale, sys};
+use xlb_bench::{control, failover, fixture::Aux, live, packet, reliability, scale, sys};
+use xlb_testkit::testbed::load_faults::LoadFaultsOptions;
 
 #[derive(Parser)]
 #[command(
@@ -123,6 +125,37 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         seconds: u64,
     },
+    /// Differential fuzzing of the XDP programs against the reference model (what `cargo
+    /// xtask fuzz` runs): frames through BPF_PROG_TEST_RUN until `--time` or `--frames`.
+    /// Prints the report on stderr and its figures as JSON (`FuzzSummary`).
+    Fuzz {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Frames at most.
+        #[arg(long, default_value_t = u64::MAX)]
+        frames: u64,
+        /// Seed (decimal or 0x-hex); a random one by default. Printed, to replay the run.
+        #[arg(long, value_parser = parse_seed)]
+        seed: Option<u64>,
+    },
+    /// Load with faults on the single-LB testbed: a SYN flood fills a small flow table while
+    /// long-lived connections ask and one backend fails and returns (defaults: the root test's).
+    Reliability {
+        /// The `xlb` binary the agent runs.
+        #[arg(long)]
+        xlb: std::path::PathBuf,
+        #[arg(long)]
+        flow_table_size: Option<u32>,
+        #[arg(long)]
+        connections: Option<usize>,
+        /// SYNs per second of the flood's second phase (the one during the failure).
+        #[arg(long)]
+        sustain_pps: Option<u64>,
+        /// Replays a run's flood.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Attach `xlb_pass` or `xlb_reflect` to an interface (native mode) and hold it until
     /// killed; prints "ready" once attached.
     Hold {
@@ -131,6 +164,14 @@ enum Cmd {
         #[arg(long)]
         ifname: String,
     },
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not a seed: {e}"))
 }
 
 fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
@@ -153,6 +194,39 @@ fn emit<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Machine => emit(&sys::machine()),
+        Cmd::Fuzz { time, frames, seed } => {
+            let seed = match seed {
+                Some(s) => s,
+                None => {
+                    let mut b = [0u8; 8];
+                    getrandom::getrandom(&mut b)
+                        .map_err(|e| anyhow::anyhow!("no random seed from the OS: {e}"))?;
+                    u64::from_ne_bytes(b)
+                }
+            };
+            eprintln!("fuzz: seed {seed:#x} (replay with --seed {seed:#x})");
+            let opts = xlb_testkit::fuzz::Options::new(seed, frames, Duration::from_secs(time));
+            let report = xlb_testkit::fuzz::run(&opts);
+            for d in &report.details {
+                eprintln!("{d}\n");
+            }
+            eprint!("{}", report.summary());
+            emit(&xlb_bench_data::reliability::FuzzSummary {
+                seed: format!("{seed:#x}"),
+                frames_fuzzed: report.frames,
+                mutated: report.mutated,
+                worlds: report.worlds,
+                seconds: report.elapsed.as_secs_f64(),
+                mismatches: report.mismatches,
+                invariant_violations: report.violations,
+                stats_mismatches: report.stats_mismatches,
+                decap_frames: report.decap_frames,
+                decap_mismatches: report.decap_mismatches,
+                decap_invariant_violations: report.decap_violations,
+            })?;
+            // The figures say whether it was clean; `cargo xtask fuzz` and the bench judge them.
+            Ok(())
+        }
         Cmd::Packet { args, scenario } => {
             sys::pin_to_cpu(args.cpu)?;
             emit(&packet::run(&args.params(), &scenario)?)
@@ -213,6 +287,32 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             connections,
             seconds,
         } => emit(&failover::run(&xlb, connections, seconds)),
+        Cmd::Reliability {
+            xlb,
+            flow_table_size,
+            connections,
+            sustain_pps,
+            seed,
+        } => {
+            let mut o = LoadFaultsOptions::default();
+            if let Some(n) = flow_table_size {
+                // The fill stays three times the table.
+                o.fill.packets = u64::from(n) * 3;
+                o.flow_table_size = n;
+            }
+            if let Some(n) = connections {
+                o.connections = n;
+            }
+            if let Some(pps) = sustain_pps {
+                // The same 20 s at most.
+                o.sustain.packets = o.sustain.packets / o.sustain.rate_pps * pps;
+                o.sustain.rate_pps = pps;
+            }
+            if let Some(s) = seed {
+                o.seed = s;
+            }
+            emit(&reliability::run(&xlb, &o))
+        }
         Cmd::Hold { prog, ifname } => {
             let name = if prog == "pass" {
                 PROG_PASS
@@ -226,7 +326,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             std::io::stdout().flush()?;
             // Detached when the process dies (the link's fd closes).
             loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
+                std::thread::sleep(Duration::from_secs(3600));
             }
         }
     }

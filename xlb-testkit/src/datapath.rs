@@ -323,6 +323,12 @@ impl Datapath {
         self.peers.insert(key, seed, entry);
     }
 
+    /// `key`'s intact entry in the peer-exception table.
+    pub fn peer_flow_entry(&mut self, key: &FlowKey) -> Option<FlowEntry> {
+        let seed = self.seed();
+        self.peers.get(key, seed)
+    }
+
     /// Empties `key`'s slot (as an eviction does). Returns whether it had one.
     pub fn remove_flow_entry(&mut self, key: &FlowKey) -> bool {
         let seed = self.seed();

@@ -251,10 +251,10 @@ pub fn too_big_reply(input: &[u8], mtu: u16, overhead: usize) -> Vec<u8> {
 }
 
 /// The echo reply to the echo request `input` (section 6): MACs and addresses swapped, TTL 64,
-/// type 0 / 129, checksums valid; everything else, trailing bytes included, unchanged.
+/// type 0 / 129, checksums valid, Ethernet padding removed; everything else unchanged.
 pub fn echo_reply(input: &[u8]) -> Vec<u8> {
     let info = FrameInfo::parse(input);
-    let mut out = input.to_vec();
+    let mut out = input[..info.l2_len + info.l3_len].to_vec();
     out[0..6].copy_from_slice(&info.src_mac);
     out[6..12].copy_from_slice(&info.dst_mac);
     let l2 = info.l2_len;

@@ -7,6 +7,8 @@
 pub mod csum;
 pub mod datapath;
 pub mod expect;
+pub mod fuzz;
+pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod testbed;

@@ -48,6 +48,15 @@ where
     })
 }
 
+/// An interface's packet counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
 /// A namespace removed on drop (which also removes the interfaces in it).
 pub struct Netns {
     pub name: String,
@@ -108,6 +117,24 @@ impl Netns {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         run_ip(&all)
+    }
+
+    /// The kernel's packet counters of interface `dev` (`ip -s link`, 64-bit).
+    pub fn link_stats(&self, dev: &str) -> LinkStats {
+        let out = self.ip(&["-j", "-s", "link", "show", "dev", dev]);
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j -s link: {e}: {out}"));
+        let n = |dir: &str, what: &str| {
+            v[0]["stats64"][dir][what]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {dir} {what} count for {dev} in {out}"))
+        };
+        LinkStats {
+            rx_packets: n("rx", "packets"),
+            rx_dropped: n("rx", "dropped"),
+            tx_packets: n("tx", "packets"),
+            tx_dropped: n("tx", "dropped"),
+        }
     }
 
     pub fn ifindex(&self, dev: &str) -> u32 {

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: builds the release binaries, runs the measurements of `xlb-bench`
-//! (per-packet cost, scale curves, control plane, memory) and the end-to-end testbed
-//! (`bench_e2e`), then writes `target/bench/report.md`, `report.json` and SVG charts
-//! (`bench_report`, `bench_charts`). The drivers' output is parsed into the types of
-//! `xlb-bench-data`, the ones `xlb-bench` prints. Needs root. Bounded: every stage has a time limit, the whole run takes a
+//! (per-packet cost, scale curves, control plane, memory), the end-to-end testbed
+//! (`bench_e2e`), failover (`bench_failover`) and reliability (`bench_reliability`), then
+//! writes `target/bench/report.md`, `report.json` and SVG charts (`bench_report`,
+//! `bench_charts`). The drivers' output is parsed into the types of `xlb-bench-data`, the ones
+//! `xlb-bench` prints. Needs root. Bounded: every stage has a time limit, the whole run takes a
 //! few minutes; all traffic stays inside namespaces it creates and removes.
 
 use std::io::Read as _;
@@ -15,7 +16,7 @@ use serde::de::DeserializeOwned;
 use xlb_bench_data::run::{Results, Run, Stage};
 
 use crate::{
-    bench_e2e, bench_failover, bench_report,
+    bench_e2e, bench_failover, bench_reliability, bench_report,
     cmd::{display, is_root, workspace_root},
     toolchain::EbpfToolchain,
 };
@@ -44,8 +45,12 @@ pub struct Args {
     /// Skip the end-to-end testbed.
     #[arg(long)]
     pub no_e2e: bool,
-    /// Run only these stages (packet, scale, control, memory, e2e, failover); repeatable.
-    #[arg(long, value_parser = ["packet", "scale", "control", "memory", "e2e", "failover"])]
+    /// Run only these stages (packet, scale, control, memory, e2e, failover, fuzz, reliability);
+    /// repeatable.
+    #[arg(
+        long,
+        value_parser = ["packet", "scale", "control", "memory", "e2e", "failover", "fuzz", "reliability"]
+    )]
     pub only: Vec<String>,
 }
 
@@ -233,6 +238,15 @@ pub fn run(args: &Args) -> Result<()> {
     results.failover = stages.run("failover", display(&bench_failover::command(&bins)), || {
         bench_failover::run(&bins)
     });
+    // The reliability section's parts, each a stage of its own (bench_reliability): the
+    // datapath fuzzer (60 s, a random seed the report names), then load with faults.
+    let fuzz_args = ["--time".to_owned(), "60".to_owned()];
+    results.fuzz = stages.driver(b, "fuzz", &fuzz_args, secs(180));
+    results.load_faults = stages.run(
+        "reliability",
+        display(&bench_reliability::command(&bins)),
+        || bench_reliability::run(&bins),
+    );
 
     let total = started.elapsed().as_secs_f64();
     let argv: Vec<String> = std::env::args().skip(1).collect();

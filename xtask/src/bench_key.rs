@@ -42,6 +42,8 @@ pub enum Section {
     Scale,
     #[serde(rename = "failover")]
     Failover,
+    #[serde(rename = "reliability")]
+    Reliability,
 }
 
 impl Section {
@@ -52,6 +54,7 @@ impl Section {
             Self::E2e => "e2e",
             Self::Scale => "scale",
             Self::Failover => "failover",
+            Self::Reliability => "reliability",
         }
     }
 }
@@ -135,6 +138,34 @@ pub enum Figure {
         reflect_pps: f64,
         ratio: f64,
     },
+    /// A count whose target is zero (failed requests, mismatches), out of a total.
+    Zero {
+        count: u64,
+        of: u64,
+        result: Outcome,
+    },
+    /// Packets that came in against the packets counted.
+    Accounting {
+        packets: u64,
+        counted: u64,
+        result: Outcome,
+    },
+    /// Answer times against a bound for every call.
+    Latency {
+        p50_ms: f64,
+        p99_ms: f64,
+        max_ms: f64,
+        target_ms: f64,
+        result: Outcome,
+    },
+    /// A process's resident set before, at most and after, against a bound.
+    RssGrowth {
+        before_mib: f64,
+        max_mib: f64,
+        after_mib: f64,
+        bound_mib: f64,
+        result: Outcome,
+    },
 }
 
 /// `name value` with three decimals, `name null` for a figure JSON cannot hold (NaN).
@@ -169,7 +200,11 @@ impl KeyFigure {
             | Figure::MaglevBuild { result, .. }
             | Figure::Flatness { result, .. }
             | Figure::PathRatio { result, .. }
-            | Figure::Failover { result, .. } => *result,
+            | Figure::Failover { result, .. }
+            | Figure::Zero { result, .. }
+            | Figure::Accounting { result, .. }
+            | Figure::Latency { result, .. }
+            | Figure::RssGrowth { result, .. } => *result,
             _ => Outcome::None,
         }
     }
@@ -289,6 +324,44 @@ impl KeyFigure {
                     ("xlb_pps", *xlb_pps),
                 ]),
                 no_target(),
+            ),
+            Figure::Zero { count, of, .. } => (
+                fields(&[("count", *count as f64), ("of", *of as f64)]),
+                target(0.0),
+            ),
+            Figure::Accounting {
+                packets, counted, ..
+            } => (
+                fields(&[("counted", *counted as f64), ("packets", *packets as f64)]),
+                "counted = packets".into(),
+            ),
+            Figure::Latency {
+                p50_ms,
+                p99_ms,
+                max_ms,
+                target_ms,
+                ..
+            } => (
+                fields(&[
+                    ("max_ms", *max_ms),
+                    ("p50_ms", *p50_ms),
+                    ("p99_ms", *p99_ms),
+                ]),
+                format!("max < {target_ms} ms"),
+            ),
+            Figure::RssGrowth {
+                before_mib,
+                max_mib,
+                after_mib,
+                bound_mib,
+                ..
+            } => (
+                fields(&[
+                    ("after_mib", *after_mib),
+                    ("before_mib", *before_mib),
+                    ("max_mib", *max_mib),
+                ]),
+                format!("max, after ≤ {bound_mib:.1} MiB"),
             ),
         }
     }

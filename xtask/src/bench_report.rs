@@ -655,6 +655,13 @@ pub fn render<'a>(raw: &'a Run, date: &str) -> (String, ReportJson<'a>) {
         Some(r) => crate::bench_failover::report(r, &mut body, &mut key),
         None => body.push_str("(not run)\n"),
     }
+    body.push_str("\n## 6. Reliability\n\n");
+    crate::bench_reliability::report(
+        res.fuzz.as_ref(),
+        res.load_faults.as_ref(),
+        &mut body,
+        &mut key,
+    );
 
     // Key table first.
     md.push_str("\n## Key figures\n\n| section | figure | value | baseline / target | result |\n|---|---|---:|---|---|\n");

@@ -354,6 +354,7 @@ fn full() -> Run {
         memory: Some(memory()),
         e2e: Some(e2e()),
         failover: Some(failover()),
+        ..Results::default()
     })
 }
 
@@ -440,6 +441,7 @@ fn missing_stages_say_so() {
         )
     );
     assert!(!md.contains("| per-packet |"), "{md}");
+    assert!(md.contains("## 6. Reliability\n\n(not run)\n"), "{md}");
     assert!(md.contains("| control | maglev_build_1000 |"), "{md}");
     assert_eq!(json.key.len(), 2);
     let v = serde_json::to_value(&json).unwrap();

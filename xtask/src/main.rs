@@ -8,11 +8,13 @@ mod bench_charts;
 mod bench_e2e;
 mod bench_failover;
 mod bench_key;
+mod bench_reliability;
 mod bench_report;
 mod build;
 mod clippy;
 mod cmd;
 mod fmt;
+mod fuzz;
 mod setup;
 mod test;
 mod testbed;
@@ -45,6 +47,9 @@ enum Command {
     Testbed(testbed::Args),
     /// Setup, build, and show xlb balancing, failing over and recovering on a testbed (root).
     Demo(testbed::DemoArgs),
+    /// Differential fuzzing of the XDP programs against the datapath model (root): `--time N`
+    /// seconds, a random seed unless `--seed` replays one.
+    Fuzz(fuzz::Args),
     /// Measure (root): per-packet cost, scale curves, control plane, end to end on a
     /// namespace testbed; writes target/bench/report.md, report.json and SVG charts.
     Bench(bench::Args),
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::Testbed(args) => testbed::run(&args),
         Command::Demo(args) => testbed::demo(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,24 +1,24 @@
 //! What both suites share: the agents' configs, the exceptions a peer sends, the library's
-//! sender run from a test namespace, and the measurements (API latency, RSS, CPU, metrics).
+//! sender run from a test namespace, and the measurements (metrics here; API latency, RSS and
+//! CPU from the test kit's `testbed::probe`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aya::maps::MapData;
 use lb_common::map_names;
-use lb_userspace::api::{self, Request, Response, StatusReport};
+use lb_userspace::api::StatusReport;
 use lb_userspace::continuity::channel::{ChannelMonitor, PeerKey, Sender, SenderConfig, SyncSet};
 use lb_userspace::continuity::status::ContinuityStatus;
 use lb_userspace::continuity::wire::{ExceptionGroup, FlowRef, VipRef};
 use lb_userspace::maps::mmap::FlowTable;
 use xlb_testkit::netns::enter_named;
 use xlb_testkit::testbed::peers::{PeerBed, PeerNode};
-use xlb_testkit::testbed::{Mode, StoppableThread, VipSpec};
+use xlb_testkit::testbed::{Mode, VipSpec};
 
 pub const CONTINUITY_PORT: u16 = 7946;
 pub const METRICS_PORT: u16 = 9464;
@@ -255,118 +255,7 @@ impl Rejections {
     }
 }
 
-/// A thread that asks an agent's API for its status every 10 ms and times each answer.
-pub struct ApiProbe(StoppableThread<Samples>);
-
-/// When each call started and how long it took; the failed calls' errors.
-pub struct Samples {
-    pub calls: Vec<(Instant, Duration)>,
-    pub failures: Vec<String>,
-}
-
-/// The answer times of some calls.
-pub struct Latency {
-    pub samples: usize,
-    pub p50: Duration,
-    pub p99: Duration,
-    pub max: Duration,
-}
-
-impl ApiProbe {
-    pub fn start(socket: PathBuf) -> Self {
-        ApiProbe(StoppableThread::spawn(move |stop| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let mut out = Samples {
-                calls: Vec::new(),
-                failures: Vec::new(),
-            };
-            // Bounded by count as well as by the flag: 10 minutes of samples at most.
-            while !stop.load(Ordering::Relaxed) && out.calls.len() < 60_000 {
-                let t = Instant::now();
-                let r = rt.block_on(api::call(&socket, &Request::Status));
-                out.calls.push((t, t.elapsed()));
-                if !matches!(r, Ok(Response::Status(_))) {
-                    out.failures.push(format!("{r:?}"));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            out
-        }))
-    }
-
-    pub fn finish(self) -> Samples {
-        self.0.stop();
-        let s = self.0.join("the API probe");
-        assert!(s.failures.is_empty(), "failed API calls: {:?}", s.failures);
-        s
-    }
-}
-
-impl Samples {
-    /// The calls that started in `from..to`.
-    pub fn between(&self, from: Instant, to: Instant) -> Latency {
-        let mut d: Vec<Duration> = self
-            .calls
-            .iter()
-            .filter(|(t, _)| (from..to).contains(t))
-            .map(|(_, d)| *d)
-            .collect();
-        assert!(!d.is_empty(), "no API call in that phase");
-        d.sort();
-        Latency {
-            samples: d.len(),
-            p50: percentile(&d, 50.0),
-            p99: percentile(&d, 99.0),
-            max: *d.last().unwrap(),
-        }
-    }
-}
-
-impl Latency {
-    pub fn print(&self, what: &str) {
-        eprintln!(
-            "API status answer time, {what}: {} calls, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            self.samples,
-            self.p50.as_secs_f64() * 1000.0,
-            self.p99.as_secs_f64() * 1000.0,
-            self.max.as_secs_f64() * 1000.0,
-        );
-    }
-}
-
-/// The `p`th percentile of `sorted` (nearest rank).
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The resident set of process `pid`, KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
-/// CPU time (user + system) process `pid` has used.
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // The fields after the command name (which may hold spaces) start after its ')'.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|v| v.parse().expect("utime/stime"))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((f[0] + f[1]) * 1000 / hz)
-}
+pub use xlb_testkit::testbed::probe::{ApiProbe, cpu_time, percentile, rss_kib};
 
 /// The `/metrics` text of the agent in namespace `ns`.
 pub fn metrics(ns: &str) -> String {

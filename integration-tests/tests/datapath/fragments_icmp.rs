@@ -359,20 +359,20 @@ fn icmp_pmtu_errors_follow_the_flow() {
         quoted.truncate(23); // IPv4 header + 3 bytes: ports incomplete
     }
     cases.push(case(
-        "quote without full ports: malformed",
+        "quote without full ports: dropped",
         setup(cfg, &[vip.clone()]),
         short.frame(),
-        Expect::pass(Counter::PassMalformed),
+        Expect::drop(Counter::DropBadIcmpQuote),
     ));
     let mut bad_ihl = pmtu_error(&flow, 1400);
     if let packet::L4::TooBig { quoted, .. } = &mut bad_ihl.l4 {
         quoted[0] = 0x43;
     }
     cases.push(case(
-        "quote with IHL 3: malformed",
+        "quote with IHL 3: dropped",
         setup(cfg, &[vip.clone()]),
         bad_ihl.frame(),
-        Expect::pass(Counter::PassMalformed),
+        Expect::drop(Counter::DropBadIcmpQuote),
     ));
     let foreign = pmtu_error(&Packet::tcp(CLIENT4, 33333, VIP4, 444, TCP_ACK), 1400);
     cases.push(case(
@@ -388,10 +388,51 @@ fn icmp_pmtu_errors_follow_the_flow() {
     }
     let vip6 = Vip::new(VIP6, 443, PROTO_TCP, MODE_IPIP, 1, false);
     cases.push(case(
-        "v6 quote without full ports: malformed",
-        setup(cfg, &[vip6]),
+        "v6 quote without full ports: dropped",
+        setup(cfg, &[vip6.clone()]),
         short6.frame(),
-        Expect::pass(Counter::PassMalformed),
+        Expect::drop(Counter::DropBadIcmpQuote),
+    ));
+    // The quote must be of the error's own IP version, and sent by the address the error is
+    // addressed to (docs/datapath.md §3): anything else names no VIP flow.
+    let v6_bytes = Packet::tcp(VIP6, 443, CLIENT6, 1, TCP_ACK).ip_bytes();
+    cases.push(case(
+        "v4 error quoting an IPv6 packet: dropped",
+        setup(cfg, &[vip.clone()]),
+        Packet::too_big(ROUTER4, VIP4, 1400, v6_bytes[..48].to_vec()).frame(),
+        Expect::drop(Counter::DropBadIcmpQuote),
+    ));
+    let v4_bytes = Packet::tcp(VIP4, 443, CLIENT4, 33333, TCP_ACK).ip_bytes();
+    cases.push(case(
+        "v6 error quoting an IPv4 packet: dropped",
+        setup(cfg, &[vip6.clone()]),
+        Packet::too_big(ROUTER6, VIP6, 1280, v4_bytes).frame(),
+        Expect::drop(Counter::DropBadIcmpQuote),
+    ));
+    let other_src = Packet::tcp("192.0.2.11", 443, CLIENT4, 33333, TCP_ACK).ip_bytes();
+    cases.push(case(
+        "quote sent by another address than the error's destination: dropped",
+        setup(cfg, &[vip.clone()]),
+        Packet::too_big(ROUTER4, VIP4, 1400, other_src[..28].to_vec()).frame(),
+        Expect::drop(Counter::DropBadIcmpQuote),
+    ));
+    let echo_reply = Packet::icmp(VIP4, CLIENT4, 0, 0).ip_bytes();
+    cases.push(case(
+        "quote of an ICMP packet (no ports): pass",
+        setup(cfg, &[vip.clone()]),
+        Packet::too_big(ROUTER4, VIP4, 1400, echo_reply).frame(),
+        Expect::pass(Counter::Pass),
+    ));
+    // The quote ends with the error's IP packet: Ethernet padding is not part of it.
+    let mut padded = pmtu_error(&flow, 1400);
+    if let packet::L4::TooBig { quoted, .. } = &mut padded.l4 {
+        quoted.truncate(22);
+    }
+    cases.push(case(
+        "quote whose ports lie in the Ethernet padding: dropped",
+        setup(cfg, &[vip.clone()]),
+        padded.padding(16).frame(),
+        Expect::drop(Counter::DropBadIcmpQuote),
     ));
     run_table(cases);
 }

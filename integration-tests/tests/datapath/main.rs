@@ -383,5 +383,6 @@ impl Drop for PinCpu {
 
 mod flows;
 mod fragments_icmp;
+mod hostile;
 mod packets;
 mod peers;

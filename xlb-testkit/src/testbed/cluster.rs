@@ -555,14 +555,7 @@ impl Cluster {
     /// Packets the switch has handed to node `i` (its port's transmit counter): the traffic the
     /// router sent that node.
     pub fn node_packets(&self, i: usize) -> u64 {
-        let out = self
-            .switch
-            .ip(&["-j", "-s", "link", "show", "dev", &self.lbs[i].name]);
-        let v: serde_json::Value =
-            serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j -s link: {e}: {out}"));
-        v[0]["stats64"]["tx"]["packets"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no tx packet count in {out}"))
+        self.switch.link_stats(&self.lbs[i].name).tx_packets
     }
 
     /// The next hop the router sees for node `i` for a VIP of this family.

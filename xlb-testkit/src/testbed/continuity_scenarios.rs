@@ -521,7 +521,7 @@ fn via(line: &str) -> Option<IpAddr> {
 }
 
 /// The backend the ring (of the first live node: all run the same one) gives each
-/// connection's flow: `xlb inspect explain --syn`, which skips the flow table.
+/// connection's flow: [`ring_choice`].
 fn ring_choices(
     c: &Cluster,
     target: SocketAddr,
@@ -535,21 +535,26 @@ fn ring_choices(
         .iter()
         .filter(|r| r.local_port != 0)
         .filter_map(|r| {
-            let cmd = InspectCmd::Explain(ExplainArgs {
-                src: SocketAddr::new(ROUTED_CLIENT_V4.into(), r.local_port),
-                dst: target,
-                proto: Proto::Tcp,
-                syn: true,
-                output: OutputArgs { json: true },
-            });
-            let mut out = Vec::new();
-            lb_userspace::cli::run(&store, &cmd, &mut out)
-                .unwrap_or_else(|e| panic!("explain: {e:#}"));
-            let v: serde_json::Value = serde_json::from_slice(&out).expect("explain JSON");
-            let addr = v["ring_backend"]["addr"].as_str()?.parse().ok()?;
-            Some((r.local_port, addr))
+            let src = SocketAddr::new(ROUTED_CLIENT_V4.into(), r.local_port);
+            Some((r.local_port, ring_choice(&store, src, target)?))
         })
         .collect()
+}
+
+/// The backend the ring in `store` gives the TCP flow `src` -> `vip` (`None`: no backend):
+/// `xlb inspect explain --syn`, which skips the flow table.
+pub fn ring_choice(store: &AyaStore, src: SocketAddr, vip: SocketAddr) -> Option<IpAddr> {
+    let cmd = InspectCmd::Explain(ExplainArgs {
+        src,
+        dst: vip,
+        proto: Proto::Tcp,
+        syn: true,
+        output: OutputArgs { json: true },
+    });
+    let mut out = Vec::new();
+    lb_userspace::cli::run(store, &cmd, &mut out).unwrap_or_else(|e| panic!("explain: {e:#}"));
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("explain JSON");
+    v["ring_backend"]["addr"].as_str()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ pub fn phase_sessions(connections: usize, duration: Duration) -> SessionOptions 
         duration,
         ramp: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
+        local_ports: Vec::new(),
     }
 }
 

@@ -23,7 +23,9 @@
 //!
 //! The parts: [`plan`] (addresses, names, VIP specs), [`resources`] (namespaces, links, pins,
 //! processes, their removal and the state file), [`agent`] (the `xlb run` under test: its
-//! config, start, stop and status) and [`traffic`] (clients, load and packet capture).
+//! config, start, stop and status), [`traffic`] (clients, load and packet capture),
+//! [`sessions`] (long-lived connections), [`flood`] (a SYN flood from spoofed sources) and
+//! [`probe`] (the agent's API answer time, memory and CPU).
 
 pub mod agent;
 pub mod bird;
@@ -31,8 +33,11 @@ pub mod cluster;
 pub mod continuity;
 pub mod continuity_scenarios;
 pub mod failover;
+pub mod flood;
+pub mod load_faults;
 pub mod peers;
 pub mod plan;
+pub mod probe;
 pub mod resources;
 pub mod sessions;
 pub mod traffic;

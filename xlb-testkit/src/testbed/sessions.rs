@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::traffic::{StoppableThread, tcp_connect};
+use super::traffic::{StoppableThread, tcp_connect_from};
 use crate::netns::enter_named;
 
 #[derive(Clone, Debug)]
@@ -24,6 +24,9 @@ pub struct SessionOptions {
     pub ramp: Duration,
     /// A request not answered within this fails its connection.
     pub request_timeout: Duration,
+    /// Local ports of the first connections (in order; chosen to give their flows a known
+    /// ring slot); the others take a port the kernel picks.
+    pub local_ports: Vec<u16>,
 }
 
 /// What one connection saw; times are since the run started.
@@ -71,7 +74,8 @@ impl Sessions {
                             let (opts, stop) = (&opts, &*stop);
                             let delay =
                                 opts.ramp.mul_f64(i as f64 / opts.connections.max(1) as f64);
-                            s.spawn(move || one_session(opts, started, delay, stop))
+                            let port = opts.local_ports.get(i).copied().unwrap_or(0);
+                            s.spawn(move || one_session(opts, port, started, delay, stop))
                         })
                         .collect();
                     handles
@@ -107,6 +111,7 @@ fn sleep_until(t: Instant, stop: &AtomicBool) {
 
 fn one_session(
     opts: &SessionOptions,
+    local_port: u16,
     started: Instant,
     delay: Duration,
     stop: &AtomicBool,
@@ -114,7 +119,7 @@ fn one_session(
     let mut r = SessionReport::default();
     sleep_until(started + delay, stop);
     let end = started + opts.duration;
-    let (port, conn) = tcp_connect(opts.target, opts.request_timeout);
+    let (port, conn) = tcp_connect_from(local_port, opts.target, opts.request_timeout);
     r.local_port = port;
     let stream = match conn {
         Ok(s) => s,
@@ -280,6 +285,12 @@ mod tests {
                 });
             }
         });
+        // The first connection from a port of our choosing (free a moment ago).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let opts = SessionOptions {
             target,
             connections: 2,
@@ -287,8 +298,11 @@ mod tests {
             duration: Duration::from_millis(500),
             ramp: Duration::ZERO,
             request_timeout: Duration::from_secs(2),
+            local_ports: vec![port],
         };
         let reports = Sessions::start(None, &opts).join();
+        assert_eq!(reports[0].local_port, port);
+        assert_ne!(reports[1].local_port, port);
         for r in &reports {
             assert!(!r.failed(), "{r:?}");
             assert_eq!(r.backend.as_deref(), Some("backend-1"));

@@ -68,6 +68,15 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
 /// A TCP connection whose local port is known even when connecting fails: binds port 0 first,
 /// then connects within `timeout`.
 pub fn tcp_connect(dst: SocketAddr, timeout: Duration) -> (u16, io::Result<TcpStream>) {
+    tcp_connect_from(0, dst, timeout)
+}
+
+/// [`tcp_connect`] from local port `port` (0: one the kernel picks).
+pub fn tcp_connect_from(
+    port: u16,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> (u16, io::Result<TcpStream>) {
     let family = if dst.is_ipv4() {
         libc::AF_INET
     } else {
@@ -84,9 +93,9 @@ pub fn tcp_connect(dst: SocketAddr, timeout: Duration) -> (u16, io::Result<TcpSt
             Err(e) => return (0, Err(e)),
         };
         let any = if dst.is_ipv4() {
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
         } else {
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
         };
         let (ss, len) = sockaddr(&any);
         if let Err(e) = cvt(libc::bind(fd.as_raw_fd(), &ss as *const _ as *const _, len)) {

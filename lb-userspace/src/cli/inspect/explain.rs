@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::bail;
 use lb_common::{
     Backend, FlowKey,
-    addr::{FAMILY_V4, FAMILY_V6, to_words},
+    addr::{FAMILY_V4, FAMILY_V6, is_martian_source, to_words},
     hash::{flow_hash, ports_word, ring_slot},
     stats::Counter,
     values::{
@@ -147,6 +147,19 @@ pub(super) fn explain<S: MapStore>(
         return explain_out(out, a, &doc);
     }
     let snap = Snapshot::read(store)?;
+    if snap.is_vip_address(a.dst.ip())
+        && (is_martian_source(sfam, &src) || snap.is_vip_address(a.src.ip()))
+    {
+        doc.rule = "martian_source";
+        doc.verdict = "XDP_DROP";
+        doc.counter = Counter::DropMartian.name();
+        doc.reason = format!(
+            "{} is no host's address (unspecified, loopback, multicast, broadcast, IPv4-mapped \
+             or a VIP address of this LB): packets from it to a VIP address are dropped",
+            a.src.ip()
+        );
+        return explain_out(out, a, &doc);
+    }
     let Some((v, all_ports)) = snap.lookup(a.dst.ip(), a.dst.port(), a.proto) else {
         doc.rule = "not_a_vip";
         doc.counter = Counter::Pass.name();
@@ -739,6 +752,33 @@ mod tests {
             (v["rule"].as_str(), v["counter"].as_str()),
             (Some("not_ready"), Some("pass_not_ready"))
         );
+    }
+
+    #[test]
+    fn explain_martian_sources_are_dropped() {
+        let w = world();
+        for src in ["127.0.0.1:40000", "224.0.0.9:40000", "203.0.113.10:40000"] {
+            let v = json(&w, &["explain", src, "203.0.113.10:80", "tcp"]);
+            assert_eq!(
+                (
+                    v["rule"].as_str(),
+                    v["verdict"].as_str(),
+                    v["counter"].as_str()
+                ),
+                (
+                    Some("martian_source"),
+                    Some("XDP_DROP"),
+                    Some("drop_martian")
+                ),
+                "{src}"
+            );
+        }
+        // Only packets to a VIP address are the program's business.
+        let v = json(
+            &w,
+            &["explain", "127.0.0.1:40000", "203.0.113.99:80", "tcp"],
+        );
+        assert_eq!(v["rule"], "not_a_vip");
     }
 
     #[test]

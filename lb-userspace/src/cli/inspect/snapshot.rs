@@ -104,6 +104,11 @@ impl Snapshot {
             .map(|(id, b)| (*id, b))
     }
 
+    /// Whether `addr` is a VIP address: its address entry `(addr, 0, 0)` exists.
+    pub(super) fn is_vip_address(&self, addr: IpAddr) -> bool {
+        self.entries.contains_key(&VipKey::of(addr, 0, 0))
+    }
+
     /// The VIP the datapath picks for a non-fragment to `dst:dport` (docs/datapath.md §3), and whether it
     /// took the all-ports entry.
     pub(super) fn lookup(

@@ -67,14 +67,61 @@ pub struct FlowSlot {
     pub used: u32,
     /// Where the backend came from: [`ORIGIN_RING`] or [`ORIGIN_PEER`] (flow-table entries
     /// taken from a peer's exception). Not sealed: it is only shown, never acted on.
-    pub origin: u32,
+    pub origin: u8,
+    pub _pad: u8,
+    /// The [`idle_tick`] of the flow's last packet, kept for UDP flows while an idle timeout is
+    /// set (`LbConfig::udp_idle_ticks`); 0: not stamped (TCP, an entry the agent wrote, or one
+    /// of an xlb that had no such field, where these bytes were `origin`'s zero high half).
+    /// Not sealed: a torn stamp only moves one flow's expiry.
+    pub seen: u16,
 }
 
 /// `FlowSlot::origin` of an entry the ring chose (also every entry of an older xlb, which
 /// left the field zero).
-pub const ORIGIN_RING: u32 = 0;
+pub const ORIGIN_RING: u8 = 0;
 /// `FlowSlot::origin` of a flow-table entry copied from a peer's exception.
-pub const ORIGIN_PEER: u32 = 1;
+pub const ORIGIN_PEER: u8 = 1;
+
+/// log2 of the nanoseconds in one tick of the UDP idle clock (2^30 ns, about 1.07 s): coarse
+/// enough that a 16-bit stamp spans 19.5 hours, fine enough for timeouts of seconds.
+pub const IDLE_TICK_SHIFT: u32 = 30;
+
+/// The idle clock's tick at `now_ns` (`bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC), never 0
+/// (0 marks an unstamped entry): the low 16 bits of `now_ns >> IDLE_TICK_SHIFT`, with tick 0
+/// counted as 1.
+#[inline(always)]
+pub const fn idle_tick(now_ns: u64) -> u16 {
+    let t = (now_ns >> IDLE_TICK_SHIFT) as u16;
+    if t == 0 { 1 } else { t }
+}
+
+/// Ticks of an idle timeout of `timeout_ns`: rounded up, so a flow expires only after a whole
+/// timeout of silence (a stamp and a later tick are both truncated: a flow expires after
+/// between the timeout and the timeout plus two ticks of silence). Saturates at the largest
+/// timeout a 16-bit stamp can tell from a fresh one.
+pub const fn idle_ticks(timeout_ns: u64) -> u16 {
+    let unit = 1u64 << IDLE_TICK_SHIFT;
+    let t = timeout_ns.div_ceil(unit);
+    if t > MAX_IDLE_TICKS as u64 {
+        MAX_IDLE_TICKS
+    } else {
+        t as u16
+    }
+}
+
+/// The longest idle timeout in ticks (about 9.8 hours): half the 16-bit stamp's lap, so a
+/// flow silent for between one and two timeouts is told from a fresh one. Only a flow silent
+/// for about a whole lap (19.5 hours) can look fresh again: it keeps its entry, as every UDP
+/// flow did before idle timeouts existed.
+pub const MAX_IDLE_TICKS: u16 = 1 << 15;
+
+/// Whether a flow stamped `seen` has been idle for more than `limit` ticks at tick `now`
+/// (docs/datapath.md §4 "UDP idle timeout"). An unstamped entry (`seen == 0`) and a zero
+/// `limit` (no timeout) never expire.
+#[inline(always)]
+pub const fn idle_expired(seen: u16, now: u16, limit: u16) -> bool {
+    seen != 0 && limit != 0 && now.wrapping_sub(seen) > limit
+}
 const _: () = assert!(size_of::<FlowSlot>() == 64);
 
 /// The element of the flow-table map: one set.
@@ -131,8 +178,10 @@ impl FlowSlot {
 
     /// Writes `key`'s entry, unused, with its `origin`.
     #[inline(always)]
-    pub fn write_from(&mut self, key: &FlowKey, tag: u32, entry: FlowEntry, origin: u32) {
+    pub fn write_from(&mut self, key: &FlowKey, tag: u32, entry: FlowEntry, origin: u8) {
         self.origin = origin;
+        self._pad = 0;
+        self.seen = 0;
         self.key = *key;
         self.backend_id = entry.backend_id;
         self.generation = entry.generation;
@@ -185,6 +234,13 @@ impl FlowSet {
     /// the hand passes.
     #[inline(always)]
     pub fn place(&mut self, key: &FlowKey, tag: u32) -> &mut FlowSlot {
+        self.place_evicting(key, tag).0
+    }
+
+    /// [`FlowSet::place`], and whether the slot holds another flow's entry that the write
+    /// will evict (every slot of the set was taken: the CLOCK hand chose the victim).
+    #[inline(always)]
+    pub fn place_evicting(&mut self, key: &FlowKey, tag: u32) -> (&mut FlowSlot, bool) {
         let start = first_way(tag);
         let mut way = FLOW_WAYS;
         for i in 0..FLOW_WAYS {
@@ -198,7 +254,8 @@ impl FlowSet {
                 way = w;
             }
         }
-        if way == FLOW_WAYS {
+        let evicting = way == FLOW_WAYS;
+        if evicting {
             way = start;
             for i in 0..FLOW_WAYS {
                 let w = (start + i) % FLOW_WAYS;
@@ -210,7 +267,7 @@ impl FlowSet {
                 s.used = 0;
             }
         }
-        &mut self.ways[way % FLOW_WAYS]
+        (&mut self.ways[way % FLOW_WAYS], evicting)
     }
 }
 
@@ -359,5 +416,48 @@ mod tests {
         insert(&mut set, 1, 9, 10);
         assert!(set.find(&key(2), 9).is_none());
         assert!(set.find(&key(1), 8).is_none());
+    }
+
+    #[test]
+    fn a_full_set_reports_its_eviction() {
+        let mut set = FlowSet::default();
+        for n in 0..FLOW_WAYS as u32 {
+            let (slot, evicts) = set.place_evicting(&key(n), n << 30);
+            assert!(!evicts, "an empty slot is no eviction");
+            slot.write(&key(n), n << 30, entry(10));
+        }
+        let (_, evicts) = set.place_evicting(&key(1), 1 << 30);
+        assert!(!evicts, "the flow's own slot is no eviction");
+        let (slot, evicts) = set.place_evicting(&key(9), 0);
+        assert!(evicts);
+        assert_eq!(slot.key, key(0), "the CLOCK victim");
+    }
+
+    #[test]
+    fn idle_ticks_round_up_and_saturate() {
+        let tick = 1u64 << IDLE_TICK_SHIFT;
+        assert_eq!(idle_ticks(0), 0);
+        assert_eq!(idle_ticks(1), 1);
+        assert_eq!(idle_ticks(tick), 1);
+        assert_eq!(idle_ticks(tick + 1), 2);
+        assert_eq!(idle_ticks(30_000_000_000), 28); // 30 s
+        assert_eq!(idle_ticks(u64::MAX), MAX_IDLE_TICKS);
+        assert_eq!(idle_tick(0), 1, "tick 0 is stamped 1");
+        assert_eq!(idle_tick(5 * tick + 7), 5);
+        assert_eq!(idle_tick((1 << 16) * tick), 1, "wraps, never 0");
+    }
+
+    #[test]
+    fn expiry_is_strictly_past_the_limit_and_survives_the_wrap() {
+        assert!(!idle_expired(100, 128, 28));
+        assert!(idle_expired(100, 129, 28));
+        assert!(
+            !idle_expired(0, 60_000, 28),
+            "unstamped entries never expire"
+        );
+        assert!(!idle_expired(100, 60_000, 0), "no timeout");
+        // The tick counter wrapped between the stamp and now.
+        assert!(!idle_expired(65_530, 20, 28));
+        assert!(idle_expired(65_530, 30, 28));
     }
 }

@@ -63,6 +63,12 @@ pub enum Counter {
     /// version, cut short, a bad IPv4 header length, or sent by another address than the one
     /// the error is addressed to.
     DropBadIcmpQuote = 25,
+    /// A new flow-table entry took the slot of another flow (its set was full): that flow, if
+    /// it sends again, takes the ring's choice (docs/datapath.md §4 "Eviction").
+    FlowEvicted = 26,
+    /// A UDP flow silent for longer than the idle timeout (`agent.udp-idle-timeout`): its entry
+    /// was set aside and the ring chose again (docs/datapath.md §4 "UDP idle timeout").
+    FlowExpired = 27,
 }
 
 /// Slots in `GlobalStats` (room to add counters without a layout change).
@@ -70,7 +76,7 @@ pub const COUNTER_SLOTS: usize = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 26] = [
+    pub const ALL: [Counter; 28] = [
         Counter::Pass,
         Counter::PassNotReady,
         Counter::PassMalformed,
@@ -97,6 +103,8 @@ impl Counter {
         Counter::FlowPeer,
         Counter::DropMartian,
         Counter::DropBadIcmpQuote,
+        Counter::FlowEvicted,
+        Counter::FlowExpired,
     ];
 
     /// Stable snake_case name (metrics labels, CLI, JSON).
@@ -128,6 +136,8 @@ impl Counter {
             Counter::FlowPeer => "flow_peer",
             Counter::DropMartian => "drop_martian",
             Counter::DropBadIcmpQuote => "drop_bad_icmp_quote",
+            Counter::FlowEvicted => "flow_evicted",
+            Counter::FlowExpired => "flow_expired",
         }
     }
 
@@ -197,17 +207,18 @@ mod tests {
         assert!(!Counter::FlowPeer.is_drop());
         assert!(Counter::DropMartian.is_drop());
         assert!(Counter::DropBadIcmpQuote.is_drop());
+        assert!(!Counter::FlowEvicted.is_verdict() && !Counter::FlowExpired.is_verdict());
     }
 
     #[test]
     fn verdict_counters_are_the_passes_tx_answers_and_drops() {
-        let mut verdicts = [""; 16];
+        let mut verdicts = [""; 18];
         let mut n = 0;
         for c in Counter::ALL.iter().filter(|c| c.is_verdict()) {
             verdicts[n] = c.name();
             n += 1;
         }
-        assert_eq!(n, 16);
+        assert_eq!(n, 18);
         assert_eq!(
             verdicts,
             [
@@ -227,6 +238,8 @@ mod tests {
                 "drop_adjust_failed",
                 "drop_too_big_rate_limited",
                 "drop_write_failed",
+                "drop_martian",
+                "drop_bad_icmp_quote",
             ]
         );
     }

@@ -134,7 +134,11 @@ pub struct LbConfig {
     /// TTL / hop limit of the outer IP header of encapsulated packets (the inner packet's is
     /// not the tunnel's: an inner TTL of 0 or 1 would kill the tunnelled packet).
     pub outer_ttl: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Idle timeout of UDP flow-table entries in ticks of `flows::idle_tick`
+    /// (`flows::idle_ticks` of the configured timeout): a UDP flow silent for longer takes the
+    /// ring's choice again (docs/datapath.md §4). 0: UDP entries never expire.
+    pub udp_idle_ticks: u16,
 }
 const _: () = assert!(size_of::<LbConfig>() == 48);
 

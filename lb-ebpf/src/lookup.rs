@@ -1,9 +1,10 @@
 //! Classify and choose: VIP lookup, flow table, Maglev ring.
 
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::{
     FlowEntry, FlowKey, FlowSet, LbConfig, VipKey, VipMeta,
-    addr::{AddrWords, is_martian_source},
-    flows::{ORIGIN_PEER, ORIGIN_RING},
+    addr::{AddrWords, PROTO_UDP, is_martian_source},
+    flows::{FlowSlot, ORIGIN_PEER, ORIGIN_RING, idle_expired, idle_tick},
     hash::{self, addr_filter_bit, ring_slot},
     limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
@@ -110,6 +111,8 @@ pub enum FlowUse {
     Miss,
     /// The table's entry is no longer honoured: the ring decides, the entry is overwritten.
     Rehash,
+    /// A UDP flow silent past the idle timeout: as `Rehash`, counted apart.
+    Expired,
     /// Table first, ring on a miss, nothing written (ICMP errors).
     ReadOnly,
     /// The ring alone, the table neither read nor written (fragments).
@@ -133,6 +136,8 @@ pub enum Established {
     Hit(u32, &'static Backend),
     /// An entry whose backend went away, down, or was reallocated.
     Stale,
+    /// A UDP entry idle for longer than `LbConfig::udp_idle_ticks`.
+    Expired,
     Miss,
 }
 
@@ -151,30 +156,55 @@ fn flow_set(entropy: u32) -> Option<&'static mut FlowSet> {
         .map(|s| unsafe { &mut *s })
 }
 
-/// Looks the flow up in the flow table (docs/datapath.md §4) and marks a honoured entry used.
-/// A hit carries everything forwarding needs (the backend entry holds its VIP's index, mode
-/// and flags), so established packets skip the VIP lookup. `entropy` is the flow's
-/// `flow_entropy`: it selects the set and is the slots' tag.
+/// Looks the flow up in the flow table (docs/datapath.md §4) and marks a honoured entry used
+/// (and a UDP one seen). A hit carries everything forwarding needs (the backend entry holds its
+/// VIP's index, mode and flags), so established packets skip the VIP lookup. `entropy` is the
+/// flow's `flow_entropy`: it selects the set and is the slots' tag.
 #[inline(always)]
-pub fn established(key: &FlowKey, entropy: u32) -> Established {
-    table(key, entropy, true)
+pub fn established(cfg: &LbConfig, key: &FlowKey, entropy: u32) -> Established {
+    table(cfg, key, entropy, true)
 }
 
 /// The flow table without writing it (relayed ICMP errors).
 #[inline(always)]
-fn table_entry(key: &FlowKey, entropy: u32) -> Established {
-    table(key, entropy, false)
+fn table_entry(cfg: &LbConfig, key: &FlowKey, entropy: u32) -> Established {
+    table(cfg, key, entropy, false)
+}
+
+/// The idle clock now (`lb_common::flows::idle_tick`). The coarse clock: a tick is 2^30 ns,
+/// and the coarse read costs no clock-source access.
+#[inline(always)]
+fn idle_now() -> u16 {
+    // SAFETY: a helper without arguments, allowed for every program type.
+    idle_tick(unsafe { bpf_ktime_get_coarse_ns() })
+}
+
+/// Whether UDP idle timeouts apply to the flow of `key` (read the clock only then: TCP packets
+/// never do).
+#[inline(always)]
+fn idle_timed(cfg: &LbConfig, key: &FlowKey) -> bool {
+    key.proto == PROTO_UDP && cfg.udp_idle_ticks != 0
 }
 
 #[inline(always)]
-fn table(key: &FlowKey, entropy: u32, mark_used: bool) -> Established {
+fn table(cfg: &LbConfig, key: &FlowKey, entropy: u32, write: bool) -> Established {
     let Some(slot) = flow_set(entropy).and_then(|set| set.find(key, entropy)) else {
         return Established::Miss;
     };
     match backend(slot.backend_id) {
         Some(b) if slot.entry().honoured_by(b) => {
+            if idle_timed(cfg, key) {
+                let now = idle_now();
+                if idle_expired(slot.seen, now, cfg.udp_idle_ticks) {
+                    return Established::Expired;
+                }
+                // At most one write per tick and flow: the line stays clean in between.
+                if write && slot.seen != now {
+                    slot.seen = now;
+                }
+            }
             // Only the first hit writes: later ones leave the line clean.
-            if mark_used && slot.used == 0 {
+            if write && slot.used == 0 {
                 slot.used = 1;
             }
             Established::Hit(slot.backend_id, b)
@@ -223,18 +253,25 @@ fn from_ring(vip: &VipMeta, hash: u32) -> Result<(u32, &'static Backend), Verdic
     }
 }
 
-/// Writes the flow's entry into its set: its own slot, an empty one, or the CLOCK victim.
+/// Writes the flow's entry into its set: its own slot, an empty one, or the CLOCK victim,
+/// whose eviction is counted.
 #[inline(always)]
-fn remember(key: &FlowKey, entropy: u32, id: u32, backend: &Backend, origin: u32) {
+fn remember(cfg: &LbConfig, key: &FlowKey, entropy: u32, id: u32, backend: &Backend, origin: u8) {
     let entry = FlowEntry {
         backend_id: id,
         generation: backend.generation,
     };
-    match flow_set(entropy) {
-        Some(set) => set
-            .place(key, entropy)
-            .write_from(key, entropy, entry, origin),
-        None => stats::count(Counter::FlowInsertFailed),
+    let Some(set) = flow_set(entropy) else {
+        stats::count(Counter::FlowInsertFailed);
+        return;
+    };
+    let (slot, evicts): (&mut FlowSlot, bool) = set.place_evicting(key, entropy);
+    slot.write_from(key, entropy, entry, origin);
+    if idle_timed(cfg, key) {
+        slot.seen = idle_now();
+    }
+    if evicts {
+        stats::count(Counter::FlowEvicted);
     }
 }
 
@@ -251,7 +288,7 @@ pub fn choose(
     flow_use: FlowUse,
 ) -> Result<Choice, Verdict> {
     if flow_use == FlowUse::ReadOnly
-        && let Established::Hit(id, backend) = table_entry(key, entropy)
+        && let Established::Hit(id, backend) = table_entry(cfg, key, entropy)
     {
         return Ok(Choice {
             id,
@@ -266,13 +303,13 @@ pub fn choose(
     // together with the entry point's.)
     let peers_apply = matches!(
         flow_use,
-        FlowUse::Miss | FlowUse::Rehash | FlowUse::ReadOnly
+        FlowUse::Miss | FlowUse::Rehash | FlowUse::Expired | FlowUse::ReadOnly
     ) && cfg.flags & CONFIG_F_PEER_FLOWS != 0;
     if peers_apply && let Some((id, backend)) = peer_exception(vip, key, entropy) {
         let counter = if flow_use == FlowUse::ReadOnly {
             None
         } else {
-            remember(key, entropy, id, backend, ORIGIN_PEER);
+            remember(cfg, key, entropy, id, backend, ORIGIN_PEER);
             Some(Counter::FlowPeer)
         };
         // Not a new flow: the connection exists, it only reached this node now.
@@ -297,10 +334,11 @@ pub fn choose(
         FlowUse::Syn => Counter::FlowSyn,
         FlowUse::Miss => Counter::FlowMiss,
         FlowUse::Rehash => Counter::FlowRehash,
+        FlowUse::Expired => Counter::FlowExpired,
     };
     let new_flow = flow_use != FlowUse::RingOnly;
     if new_flow {
-        remember(key, entropy, id, backend, ORIGIN_RING);
+        remember(cfg, key, entropy, id, backend, ORIGIN_RING);
     }
     Ok(Choice {
         id,

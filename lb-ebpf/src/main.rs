@@ -151,7 +151,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
     let flow_use = if syn {
         FlowUse::Syn
     } else {
-        match lookup::established(&key, entropy) {
+        match lookup::established(cfg, &key, entropy) {
             Established::Hit(id, backend) => {
                 let vip = VipMeta {
                     index: backend.vip_index,
@@ -168,6 +168,7 @@ fn tcp_udp(ctx: &XdpContext, cfg: &LbConfig, l2: &L2, pkt: &Packet) -> Verdict {
                 return send(ctx, cfg, l2, pkt, &vip, &choice, entropy);
             }
             Established::Stale => FlowUse::Rehash,
+            Established::Expired => FlowUse::Expired,
             Established::Miss => FlowUse::Miss,
         }
     };

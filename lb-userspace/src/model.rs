@@ -46,6 +46,8 @@ pub struct Config {
     pub icmp_burst: u32,
     /// TTL / hop limit of the outer IP header of encapsulated packets.
     pub outer_ttl: u8,
+    /// A UDP flow silent this long leaves the flow table's entry and follows the ring again.
+    pub udp_idle_timeout: Duration,
     /// Directory under bpffs where maps and the XDP link are pinned.
     pub pin_dir: PathBuf,
     /// Unix socket of the control API (mode 0600).

@@ -692,7 +692,10 @@ fn lb_config(config: &Config, net: &NetInfo) -> LbConfig {
         icmp_rate: config.icmp_rate,
         icmp_burst: config.icmp_burst,
         outer_ttl: config.outer_ttl,
-        _pad: [0; 3],
+        _pad: 0,
+        udp_idle_ticks: lb_common::flows::idle_ticks(
+            u64::try_from(config.udp_idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+        ),
     }
 }
 

@@ -75,6 +75,7 @@ pub fn config(mut vips: Vec<Vip>) -> Config {
         icmp_rate: 1000,
         icmp_burst: 100,
         outer_ttl: 64,
+        udp_idle_timeout: Duration::from_secs(30),
         pin_dir: PathBuf::from("/sys/fs/bpf/xlb-test"),
         api_socket: PathBuf::from("/tmp/xlb.sock"),
         metrics_listen: None,

@@ -304,12 +304,33 @@ impl Datapath {
     }
 
     /// `key`'s slot origin (`lb_common::flows::ORIGIN_*`), if it has an intact entry.
-    pub fn flow_origin(&mut self, key: &FlowKey) -> Option<u32> {
+    pub fn flow_origin(&mut self, key: &FlowKey) -> Option<u8> {
         let (_, set, tag) = self.flow_set_of(key);
         set.ways
             .iter()
             .find(|s| s.keyed(key, tag) && s.sealed())
             .map(|s| s.origin)
+    }
+
+    /// The idle stamp of `key`'s intact entry (`FlowSlot::seen`), 0 without one.
+    pub fn flow_seen(&mut self, key: &FlowKey) -> u16 {
+        let (_, set, tag) = self.flow_set_of(key);
+        set.ways
+            .iter()
+            .find(|s| s.keyed(key, tag) && s.sealed())
+            .map_or(0, |s| s.seen)
+    }
+
+    /// Sets the idle stamp of `key`'s intact entry, as if its last packet came at tick `seen`.
+    /// Returns whether it had an entry.
+    pub fn set_flow_seen(&mut self, key: &FlowKey, seen: u16) -> bool {
+        let (i, mut set, tag) = self.flow_set_of(key);
+        let Some(slot) = set.find(key, tag) else {
+            return false;
+        };
+        slot.seen = seen;
+        self.write_flow_set(i, &set);
+        true
     }
 
     /// A peer's exception for `key` naming backend `backend_id` with `generation`, placed in
@@ -340,6 +361,16 @@ impl Datapath {
         let seed = self.seed();
         let (i, tag) = self.flows.locate(key, seed);
         (i, self.flows.raw_set(i), tag)
+    }
+
+    /// Sets in the flow table.
+    pub fn flow_sets(&self) -> u32 {
+        self.flows.sets()
+    }
+
+    /// Set `index` of the flow table.
+    pub fn flow_set(&self, index: u32) -> FlowSet {
+        self.flows.raw_set(index)
     }
 
     /// Overwrites a whole set of the flow table.
@@ -496,4 +527,18 @@ pub fn run_errno(e: &ProgramError) -> Option<i32> {
         ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
         _ => None,
     }
+}
+
+/// The program's idle clock now (`lb_common::flows::idle_tick` of CLOCK_MONOTONIC_COARSE,
+/// the clock of `bpf_ktime_get_coarse_ns`).
+pub fn idle_now() -> u16 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    lb_common::flows::idle_tick(ns)
 }

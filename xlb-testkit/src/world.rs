@@ -41,7 +41,9 @@ pub fn base_config() -> LbConfig {
         icmp_rate: 1000,
         icmp_burst: 1000,
         outer_ttl: OUTER_TTL,
-        _pad: [0; 3],
+        _pad: 0,
+        // No idle timeout: the cases that test it set one.
+        udp_idle_ticks: 0,
     }
 }
 

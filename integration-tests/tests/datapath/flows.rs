@@ -234,7 +234,7 @@ fn flow_table_sets_evict_unused_entries_first() {
         &mut dp,
         "new flow in a full set",
         &new.frame(),
-        &fwd_to(&cfg, &vip, &new, choice(&new), Counter::FlowSyn),
+        &fwd_to(&cfg, &vip, &new, choice(&new), Counter::FlowSyn).also(Counter::FlowEvicted, 1),
     );
     assert_eq!(dp.flow_entry(&flows[FLOW_WAYS - 1].flow_key()), None);
     assert!(dp.flow_entry(&new.flow_key()).is_some());
@@ -248,6 +248,109 @@ fn flow_table_sets_evict_unused_entries_first() {
     }
     let total = dp.flow_set_of(&new.flow_key()).1;
     assert!(total.ways.iter().all(|s| s.sealed()), "four intact entries");
+}
+
+/// An idle stamp `ticks` before now that is not 0 (0 marks an unstamped entry).
+fn stamp_ago(ticks: u16) -> u16 {
+    match idle_now().wrapping_sub(ticks) {
+        0 => u16::MAX,
+        t => t,
+    }
+}
+
+/// UDP idle timeout (docs/datapath.md §4 "UDP idle timeout"): a UDP flow's entry is stamped
+/// with the idle clock; one silent for longer than the timeout is set aside (`flow_expired`)
+/// and the ring chooses again, while a fresh or unstamped one is honoured. TCP entries never
+/// expire, and a timeout of 0 turns expiry off.
+#[test]
+fn udp_idle_timeout() {
+    let mut cfg = base_config();
+    cfg.udp_idle_ticks = idle_ticks(30_000_000_000);
+    let limit = cfg.udp_idle_ticks;
+    assert_eq!(limit, 28, "30 s in ticks of 2^30 ns, rounded up");
+    let uvip = Vip::new(VIP4, 53, PROTO_UDP, MODE_GUE, 0, true);
+    let tvip = Vip::new(VIP4, 80, PROTO_TCP, MODE_IPIP, 1, true);
+    let mut dp = Datapath::new();
+    setup(cfg, &[uvip.clone(), tvip.clone()])(&mut dp);
+    let u = Packet::udp(CLIENT4, 5353, VIP4, 53);
+    let key = u.flow_key();
+    let ring = uvip.pool.choose(u.hash(cfg.hash_seed, false));
+    let other = *uvip.pool.ids.iter().find(|&&i| i != ring).unwrap();
+    let near = |seen: u16| idle_now().wrapping_sub(seen) <= 1;
+
+    step(
+        &mut dp,
+        "udp miss",
+        &u.frame(),
+        &fwd_to(&cfg, &uvip, &u, ring, Counter::FlowMiss),
+    );
+    let seen = dp.flow_seen(&key);
+    assert!(
+        near(seen),
+        "a new UDP entry carries the idle clock's tick, got {seen}"
+    );
+
+    // Pinned elsewhere, silent for just under the timeout: honoured.
+    dp.set_flow_entry(&key, other);
+    assert!(dp.set_flow_seen(&key, stamp_ago(limit - 1)));
+    step(
+        &mut dp,
+        "udp idle for less than the timeout: hit",
+        &u.frame(),
+        &fwd_to(&cfg, &uvip, &u, other, Counter::FlowHit),
+    );
+    assert!(near(dp.flow_seen(&key)), "a hit restamps the entry");
+
+    // Silent for longer than the timeout: the ring decides and the entry is rewritten.
+    assert!(dp.set_flow_seen(&key, stamp_ago(limit + 2)));
+    step(
+        &mut dp,
+        "udp idle past the timeout: expired",
+        &u.frame(),
+        &fwd_to(&cfg, &uvip, &u, ring, Counter::FlowExpired),
+    );
+    assert_eq!(dp.flow_entry(&key).map(|e| e.backend_id), Some(ring));
+    assert!(near(dp.flow_seen(&key)), "the new entry is stamped");
+
+    // An unstamped entry (written by the agent, or before the timeout was set) is honoured and
+    // stamped by its first packet.
+    dp.set_flow_entry(&key, other);
+    assert_eq!(dp.flow_seen(&key), 0);
+    step(
+        &mut dp,
+        "unstamped udp entry: hit",
+        &u.frame(),
+        &fwd_to(&cfg, &uvip, &u, other, Counter::FlowHit),
+    );
+    assert!(near(dp.flow_seen(&key)));
+
+    // TCP entries never expire, whatever their stamp.
+    let t = Packet::tcp(CLIENT4, 40001, VIP4, 80, TCP_ACK);
+    let tring = tvip.pool.choose(t.hash(cfg.hash_seed, false));
+    let tother = *tvip.pool.ids.iter().find(|&&i| i != tring).unwrap();
+    dp.set_flow_entry(&t.flow_key(), tother);
+    assert!(dp.set_flow_seen(&t.flow_key(), stamp_ago(limit + 2)));
+    step(
+        &mut dp,
+        "tcp entry with an old stamp: hit",
+        &t.frame(),
+        &fwd_to(&cfg, &tvip, &t, tother, Counter::FlowHit),
+    );
+
+    // Timeout off: an old UDP stamp is honoured.
+    let off = LbConfig {
+        udp_idle_ticks: 0,
+        ..cfg
+    };
+    dp.set_config(off);
+    dp.set_flow_entry(&key, other);
+    assert!(dp.set_flow_seen(&key, stamp_ago(limit + 2)));
+    step(
+        &mut dp,
+        "udp timeout off: old stamp is a hit",
+        &u.frame(),
+        &fwd_to(&off, &uvip, &u, other, Counter::FlowHit),
+    );
 }
 
 /// A slot whose fields do not match its seal (two CPUs wrote it at once) is no hit: the flow

@@ -13,14 +13,14 @@
 use lb_common::{
     LbConfig, TrafficStats,
     addr::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-    flows::FLOW_WAYS,
+    flows::{FLOW_WAYS, idle_ticks},
     hash::ring_slot,
     stats::{COUNTER_SLOTS, Counter},
     values::*,
 };
 use xlb_testkit::{
     Datapath, Ext, Packet,
-    datapath::run_errno,
+    datapath::{idle_now, run_errno},
     expect::{self, overhead},
     packet::{self, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, accounted_bytes, ip},
     world::{self, Pool, base_config},
@@ -93,6 +93,11 @@ impl Expect {
     /// A drop charged to VIP `index`.
     fn drop_vip(c: Counter, index: u32) -> Self {
         Self::new(XDP_DROP, &[(c, 1)]).vip(index, TrafficStats::new(0, 0, 0, 1))
+    }
+    /// One more global counter delta (e.g. `flow_evicted`, which moves beside a verdict).
+    fn also(mut self, c: Counter, n: u64) -> Self {
+        self.counters.push((c, n));
+        self
     }
     fn vip(mut self, index: u32, s: TrafficStats) -> Self {
         self.vips.push((index, s));
@@ -310,7 +315,7 @@ fn fwd_to(cfg: &LbConfig, vip: &Vip, pkt: &Packet, id: u32, flow: Counter) -> Ex
     let out = expect::forwarded(frame, cfg, &vip.pool.backend(id), vip.mode, entropy);
     let new = u64::from(matches!(
         flow,
-        Counter::FlowMiss | Counter::FlowSyn | Counter::FlowRehash
+        Counter::FlowMiss | Counter::FlowSyn | Counter::FlowRehash | Counter::FlowExpired
     ));
     let len = accounted_bytes(frame);
     let mut counters = vec![(Counter::Tx, 1)];

@@ -24,6 +24,7 @@ pub enum AgentField {
     IcmpRate,
     IcmpBurst,
     OuterTtl,
+    UdpIdleTimeout,
     PinDir,
     ApiSocket,
     MetricsListen,
@@ -45,6 +46,7 @@ impl AgentField {
             AgentField::IcmpRate => "icmp-rate",
             AgentField::IcmpBurst => "icmp-burst",
             AgentField::OuterTtl => "outer-ttl",
+            AgentField::UdpIdleTimeout => "udp-idle-timeout",
             AgentField::PinDir => "pin-dir",
             AgentField::ApiSocket => "api-socket",
             AgentField::MetricsListen => "metrics-listen",
@@ -145,6 +147,10 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     field(old.icmp_rate != new.icmp_rate, AgentField::IcmpRate);
     field(old.icmp_burst != new.icmp_burst, AgentField::IcmpBurst);
     field(old.outer_ttl != new.outer_ttl, AgentField::OuterTtl);
+    field(
+        old.udp_idle_timeout != new.udp_idle_timeout,
+        AgentField::UdpIdleTimeout,
+    );
     field(old.pin_dir != new.pin_dir, AgentField::PinDir);
     field(old.api_socket != new.api_socket, AgentField::ApiSocket);
     field(

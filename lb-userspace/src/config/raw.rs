@@ -71,6 +71,7 @@ pub struct RawAgent {
     pub icmp_rate: Option<u32>,
     pub icmp_burst: Option<u32>,
     pub outer_ttl: Option<u32>,
+    pub udp_idle_timeout: Option<String>,
     pub pin_dir: Option<String>,
     pub api_socket: Option<String>,
     pub metrics_listen: Option<String>,

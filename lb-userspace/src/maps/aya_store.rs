@@ -213,7 +213,7 @@ impl MapStore for AyaStore {
         let seed = self.config()?.hash_seed;
         Ok(self.flows.get(key, seed))
     }
-    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u32>> {
+    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u8>> {
         let seed = self.config()?.hash_seed;
         Ok(self.flows.origin(key, seed))
     }

@@ -38,7 +38,7 @@ pub struct FakeStore {
     pub global: GlobalStats,
     pub flows: HashMap<FlowKey, FlowEntry>,
     /// Flow-table entries whose origin is not `ORIGIN_RING`.
-    pub flow_origins: HashMap<FlowKey, u32>,
+    pub flow_origins: HashMap<FlowKey, u8>,
     /// The peer-exception table.
     pub peer_flows: HashMap<FlowKey, FlowEntry>,
     /// Every write in order.
@@ -185,7 +185,7 @@ impl MapStore for FakeStore {
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>> {
         Ok(self.flows.get(key).copied())
     }
-    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u32>> {
+    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u8>> {
         Ok(self.flows.contains_key(key).then(|| {
             self.flow_origins
                 .get(key)

@@ -250,7 +250,7 @@ impl FlowTable {
     }
 
     /// `key`'s intact entry's `origin` (`flows::ORIGIN_*`).
-    pub fn origin(&self, key: &FlowKey, seed: u32) -> Option<u32> {
+    pub fn origin(&self, key: &FlowKey, seed: u32) -> Option<u8> {
         let (i, tag) = self.set_of(key, seed);
         self.read(i).find(key, tag).map(|s| s.origin)
     }

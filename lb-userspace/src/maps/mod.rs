@@ -77,7 +77,7 @@ pub trait MapStore {
     /// The flow-table entry of one flow.
     fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>>;
     /// The `origin` of one flow's flow-table entry (`lb_common::flows::ORIGIN_*`).
-    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u32>>;
+    fn flow_origin(&self, key: &FlowKey) -> Result<Option<u8>>;
     /// Up to `limit` entries of the peer-exception table (flow continuity).
     fn peer_flows(&self, limit: usize) -> Result<Vec<(FlowKey, FlowEntry)>>;
     /// The peer-exception entry of one flow.

@@ -170,6 +170,7 @@ pub fn run(opts: &Options) -> Report {
             }
             if i > 0 && i % opts.churn_every == 0 {
                 world.churn(&mut rng, &mut dp);
+                world.age_udp_flows(&mut rng, &mut dp);
             }
             let mut f = frames::frame(&mut rng, &world).frame();
             let mutated = rng.random_bool(0.5);

@@ -74,6 +74,10 @@ impl World {
             cfg.icmp_burst = 0;
         }
         cfg.outer_ttl = rng.random_range(1..=255);
+        // Timeouts far longer than a world lives, so time passing never expires a flow between
+        // the model's reading of the clock and the program's: `age_udp_flows` moves stamps
+        // well past the timeout or well inside it.
+        cfg.udp_idle_ticks = [0, 3600, lb_common::flows::MAX_IDLE_TICKS][rng.random_range(0..3)];
         let mut flag = |p: f64, f: u32| if rng.random_bool(p) { f } else { 0 };
         let specs: Vec<(&str, u16, u8, u8, bool, u32)> = vec![
             (
@@ -242,6 +246,34 @@ impl World {
         }
     }
 
+    /// Ages some UDP entries of the program's flow table as silence would: past the idle
+    /// timeout (by at least 3 ticks), well inside it (at most half of it), or unstamped.
+    pub fn age_udp_flows(&self, rng: &mut SmallRng, dp: &mut Datapath) {
+        let limit = self.cfg.udp_idle_ticks;
+        if limit == 0 {
+            return;
+        }
+        let now = crate::datapath::idle_now();
+        for i in 0..dp.flow_sets() {
+            let mut set = dp.flow_set(i);
+            let mut changed = false;
+            for s in set.ways.iter_mut() {
+                if !s.sealed() || s.key.proto != PROTO_UDP || !rng.random_bool(0.3) {
+                    continue;
+                }
+                s.seen = match rng.random_range(0..3) {
+                    0 => now.wrapping_sub(limit + rng.random_range(3..100)),
+                    1 => now.wrapping_sub(rng.random_range(0..limit / 2)),
+                    _ => 0,
+                };
+                changed = true;
+            }
+            if changed {
+                dp.write_flow_set(i, &set);
+            }
+        }
+    }
+
     /// A backend changes state or is reallocated (new generation), as health and config
     /// changes do; the change is written to the program too.
     pub fn churn(&mut self, rng: &mut SmallRng, dp: &mut Datapath) {
@@ -286,6 +318,16 @@ impl Maps for Live<'_> {
     }
     fn flow(&self, key: &FlowKey) -> Option<FlowEntry> {
         self.dp.borrow_mut().flow_entry(key)
+    }
+    fn flow_seen(&self, key: &FlowKey) -> u16 {
+        self.dp.borrow_mut().flow_seen(key)
+    }
+    fn flow_evicts(&self, key: &FlowKey) -> bool {
+        let (_, mut set, tag) = self.dp.borrow_mut().flow_set_of(key);
+        set.place_evicting(key, tag).1
+    }
+    fn idle_now(&self) -> u16 {
+        crate::datapath::idle_now()
     }
     fn peer(&self, key: &FlowKey) -> Option<FlowEntry> {
         self.dp.borrow_mut().peer_flow_entry(key)

@@ -44,6 +44,13 @@ pub trait Maps {
     fn ring(&self, index: u32, slot: u32) -> u32;
     /// The flow table's intact entry for `key` (sealed, keyed; §4 "Lookup").
     fn flow(&self, key: &FlowKey) -> Option<FlowEntry>;
+    /// The idle stamp of `key`'s flow-table entry (`FlowSlot::seen`; 0: none).
+    fn flow_seen(&self, key: &FlowKey) -> u16;
+    /// Whether writing `key`'s entry would evict another flow's (§4 "Eviction": the set's
+    /// probe, `lb_common::flows::FlowSet::place_evicting`).
+    fn flow_evicts(&self, key: &FlowKey) -> bool;
+    /// The idle clock's tick now (`lb_common::flows::idle_tick` of CLOCK_MONOTONIC).
+    fn idle_now(&self) -> u16;
     /// The peer table's intact entry for `key`.
     fn peer(&self, key: &FlowKey) -> Option<FlowEntry>;
     /// Whether the ICMP bucket has a token (§5 "Too big").
@@ -66,6 +73,8 @@ pub struct Outcome {
     pub backend: Option<(u32, TrafficStats)>,
     /// The flow-table entry written.
     pub flow_write: Option<FlowWrite>,
+    /// The write evicted another flow's entry (`FlowEvicted`).
+    pub evicted: bool,
 }
 
 /// A flow-table write (§4): the flow, its entry, the slot's origin.
@@ -73,7 +82,7 @@ pub struct Outcome {
 pub struct FlowWrite {
     pub key: FlowKey,
     pub entry: FlowEntry,
-    pub origin: u32,
+    pub origin: u8,
 }
 
 /// A ring choice that found no backend (§4).
@@ -104,6 +113,7 @@ impl Outcome {
             vip: None,
             backend: None,
             flow_write: None,
+            evicted: false,
         }
     }
     fn pass(c: Counter) -> Self {
@@ -122,6 +132,9 @@ impl Outcome {
     pub fn counters(&self) -> Vec<Counter> {
         let mut v = vec![self.counter];
         v.extend(self.detail);
+        if self.evicted {
+            v.push(Counter::FlowEvicted);
+        }
         v
     }
 }
@@ -132,6 +145,8 @@ enum Use {
     Syn,
     Miss,
     Rehash,
+    /// A UDP entry idle past the timeout (§4 "UDP idle timeout"): as `Rehash`.
+    Expired,
     /// Relayed ICMP errors: read, never written.
     ReadOnly,
     /// Fragments: the ring alone.
@@ -216,6 +231,7 @@ fn tcp_udp(maps: &dyn Maps, cfg: &LbConfig, f: &[u8], p: &Parsed) -> Outcome {
     } else {
         match maps.flow(&key) {
             Some(e) => match maps.backend(e.backend_id) {
+                Some(b) if e.honoured_by(&b) && idle_out(maps, cfg, &key) => Use::Expired,
                 Some(b) if e.honoured_by(&b) => {
                     let vip = VipMeta {
                         index: b.vip_index,
@@ -250,12 +266,22 @@ fn tcp_udp(maps: &dyn Maps, cfg: &LbConfig, f: &[u8], p: &Parsed) -> Outcome {
     );
     match choose(maps, cfg, &vip, &key, hash, usage) {
         Ok((pick, write)) => {
+            // The entry is written before the packet is sent, whatever the sending decides.
+            let evicted = write.is_some_and(|w| maps.flow_evicts(&w.key));
             let mut o = forward(maps, cfg, f, p, &vip, &pick, entropy, true);
             o.flow_write = write;
+            o.evicted = evicted;
             o
         }
         Err(n) => n.into(),
     }
+}
+
+/// §4 "UDP idle timeout": a UDP entry whose stamp is more than `udp_idle_ticks` old.
+fn idle_out(maps: &dyn Maps, cfg: &LbConfig, key: &FlowKey) -> bool {
+    key.proto == PROTO_UDP
+        && cfg.udp_idle_ticks != 0
+        && lb_common::flows::idle_expired(maps.flow_seen(key), maps.idle_now(), cfg.udp_idle_ticks)
 }
 
 fn flow_key(p: &Parsed, sport: u16, dport: u16, proto: u8) -> FlowKey {
@@ -308,6 +334,7 @@ fn choose(
         && let Some(e) = maps.flow(key)
         && let Some(b) = maps.backend(e.backend_id)
         && e.honoured_by(&b)
+        && !idle_out(maps, cfg, key)
     {
         let pick = Pick {
             id: e.backend_id,
@@ -317,8 +344,10 @@ fn choose(
         };
         return Ok((pick, None));
     }
-    let peers = matches!(usage, Use::Miss | Use::Rehash | Use::ReadOnly)
-        && cfg.flags & CONFIG_F_PEER_FLOWS != 0;
+    let peers = matches!(
+        usage,
+        Use::Miss | Use::Rehash | Use::Expired | Use::ReadOnly
+    ) && cfg.flags & CONFIG_F_PEER_FLOWS != 0;
     if peers
         && let Some(e) = maps.peer(key)
         && let Some(b) = maps.backend(e.backend_id)
@@ -362,6 +391,7 @@ fn choose(
         Use::Syn => (Some(Counter::FlowSyn), true),
         Use::Miss => (Some(Counter::FlowMiss), true),
         Use::Rehash => (Some(Counter::FlowRehash), true),
+        Use::Expired => (Some(Counter::FlowExpired), true),
     };
     let write = new_flow.then_some(FlowWrite {
         key: *key,
@@ -450,5 +480,6 @@ fn forward(
         vip: Some((vip.index, stats)),
         backend: Some((pick.id, stats)),
         flow_write: None,
+        evicted: false,
     }
 }

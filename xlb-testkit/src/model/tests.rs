@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use lb_common::{
     Backend, FlowEntry, FlowKey, LbConfig, VipKey, VipMeta,
-    addr::PROTO_TCP,
+    addr::{PROTO_TCP, PROTO_UDP},
     limits::RING_SIZE,
     stats::Counter,
     values::{MODE_IPIP, VIP_F_ICMP_ECHO},
@@ -23,6 +23,9 @@ struct Fake {
     entries: HashMap<VipKey, VipMeta>,
     backends: Vec<Backend>,
     flows: HashMap<FlowKey, FlowEntry>,
+    seen: HashMap<FlowKey, u16>,
+    now: u16,
+    full: bool,
 }
 
 impl Maps for Fake {
@@ -41,6 +44,15 @@ impl Maps for Fake {
     }
     fn flow(&self, key: &FlowKey) -> Option<FlowEntry> {
         self.flows.get(key).copied()
+    }
+    fn flow_seen(&self, key: &FlowKey) -> u16 {
+        self.seen.get(key).copied().unwrap_or(0)
+    }
+    fn flow_evicts(&self, key: &FlowKey) -> bool {
+        self.full && !self.flows.contains_key(key)
+    }
+    fn idle_now(&self) -> u16 {
+        self.now
     }
     fn peer(&self, _: &FlowKey) -> Option<FlowEntry> {
         None
@@ -61,6 +73,7 @@ fn fake() -> Fake {
     };
     let mut entries = HashMap::new();
     entries.insert(VipKey::of(ip(VIP), 80, PROTO_TCP), meta);
+    entries.insert(VipKey::of(ip(VIP), 53, PROTO_UDP), meta);
     entries.insert(
         VipKey::of(ip(VIP), 0, 0),
         VipMeta {
@@ -76,6 +89,9 @@ fn fake() -> Fake {
         entries,
         backends: vec![Backend::default(), b],
         flows: HashMap::new(),
+        seen: HashMap::new(),
+        now: 1000,
+        full: false,
     }
 }
 
@@ -186,4 +202,64 @@ fn hostile_inputs_get_the_documented_verdicts() {
     let mut bad_udp = Packet::udp("198.51.100.7", 1, VIP, 80).frame();
     bad_udp[14 + 20 + 5] ^= 1;
     assert_eq!(decide(&m, &bad_udp).counter, Counter::DropBadHeader);
+}
+
+#[test]
+fn a_udp_flow_idle_past_the_timeout_follows_the_ring_again() {
+    let mut m = fake();
+    m.cfg.udp_idle_ticks = 28;
+    let p = Packet::udp("198.51.100.7", 40000, VIP, 53);
+    let key = p.flow_key();
+    let entry = FlowEntry {
+        backend_id: 1,
+        generation: 1,
+    };
+    m.flows.insert(key, entry);
+    for (seen, detail) in [
+        (1000 - 28, Counter::FlowHit),
+        (1000 - 29, Counter::FlowExpired),
+        // Unstamped (written by the agent or an older program): a hit, stamped by it.
+        (0, Counter::FlowHit),
+    ] {
+        m.seen.insert(key, seen);
+        let o = decide(&m, &p.frame());
+        assert_eq!(o.detail, Some(detail), "stamp {seen}");
+        assert_eq!(o.flow_write.is_some(), detail == Counter::FlowExpired);
+    }
+    // No timeout configured: never expires. TCP: never expires.
+    m.seen.insert(key, 1);
+    m.cfg.udp_idle_ticks = 0;
+    assert_eq!(decide(&m, &p.frame()).detail, Some(Counter::FlowHit));
+    m.cfg.udp_idle_ticks = 28;
+    let t = Packet::tcp("198.51.100.7", 40000, VIP, 80, TCP_ACK);
+    m.flows.insert(t.flow_key(), entry);
+    m.seen.insert(t.flow_key(), 1);
+    assert_eq!(decide(&m, &t.frame()).detail, Some(Counter::FlowHit));
+}
+
+#[test]
+fn a_write_into_a_full_set_counts_the_eviction() {
+    let mut m = fake();
+    m.full = true;
+    let o = decide(
+        &m,
+        &Packet::tcp("198.51.100.7", 1, VIP, 80, TCP_SYN).frame(),
+    );
+    assert_eq!(
+        o.counters(),
+        vec![Counter::Tx, Counter::FlowSyn, Counter::FlowEvicted]
+    );
+    // A hit writes nothing and evicts nothing.
+    let p = Packet::tcp("198.51.100.7", 2, VIP, 80, TCP_ACK);
+    m.flows.insert(
+        p.flow_key(),
+        FlowEntry {
+            backend_id: 1,
+            generation: 1,
+        },
+    );
+    assert_eq!(
+        decide(&m, &p.frame()).counters(),
+        vec![Counter::Tx, Counter::FlowHit]
+    );
 }

@@ -80,7 +80,7 @@ impl MapStore for Shared<'_> {
     fn flows(&self, limit: usize) -> MapResult<Vec<(FlowKey, FlowEntry)>> {
         self.0.borrow().flows(limit)
     }
-    fn flow_origin(&self, key: &FlowKey) -> MapResult<Option<u32>> {
+    fn flow_origin(&self, key: &FlowKey) -> MapResult<Option<u8>> {
         self.0.borrow().flow_origin(key)
     }
     fn peer_flows(&self, limit: usize) -> MapResult<Vec<(FlowKey, FlowEntry)>> {

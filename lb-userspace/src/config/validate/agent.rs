@@ -164,6 +164,8 @@ fn has_dot_components(path: &str) -> bool {
 }
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::load_str;
     use crate::config::test_support::*;
 
@@ -249,6 +251,24 @@ mod tests {
         assert_eq!((c.mtu, c.hash_seed), (Some(576), 7));
         let c = ok(&format!("{AGENT}outer-ttl = 1\n")).config;
         assert_eq!(c.outer_ttl, 1);
+    }
+
+    #[test]
+    fn udp_idle_timeout_is_bounded_and_zero_turns_it_off() {
+        for (value, needle) in [
+            ("\"1s\"", "1s is out of range: use 2s..=9h or 0s for none"),
+            ("\"10h\"", "use 2s..=9h"),
+            ("\"soon\"", "soon"),
+        ] {
+            let text = format!("{AGENT}udp-idle-timeout = {value}\n");
+            assert_one(&text, "agent.udp-idle-timeout", &[needle]);
+        }
+        assert_eq!(ok(AGENT).config.udp_idle_timeout, Duration::from_secs(30));
+        for (value, want) in [("0s", 0), ("2s", 2), ("9h", 9 * 3600)] {
+            let text = format!("{AGENT}udp-idle-timeout = \"{value}\"\n");
+            let got = ok(&text).config.udp_idle_timeout;
+            assert_eq!(got, Duration::from_secs(want), "{value}");
+        }
     }
 
     #[test]

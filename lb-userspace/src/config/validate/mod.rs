@@ -10,10 +10,12 @@ mod vip;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use lb_common::limits::{DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS};
 
 use super::defaults::*;
+use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrors, Warning};
 use super::raw::RawConfig;
 use super::{Environment, Validated};
@@ -181,6 +183,20 @@ impl Validator<'_> {
             .and_then(|t| self.range("agent.outer-ttl", t, OUTER_TTL_RANGE, ""))
             // In 1..=255 when set, so it fits.
             .map_or(DEFAULT_OUTER_TTL, |t| t as u8);
+        let udp_idle_timeout = match a.udp_idle_timeout.as_deref() {
+            // "0s": no timeout, UDP flows keep their entries as TCP ones do.
+            Some(s) if parse_duration(s).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
+            value => self
+                .bounded_duration(
+                    "agent.udp-idle-timeout",
+                    value,
+                    DEFAULT_UDP_IDLE_TIMEOUT,
+                    UDP_IDLE_TIMEOUT_RANGE,
+                    " or 0s for none (the program's idle clock ticks every 1.07 s and its \
+                     stamps span 19.5 hours)",
+                )
+                .unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT),
+        };
         let pin_dir = self.pin_dir(a.pin_dir.as_deref().unwrap_or(DEFAULT_PIN_DIR));
         let api_socket = self.api_socket(a.api_socket.as_deref().unwrap_or(DEFAULT_API_SOCKET));
         let metrics_listen = self.metrics(a.metrics_listen.as_deref(), a.metrics_allow_remote);
@@ -266,6 +282,7 @@ impl Validator<'_> {
             icmp_rate,
             icmp_burst,
             outer_ttl,
+            udp_idle_timeout,
             pin_dir,
             api_socket,
             metrics_listen,

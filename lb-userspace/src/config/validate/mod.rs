@@ -19,7 +19,7 @@ use super::raw::RawConfig;
 use super::{Environment, Validated};
 use crate::model::{Config, ForwardMode, Vip, VipId};
 
-pub use health::parse_hex;
+pub use health::{MAX_UDP_PAYLOAD, parse_hex};
 
 /// [`RawConfig`] -> [`Config`]: applies defaults, checks every rule, and returns all errors
 /// found, or the config (VIPs sorted by [`VipId`], backends by address) and its warnings.

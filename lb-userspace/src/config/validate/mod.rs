@@ -355,7 +355,7 @@ impl Validator<'_> {
     }
 }
 
-fn non_unicast(addr: &IpAddr) -> Option<&'static str> {
+pub(super) fn non_unicast(addr: &IpAddr) -> Option<&'static str> {
     if addr.is_unspecified() {
         Some("the unspecified")
     } else if addr.is_multicast() {

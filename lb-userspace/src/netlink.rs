@@ -41,7 +41,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 mod neighbour;
 mod table;
-use neighbour::{NeighbourEntry, neighbour_entry};
+pub(crate) use neighbour::{NeighbourEntry, neighbour_entry};
 pub use neighbour::{non_unicast_mac, usable_state};
 pub use table::{RouteTable, TableRoute, split_datagram, table_route};
 

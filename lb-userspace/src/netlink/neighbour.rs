@@ -40,7 +40,7 @@ pub(super) fn fmt_mac(mac: &[u8; 6]) -> String {
 
 /// A neighbour entry as read from the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct NeighbourEntry {
+pub(crate) struct NeighbourEntry {
     pub state: NeighbourState,
     /// `None` unless the entry carries a 6-byte link-layer address.
     pub mac: Option<[u8; 6]>,
@@ -60,7 +60,7 @@ impl NeighbourEntry {
     }
 }
 
-pub(super) fn neighbour_entry(msg: &NeighbourMessage) -> NeighbourEntry {
+pub(crate) fn neighbour_entry(msg: &NeighbourMessage) -> NeighbourEntry {
     let mac = msg.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLayerAddress(lla) => <[u8; 6]>::try_from(lla.as_slice()).ok(),
         _ => None,

@@ -25,7 +25,7 @@ const FIELDS: &[(&str, &[&str])] = &[
 
 /// One request line -> [`Request`], or the message of the error answer.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let malformed = |why: String| format!("malformed request: {why}");
+    let malformed = |why: String| format!("malformed request: {}", middle_cut(&why));
     let value: Value = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
     let Value::Object(fields) = &value else {
         return Err(malformed(
@@ -81,6 +81,20 @@ fn check_fields(op: &str, allowed: &[&str], fields: &Map<String, Value>) -> Resu
         checked.map_err(|e| format!("field `{key}`: {e}"))?;
     }
     Ok(())
+}
+
+/// serde's message quotes what it refused (`unknown variant `xxx…``): a line of up to 64 KiB
+/// must not come back whole. Cut in the middle, so what was expected stays.
+fn middle_cut(msg: &str) -> String {
+    const HEAD: usize = 150;
+    const TAIL: usize = 150;
+    let n = msg.chars().count();
+    if n <= HEAD + TAIL + 20 {
+        return msg.to_owned();
+    }
+    let head: String = msg.chars().take(HEAD).collect();
+    let tail: String = msg.chars().skip(n - TAIL).collect();
+    format!("{head}… ({} characters) …{tail}", n - HEAD - TAIL)
 }
 
 /// A JSON value as the error names it, without echoing a long one.
@@ -194,5 +208,14 @@ mod tests {
         assert_eq!(err("{}"), "malformed request: missing field `op`");
         assert!(err(r#"{"op":"explode"}"#).contains("unknown variant `explode`"));
         assert!(err(r#"{"op":"drain","vip":"tcp/203.0.113.10:80"}"#).contains("missing field `addr`"));
+    }
+
+    #[test]
+    fn huge_values_are_not_echoed_whole() {
+        let line = format!(r#"{{"op":"{}"}}"#, "x".repeat(60_000));
+        let e = err(&line);
+        assert!(e.len() < 600, "{} bytes", e.len());
+        assert!(e.contains("unknown variant"), "{e}");
+        assert!(e.ends_with("`shutdown`"), "{e}");
     }
 }

@@ -54,7 +54,7 @@ pub enum ConfigError {
         hint: &'static str,
     },
     #[error(
-        "{path}: {value:?} is not an IP address: write e.g. \"192.0.2.10\" or \"2001:db8::10\""
+        "{path}: {} is not an IP address: write e.g. \"192.0.2.10\" or \"2001:db8::10\"", quoted(value)
     )]
     InvalidAddress { path: String, value: String },
     #[error("{path}: {addr} is {what} address, which cannot be {role}: use a unicast address")]
@@ -75,20 +75,20 @@ pub enum ConfigError {
     },
     #[error("{path}: no interface configured: add one, e.g. interfaces = [\"eth0\"]")]
     NoInterface { path: String },
-    #[error("{path}: {name:?} is not a valid interface name: {reason}")]
+    #[error("{path}: {} is not a valid interface name: {reason}", quoted(name))]
     InvalidInterfaceName {
         path: String,
         name: String,
         reason: &'static str,
     },
-    #[error("{path}: interface {name:?} is already listed at {first}: list each interface once")]
+    #[error("{path}: interface {} is already listed at {first}: list each interface once", quoted(name))]
     DuplicateInterface {
         path: String,
         name: String,
         first: String,
     },
     #[error(
-        "{path}: interface {name:?} does not exist in the agent's network namespace: check `ip link` (names are case-sensitive)"
+        "{path}: interface {} does not exist in the agent's network namespace: check `ip link` (names are case-sensitive)", quoted(name)
     )]
     InterfaceNotFound { path: String, name: String },
     #[error(
@@ -141,7 +141,7 @@ pub enum ConfigError {
         max: u32,
     },
     #[error(
-        "{path}: {value:?} is not a duration: {reason} (write e.g. \"500ms\", \"2s\", \"1.5s\", \"1m\")"
+        "{path}: {} is not a duration: {reason} (write e.g. \"500ms\", \"2s\", \"1.5s\", \"1m\")", quoted(value)
     )]
     InvalidDuration {
         path: String,
@@ -214,7 +214,7 @@ pub enum ConfigError {
     ConflictingFields { path: String, other: String },
     #[error("{path}: not hex bytes: {reason} (write e.g. \"0a1bff\")")]
     InvalidHex { path: String, reason: &'static str },
-    #[error("{path}: {value:?} {reason}")]
+    #[error("{path}: {} {reason}", quoted(value))]
     InvalidText {
         path: String,
         value: String,
@@ -237,21 +237,21 @@ pub enum ConfigError {
         need: u32,
         reason: String,
     },
-    #[error("{path}: {value:?} {reason}")]
+    #[error("{path}: {} {reason}", quoted(value))]
     InvalidPath {
         path: String,
         value: String,
         reason: &'static str,
     },
     #[error(
-        "{path}: {value:?} is not an address:port: write e.g. \"127.0.0.1:9477\" or \"[::1]:9477\", or \"off\" to disable"
+        "{path}: {} is not an address:port: write e.g. \"127.0.0.1:9477\" or \"[::1]:9477\", or \"off\" to disable", quoted(value)
     )]
     InvalidSocketAddr { path: String, value: String },
     #[error(
         "{path}: {addr} is not a loopback address and the metrics endpoint has no authentication: listen on 127.0.0.1 or [::1], or set agent.metrics-allow-remote = true to expose it deliberately"
     )]
     RemoteMetrics { path: String, addr: SocketAddr },
-    #[error("{path}: {value:?} {reason}")]
+    #[error("{path}: {} {reason}", quoted(value))]
     BadPeerAddress {
         path: String,
         value: String,
@@ -329,7 +329,7 @@ fn syntax_message(path: &str, error: &toml::de::Error, replacement: Option<&str>
     }
     match replacement {
         Some(r) => out.push(r.to_owned()),
-        None => out.extend(explanation.iter().map(|l| in_toml_words(l))),
+        None => out.extend(explanation.iter().map(|l| middle_cut(&in_toml_words(l)))),
     }
     let msg = out.join("\n");
     if path.is_empty() {
@@ -337,6 +337,20 @@ fn syntax_message(path: &str, error: &toml::de::Error, replacement: Option<&str>
     } else {
         format!("{path}: {msg}")
     }
+}
+
+/// An explanation line quoting a huge value (`invalid type: string "xxx…", expected u32`),
+/// cut in the middle so both what was found and what was expected stay.
+fn middle_cut(line: &str) -> String {
+    const HEAD: usize = 150;
+    const TAIL: usize = 100;
+    let n = line.chars().count();
+    if n <= HEAD + TAIL + 20 {
+        return line.to_owned();
+    }
+    let head: String = line.chars().take(HEAD).collect();
+    let tail: String = line.chars().skip(n - TAIL).collect();
+    format!("{head}… ({} characters) …{tail}", n - HEAD - TAIL)
 }
 
 /// toml's snippet lines: `  |`, `4 | mtu = x`, `  |       ^^^`.
@@ -388,6 +402,18 @@ fn in_toml_words(line: &str) -> String {
         }
     }
     s
+}
+
+/// Longest part of an offending value an error quotes: a 40 kB string is still named, not
+/// copied whole into the log.
+const QUOTED_MAX: usize = 80;
+
+/// `value` as `{:?}` shows it, cut to [`QUOTED_MAX`] characters with its full length.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_MAX) {
+        Some((at, _)) => format!("{:?}… ({} bytes)", &value[..at], value.len()),
+        None => format!("{value:?}"),
+    }
 }
 
 fn more_suffix(more: usize) -> String {
@@ -610,5 +636,17 @@ mode = "ipip"
         // The largest datagram is fine.
         let text = health(&format!("kind = \"udp\"\nsend = \"{}\"", "x".repeat(max)));
         assert!(check(&text).is_ok());
+    }
+
+    #[test]
+    fn huge_values_are_quoted_cut() {
+        let long = "x".repeat(40_000);
+        let text = with_agent(&vip(&long, ""));
+        let e = assert_one(&text, "vip[0].address", &["… (40000 bytes) is not an IP address"]);
+        assert!(e.to_string().len() < 400, "{e}");
+        let (path, msg) = one(&format!("{AGENT}mtu = \"{long}\"\n"));
+        assert_eq!(path, "agent.mtu");
+        assert!(msg.len() < 1000, "{} bytes", msg.len());
+        assert!(msg.ends_with("expected a whole number from 0 to 4294967295"), "{msg}");
     }
 }

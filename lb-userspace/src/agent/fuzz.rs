@@ -57,7 +57,11 @@ fn fuzz_api_handlers() {
         "203.0.113.10",
         80,
         Proto::Tcp,
-        &[("198.51.100.1", 1), ("198.51.100.2", 1), ("198.51.100.3", 1)],
+        &[
+            ("198.51.100.1", 1),
+            ("198.51.100.2", 1),
+            ("198.51.100.3", 1),
+        ],
     )]);
     let id = cfg.vips[0].id;
     // A step: a request, and maybe the position (after the store's next write) that fails.
@@ -67,7 +71,11 @@ fn fuzz_api_handlers() {
         for (request, fail) in steps {
             let at = a.reconciler.store().log.len();
             a.reconciler.store_mut().fail_at = fail.map(|f| at + f);
-            let before = (a.added.clone(), a.removed.clone(), a.overrides.weights.clone());
+            let before = (
+                a.added.clone(),
+                a.removed.clone(),
+                a.overrides.weights.clone(),
+            );
             let Answer::Reply(response) = a.answer(request.clone()) else {
                 return Err(TestCaseError::fail("a change request stopped the agent"));
             };
@@ -75,7 +83,11 @@ fn fuzz_api_handlers() {
             match response {
                 Response::Error { message } => {
                     check_message(&message, "")?;
-                    let after = (a.added.clone(), a.removed.clone(), a.overrides.weights.clone());
+                    let after = (
+                        a.added.clone(),
+                        a.removed.clone(),
+                        a.overrides.weights.clone(),
+                    );
                     prop_assert_eq!(&before, &after, "{:?} refused: {}", request, message);
                 }
                 Response::Ok { .. } | Response::Status(_) => {

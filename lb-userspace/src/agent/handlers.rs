@@ -599,7 +599,10 @@ mod tests {
             let at = a.reconciler.store().log.len() + 1;
             a.reconciler.store_mut().fail_at = Some(at);
             let e = error(reply(&mut a, request.clone()));
-            assert!(e.ends_with("injected failure: the change was undone"), "{i}: {e}");
+            assert!(
+                e.ends_with("injected failure: the change was undone"),
+                "{i}: {e}"
+            );
             assert!(a.added.is_empty(), "{i}");
             assert!(a.removed.is_empty(), "{i}");
             assert!(a.overrides.weights.is_empty(), "{i}");

@@ -151,7 +151,11 @@ mod tests {
             };
             let op = fields["op"].as_str().unwrap();
             let (_, allowed) = FIELDS.iter().find(|(n, _)| *n == op).unwrap();
-            let mut got: Vec<&str> = fields.keys().map(String::as_str).filter(|k| *k != "op").collect();
+            let mut got: Vec<&str> = fields
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "op")
+                .collect();
             let mut want = allowed.to_vec();
             got.sort_unstable();
             want.sort_unstable();
@@ -174,7 +178,10 @@ mod tests {
     #[test]
     fn type_errors_name_the_field() {
         for (line, want) in [
-            (r#"{"op":1}"#, "field `op`: expected a string such as \"status\", got 1"),
+            (
+                r#"{"op":1}"#,
+                "field `op`: expected a string such as \"status\", got 1",
+            ),
             (
                 r#"{"op":"set_weight","vip":"tcp/203.0.113.10:80","addr":"198.51.100.7","weight":-1}"#,
                 "field `weight`: expected a whole number, got -1",
@@ -187,12 +194,18 @@ mod tests {
                 r#"{"op":"drain","vip":"tcp/203.0.113.10:80","addr":"198.51.100.300"}"#,
                 "field `addr`: invalid IP address syntax",
             ),
-            (r#"{"op":"drain","vip":7,"addr":"198.51.100.7"}"#, "field `vip`: invalid type"),
+            (
+                r#"{"op":"drain","vip":7,"addr":"198.51.100.7"}"#,
+                "field `vip`: invalid type",
+            ),
             (
                 r#"{"op":"drain","vip":"tcp/203.0.113.10","addr":"198.51.100.7"}"#,
                 "field `vip`: invalid VIP \"tcp/203.0.113.10\": missing the port",
             ),
-            (r#"{"op":"shutdown","detach":"yes"}"#, "field `detach`: expected true or false"),
+            (
+                r#"{"op":"shutdown","detach":"yes"}"#,
+                "field `detach`: expected true or false",
+            ),
         ] {
             let e = err(line);
             assert!(e.starts_with(&format!("malformed request: {want}")), "{e}");
@@ -207,7 +220,9 @@ mod tests {
         );
         assert_eq!(err("{}"), "malformed request: missing field `op`");
         assert!(err(r#"{"op":"explode"}"#).contains("unknown variant `explode`"));
-        assert!(err(r#"{"op":"drain","vip":"tcp/203.0.113.10:80"}"#).contains("missing field `addr`"));
+        assert!(
+            err(r#"{"op":"drain","vip":"tcp/203.0.113.10:80"}"#).contains("missing field `addr`")
+        );
     }
 
     #[test]

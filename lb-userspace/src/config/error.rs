@@ -54,7 +54,8 @@ pub enum ConfigError {
         hint: &'static str,
     },
     #[error(
-        "{path}: {} is not an IP address: write e.g. \"192.0.2.10\" or \"2001:db8::10\"", quoted(value)
+        "{path}: {} is not an IP address: write e.g. \"192.0.2.10\" or \"2001:db8::10\"",
+        quoted(value)
     )]
     InvalidAddress { path: String, value: String },
     #[error("{path}: {addr} is {what} address, which cannot be {role}: use a unicast address")]
@@ -81,14 +82,18 @@ pub enum ConfigError {
         name: String,
         reason: &'static str,
     },
-    #[error("{path}: interface {} is already listed at {first}: list each interface once", quoted(name))]
+    #[error(
+        "{path}: interface {} is already listed at {first}: list each interface once",
+        quoted(name)
+    )]
     DuplicateInterface {
         path: String,
         name: String,
         first: String,
     },
     #[error(
-        "{path}: interface {} does not exist in the agent's network namespace: check `ip link` (names are case-sensitive)", quoted(name)
+        "{path}: interface {} does not exist in the agent's network namespace: check `ip link` (names are case-sensitive)",
+        quoted(name)
     )]
     InterfaceNotFound { path: String, name: String },
     #[error(
@@ -141,7 +146,8 @@ pub enum ConfigError {
         max: u32,
     },
     #[error(
-        "{path}: {} is not a duration: {reason} (write e.g. \"500ms\", \"2s\", \"1.5s\", \"1m\")", quoted(value)
+        "{path}: {} is not a duration: {reason} (write e.g. \"500ms\", \"2s\", \"1.5s\", \"1m\")",
+        quoted(value)
     )]
     InvalidDuration {
         path: String,
@@ -244,7 +250,8 @@ pub enum ConfigError {
         reason: &'static str,
     },
     #[error(
-        "{path}: {} is not an address:port: write e.g. \"127.0.0.1:9477\" or \"[::1]:9477\", or \"off\" to disable", quoted(value)
+        "{path}: {} is not an address:port: write e.g. \"127.0.0.1:9477\" or \"[::1]:9477\", or \"off\" to disable",
+        quoted(value)
     )]
     InvalidSocketAddr { path: String, value: String },
     #[error(
@@ -392,7 +399,10 @@ fn in_toml_words(line: &str) -> String {
         }
     }
     // `expected struct RawHealth` / `expected enum RawProto`: Rust names mean nothing here.
-    for (kind, words) in [("struct ", "a table"), ("enum ", "one of the key's names, quoted")] {
+    for (kind, words) in [
+        ("struct ", "a table"),
+        ("enum ", "one of the key's names, quoted"),
+    ] {
         if let Some(at) = s.find(&format!("expected {kind}")) {
             let start = at + "expected ".len();
             let end = s[start + kind.len()..]
@@ -547,8 +557,14 @@ mode = "ipip"
         let text = format!("a = {}1{}\n", "[".repeat(5000), "]".repeat(5000));
         let (path, msg) = one(&text);
         assert_eq!(path, "");
-        assert!(msg.starts_with("TOML parse error at line 1, column "), "{msg}");
-        assert!(msg.ends_with("remove the extra brackets or braces"), "{msg}");
+        assert!(
+            msg.starts_with("TOML parse error at line 1, column "),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("remove the extra brackets or braces"),
+            "{msg}"
+        );
         assert!(!msg.contains("recurse"), "{msg}");
     }
 
@@ -564,7 +580,10 @@ mode = "ipip"
     fn datetime_values_are_named() {
         for (text, path) in [
             (format!("{AGENT}mtu = 1979-05-27T07:32:00Z\n"), "agent.mtu"),
-            ("[agent]\ninterfaces = [07:32:00]\n".to_owned(), "agent.interfaces[0]"),
+            (
+                "[agent]\ninterfaces = [07:32:00]\n".to_owned(),
+                "agent.interfaces[0]",
+            ),
             (
                 with_agent(&vip("203.0.113.10", "").replace("\"tcp\"", "1979-05-27")),
                 "vip[0].protocol",
@@ -574,8 +593,14 @@ mode = "ipip"
             assert!(matches!(e, ConfigError::DateTime { .. }), "{e:?}");
             assert_eq!(e.path(), path);
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("{path}: TOML parse error at line")), "{msg}");
-            assert!(msg.contains("a date or time, which no xlb key takes"), "{msg}");
+            assert!(
+                msg.starts_with(&format!("{path}: TOML parse error at line")),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("a date or time, which no xlb key takes"),
+                "{msg}"
+            );
             assert!(!msg.contains("map"), "{msg}");
         }
     }
@@ -621,7 +646,10 @@ mode = "ipip"
     #[test]
     fn overlong_udp_payloads_are_refused() {
         let max = crate::config::MAX_UDP_PAYLOAD;
-        let text = health(&format!("kind = \"udp\"\nsend = \"{}\"", "x".repeat(max + 1)));
+        let text = health(&format!(
+            "kind = \"udp\"\nsend = \"{}\"",
+            "x".repeat(max + 1)
+        ));
         let e = assert_one(
             &text,
             "vip[0].health.send",
@@ -632,7 +660,11 @@ mode = "ipip"
             "kind = \"udp\"\nsend = \"\"\nexpect-hex = \"{}\"",
             "ab".repeat(max + 1)
         ));
-        assert_one(&text, "vip[0].health.expect-hex", &["65508 bytes is too long"]);
+        assert_one(
+            &text,
+            "vip[0].health.expect-hex",
+            &["65508 bytes is too long"],
+        );
         // The largest datagram is fine.
         let text = health(&format!("kind = \"udp\"\nsend = \"{}\"", "x".repeat(max)));
         assert!(check(&text).is_ok());
@@ -642,11 +674,18 @@ mode = "ipip"
     fn huge_values_are_quoted_cut() {
         let long = "x".repeat(40_000);
         let text = with_agent(&vip(&long, ""));
-        let e = assert_one(&text, "vip[0].address", &["… (40000 bytes) is not an IP address"]);
+        let e = assert_one(
+            &text,
+            "vip[0].address",
+            &["… (40000 bytes) is not an IP address"],
+        );
         assert!(e.to_string().len() < 400, "{e}");
         let (path, msg) = one(&format!("{AGENT}mtu = \"{long}\"\n"));
         assert_eq!(path, "agent.mtu");
         assert!(msg.len() < 1000, "{} bytes", msg.len());
-        assert!(msg.ends_with("expected a whole number from 0 to 4294967295"), "{msg}");
+        assert!(
+            msg.ends_with("expected a whole number from 0 to 4294967295"),
+            "{msg}"
+        );
     }
 }

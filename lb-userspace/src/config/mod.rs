@@ -89,7 +89,11 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
         // serde_path_to_error shows the root as "."; toml deserializes a date through a
         // private field, which names nothing in the file.
         let path = path.trim_end_matches(".$__toml_private_datetime");
-        let path = if path == "." { String::new() } else { path.to_owned() };
+        let path = if path == "." {
+            String::new()
+        } else {
+            path.to_owned()
+        };
         let error = e.into_inner();
         if is_datetime_at(text, &error) {
             ConfigError::DateTime { path, error }

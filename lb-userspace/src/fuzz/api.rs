@@ -17,8 +17,16 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<u64>().prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
         prop::sample::select(vec![
-            "tcp/203.0.113.10:80", "udp/[2001:db8::1]:*", "tcp/203.0.113.10", "198.51.100.7",
-            "224.0.0.1", "::", "2001:db8::7", "", "status", "add_backend",
+            "tcp/203.0.113.10:80",
+            "udp/[2001:db8::1]:*",
+            "tcp/203.0.113.10",
+            "198.51.100.7",
+            "224.0.0.1",
+            "::",
+            "2001:db8::7",
+            "",
+            "status",
+            "add_backend",
         ])
         .prop_map(|s| json!(s)),
         "\\PC{0,30}".prop_map(Value::String),
@@ -41,9 +49,13 @@ fn any_addr() -> impl Strategy<Value = IpAddr> {
 
 fn valid_request() -> impl Strategy<Value = Request> {
     let vip = (any::<bool>(), any_addr(), any::<u16>()).prop_map(|(udp, addr, port)| {
-        format!("{}/{}", if udp { "udp" } else { "tcp" }, std::net::SocketAddr::new(addr, port))
-            .parse()
-            .unwrap()
+        format!(
+            "{}/{}",
+            if udp { "udp" } else { "tcp" },
+            std::net::SocketAddr::new(addr, port)
+        )
+        .parse()
+        .unwrap()
     });
     (vip, any_addr(), any::<u32>(), 0usize..9, any::<bool>()).prop_map(
         |(vip, addr, weight, op, detach)| match op {
@@ -111,9 +123,8 @@ fn fuzz_api_lines() {
             Change::Drop(i) => {
                 let k = key(*i);
                 fields.remove(&k);
-                let msg = refused(&to_line(&fields)).or_else(|_| {
-                    Err(TestCaseError::fail(format!("accepted without `{k}`")))
-                })?;
+                let msg = refused(&to_line(&fields))
+                    .or_else(|_| Err(TestCaseError::fail(format!("accepted without `{k}`"))))?;
                 prop_assert!(msg.contains(&format!("missing field `{k}`")), "{msg}");
             }
             Change::Add(k, v) => {

@@ -14,12 +14,52 @@ const EXAMPLE: &str = include_str!("../../../examples/xlb.toml");
 
 /// Pieces of TOML and of xlb's keys, for random text that gets past the first byte.
 const FRAGMENTS: &[&str] = &[
-    "[agent]", "[[vip]]", "[vip.health]", "[[vip.backend]]", "[announce]", "[continuity]",
-    "interfaces = ", "address = ", "port = ", "protocol = ", "mode = ", "kind = ", "send = ",
-    "path = ", "pin-dir = ", "weight = ", "\"eth0\"", "\"tcp\"", "\"udp\"", "\"ipip\"",
-    "\"203.0.113.10\"", "\"2001:db8::1\"", "=", "[", "]", "{", "}", ",", "\n", " ", "1", "-1",
-    "1e999", "nan", "1979-05-27", "07:32:00", "true", "\"\\u0000\"", "'''", "\"\"\"", "#",
-    "\"", ".", "a.b.c", "0x10", "18446744073709551616",
+    "[agent]",
+    "[[vip]]",
+    "[vip.health]",
+    "[[vip.backend]]",
+    "[announce]",
+    "[continuity]",
+    "interfaces = ",
+    "address = ",
+    "port = ",
+    "protocol = ",
+    "mode = ",
+    "kind = ",
+    "send = ",
+    "path = ",
+    "pin-dir = ",
+    "weight = ",
+    "\"eth0\"",
+    "\"tcp\"",
+    "\"udp\"",
+    "\"ipip\"",
+    "\"203.0.113.10\"",
+    "\"2001:db8::1\"",
+    "=",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\n",
+    " ",
+    "1",
+    "-1",
+    "1e999",
+    "nan",
+    "1979-05-27",
+    "07:32:00",
+    "true",
+    "\"\\u0000\"",
+    "'''",
+    "\"\"\"",
+    "#",
+    "\"",
+    ".",
+    "a.b.c",
+    "0x10",
+    "18446744073709551616",
 ];
 
 fn random_text() -> impl Strategy<Value = String> {
@@ -49,14 +89,39 @@ fn hostile_value() -> impl Strategy<Value = Value> {
             i64::MAX,
         ])
         .prop_map(Value::Integer),
-        prop::sample::select(vec![f64::NAN, f64::INFINITY, -0.0, 1.5])
-            .prop_map(Value::Float),
+        prop::sample::select(vec![f64::NAN, f64::INFINITY, -0.0, 1.5]).prop_map(Value::Float),
         any::<bool>().prop_map(Value::Boolean),
         prop::sample::select(vec![
-            "", "0.0.0.0", "224.0.0.1", "255.255.255.255", "127.0.0.1", "::", "ff02::1",
-            "::1", "203.0.113.10", "2001:db8::10", "203.0.113.10:7946", "0s", "1h", "-1s",
-            "99999999999h", "1.5s", "/", "/a b", "/sys/fs/bpf/x\u{0}", "/run/\u{1}",
-            "relative", "../..", "off", "zz", "0a1", "eth0", "lo", "a/b", "https", "dsr-l2",
+            "",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::",
+            "ff02::1",
+            "::1",
+            "203.0.113.10",
+            "2001:db8::10",
+            "203.0.113.10:7946",
+            "0s",
+            "1h",
+            "-1s",
+            "99999999999h",
+            "1.5s",
+            "/",
+            "/a b",
+            "/sys/fs/bpf/x\u{0}",
+            "/run/\u{1}",
+            "relative",
+            "../..",
+            "off",
+            "zz",
+            "0a1",
+            "eth0",
+            "lo",
+            "a/b",
+            "https",
+            "dsr-l2",
         ])
         .prop_map(|s| Value::String(s.to_owned())),
         "\\PC{0,40}".prop_map(Value::String),
@@ -148,7 +213,10 @@ fn parent<'a>(root: &'a mut Value, path: &[Seg]) -> Option<(&'a mut Value, Seg)>
 /// `text` with `m` applied: tree mutations through toml's own writer (on text that still
 /// parses), line ones on the text.
 fn mutate(text: &str, m: &Mutation) -> String {
-    let tree = matches!(m, Mutation::Drop(_) | Mutation::Replace(..) | Mutation::Unknown(..));
+    let tree = matches!(
+        m,
+        Mutation::Drop(_) | Mutation::Replace(..) | Mutation::Unknown(..)
+    );
     let text = match text.parse::<Table>() {
         Ok(base) if tree => mutate_tree(base, m),
         _ => text.to_owned(),
@@ -166,7 +234,10 @@ fn mutate(text: &str, m: &Mutation) -> String {
         Mutation::Insert(i, t) => lines.insert(at(*i, lines.len() + 1), t.clone()),
         Mutation::Deep(depth) => {
             let j = at(*depth, lines.len() + 1);
-            lines.insert(j, format!("deep = {}1{}", "[".repeat(*depth), "]".repeat(*depth)));
+            lines.insert(
+                j,
+                format!("deep = {}1{}", "[".repeat(*depth), "]".repeat(*depth)),
+            );
         }
         _ => {}
     }
@@ -256,7 +327,10 @@ fn accepted(c: &Config) -> Result<(), TestCaseError> {
             }
             CheckKind::Http { path, host, .. } => {
                 prop_assert!(path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()));
-                prop_assert!(host.as_ref().is_none_or(|h| h.bytes().all(|b| b.is_ascii_graphic())));
+                prop_assert!(
+                    host.as_ref()
+                        .is_none_or(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+                );
             }
             _ => {}
         }

@@ -23,15 +23,18 @@ fn addr(v6: bool) -> impl Strategy<Value = IpAddr> {
 fn group() -> impl Strategy<Value = ExceptionGroup> {
     (any::<bool>(), any::<bool>(), any::<u16>(), any::<bool>()).prop_flat_map(
         |(v6, backend_v6, port, udp)| {
-            let flow = (addr(v6), any::<u16>(), any::<u16>()).prop_map(move |(client, cp, dp)| {
-                FlowRef {
+            let flow =
+                (addr(v6), any::<u16>(), any::<u16>()).prop_map(move |(client, cp, dp)| FlowRef {
                     client,
                     client_port: cp,
                     dst_port: if port == 0 { dp } else { port },
-                }
-            });
-            (addr(v6), addr(backend_v6), prop::collection::vec(flow, 1..6)).prop_map(
-                move |(vip, backend, flows)| ExceptionGroup {
+                });
+            (
+                addr(v6),
+                addr(backend_v6),
+                prop::collection::vec(flow, 1..6),
+            )
+                .prop_map(move |(vip, backend, flows)| ExceptionGroup {
                     vip: VipRef {
                         addr: vip,
                         port,
@@ -39,8 +42,7 @@ fn group() -> impl Strategy<Value = ExceptionGroup> {
                     },
                     backend,
                     flows,
-                },
-            )
+                })
         },
     )
 }
@@ -57,7 +59,10 @@ enum Damage {
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Damage::Flip(i, x)),
-        (any::<usize>(), prop::sample::select(vec![0, 1, 0x7fff_ffff, u32::MAX]))
+        (
+            any::<usize>(),
+            prop::sample::select(vec![0, 1, 0x7fff_ffff, u32::MAX])
+        )
             .prop_map(|(i, w)| Damage::Word(i, w)),
         any::<usize>().prop_map(Damage::Cut),
         prop::collection::vec(any::<u8>(), 1..40).prop_map(Damage::Extend),
@@ -88,14 +93,18 @@ fn damaged(mut p: Vec<u8>, d: &[Damage]) -> Vec<u8> {
 
 fn valid_payload() -> impl Strategy<Value = (u8, Vec<u8>)> {
     prop_oneof![
-        (any::<u64>(), prop::collection::vec(group(), 0..4), MIN_PART_PAYLOAD..600, any::<usize>())
+        (
+            any::<u64>(),
+            prop::collection::vec(group(), 0..4),
+            MIN_PART_PAYLOAD..600,
+            any::<usize>()
+        )
             .prop_map(|(id, groups, max, pick)| {
                 let parts = encode_sync(id, &groups, max).parts;
                 (2, parts[pick % parts.len()].payload.clone())
             }),
-        ("[0-9.:a-f\\[\\]]{0,64}", any::<[u8; 16]>()).prop_map(|(node, nonce)| {
-            (1, Message::Hello { node, nonce }.encode().unwrap())
-        }),
+        ("[0-9.:a-f\\[\\]]{0,64}", any::<[u8; 16]>())
+            .prop_map(|(node, nonce)| { (1, Message::Hello { node, nonce }.encode().unwrap()) }),
         any::<(u64, u32, u32, u32)>().prop_map(|(sync_id, part, applied, rejected)| {
             let ack = Message::Ack {
                 sync_id,
@@ -111,9 +120,8 @@ fn valid_payload() -> impl Strategy<Value = (u8, Vec<u8>)> {
 #[test]
 fn fuzz_continuity_decode() {
     let strategy = prop_oneof![
-        (valid_payload(), prop::collection::vec(damage(), 0..3)).prop_map(
-            |((kind, p), d)| (kind, damaged(p, &d))
-        ),
+        (valid_payload(), prop::collection::vec(damage(), 0..3))
+            .prop_map(|((kind, p), d)| (kind, damaged(p, &d))),
         (0u8..6, prop::collection::vec(any::<u8>(), 0..400)),
     ];
     fuzz("continuity_decode", 1500, strategy, |(kind, payload)| {

@@ -58,7 +58,9 @@ impl Budget {
                     .ok()
                     .filter(|t| t.is_finite() && *t > 0.0)
                     .map(|t| Duration::from_secs_f64(t / TARGETS.len() as f64))
-                    .ok_or(format!("XLB_FUZZ_SECONDS={s:?}: give a positive number of seconds"))
+                    .ok_or(format!(
+                        "XLB_FUZZ_SECONDS={s:?}: give a positive number of seconds"
+                    ))
             })
             .transpose()?;
         let cases = match var("XLB_FUZZ_CASES") {
@@ -71,8 +73,9 @@ impl Budget {
             None => Some(default_cases),
         };
         let seed = match var("XLB_FUZZ_SEED") {
-            Some(s) => parse_seed(&s)
-                .ok_or(format!("XLB_FUZZ_SEED={s:?}: give a decimal or 0x-hex number"))?,
+            Some(s) => parse_seed(&s).ok_or(format!(
+                "XLB_FUZZ_SEED={s:?}: give a decimal or 0x-hex number"
+            ))?,
             None => DEFAULT_SEED,
         };
         Ok(Self { cases, time, seed })
@@ -118,7 +121,12 @@ where
     ran
 }
 
-fn run<S>(target: &str, budget: Budget, strategy: S, test: impl Fn(S::Value) -> TestCaseResult) -> Ran
+fn run<S>(
+    target: &str,
+    budget: Budget,
+    strategy: S,
+    test: impl Fn(S::Value) -> TestCaseResult,
+) -> Ran
 where
     S: Strategy,
     S::Value: std::fmt::Debug,
@@ -153,7 +161,9 @@ where
         r
     };
     loop {
-        let left = budget.cases.map_or(u64::from(BATCH), |c| c.saturating_sub(cases));
+        let left = budget
+            .cases
+            .map_or(u64::from(BATCH), |c| c.saturating_sub(cases));
         let out_of_time = budget.time.is_some_and(|t| start.elapsed() >= t);
         if left == 0 || out_of_time {
             break;

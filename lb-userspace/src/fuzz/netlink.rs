@@ -36,21 +36,29 @@ fn route() -> impl Strategy<Value = RouteNetlinkMessage> {
         any::<[u8; 16]>().prop_map(|b| RouteAttribute::Via(RouteVia::Inet6(Ipv6Addr::from(b)))),
         any::<[u8; 4]>().prop_map(|b| RouteAttribute::Via(RouteVia::Inet(Ipv4Addr::from(b)))),
     ];
-    (prop::collection::vec(attr, 0..6), any::<u8>(), any::<u8>(), any::<u8>()).prop_map(
-        |(attributes, kind, prefix, table)| {
+    (
+        prop::collection::vec(attr, 0..6),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+    )
+        .prop_map(|(attributes, kind, prefix, table)| {
             let mut r = RouteMessage::default();
             r.header.kind = RouteType::from(kind);
             r.header.destination_prefix_length = prefix;
             r.header.table = table;
             r.attributes = attributes;
             RouteNetlinkMessage::NewRoute(r)
-        },
-    )
+        })
 }
 
 fn neighbour() -> impl Strategy<Value = RouteNetlinkMessage> {
-    (prop::collection::vec(any::<u8>(), 0..9), any::<u16>(), any::<bool>()).prop_map(
-        |(lla, state, dest)| {
+    (
+        prop::collection::vec(any::<u8>(), 0..9),
+        any::<u16>(),
+        any::<bool>(),
+    )
+        .prop_map(|(lla, state, dest)| {
             let mut n = NeighbourMessage::default();
             n.header.state = NeighbourState::from(state);
             n.attributes.push(NeighbourAttribute::LinkLayerAddress(lla));
@@ -60,8 +68,7 @@ fn neighbour() -> impl Strategy<Value = RouteNetlinkMessage> {
                 ));
             }
             RouteNetlinkMessage::NewNeighbour(n)
-        },
-    )
+        })
 }
 
 fn link() -> impl Strategy<Value = RouteNetlinkMessage> {
@@ -80,7 +87,10 @@ fn link() -> impl Strategy<Value = RouteNetlinkMessage> {
 
 fn datagram() -> impl Strategy<Value = Vec<u8>> {
     let message = prop_oneof![route(), neighbour(), link()].prop_map(|inner| {
-        let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(inner));
+        let mut m = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(inner),
+        );
         m.finalize();
         let mut buf = vec![0; m.buffer_len()];
         m.serialize(&mut buf);
@@ -115,7 +125,10 @@ fn fuzz_netlink_datagrams() {
             match inner {
                 RouteNetlinkMessage::NewRoute(r) => {
                     let _ = table_route(r, 200);
-                    for dst in [IpAddr::from([198, 51, 100, 7]), "2001:db8::7".parse().unwrap()] {
+                    for dst in [
+                        IpAddr::from([198, 51, 100, 7]),
+                        "2001:db8::7".parse().unwrap(),
+                    ] {
                         if let Err(e) = next_hop_from_route(dst, r) {
                             check_message(&e.to_string(), "")?;
                         }

@@ -112,7 +112,10 @@ mod tests {
             entry([0x01, 0x00, 0x5e, 0, 0, 1]).usable_mac(),
             Err("a multicast")
         );
-        assert_eq!(entry([0x33, 0x33, 0, 0, 0, 1]).usable_mac(), Err("a multicast"));
+        assert_eq!(
+            entry([0x33, 0x33, 0, 0, 0, 1]).usable_mac(),
+            Err("a multicast")
+        );
         assert_eq!(
             entry([2, 0, 0, 0, 0, 9]).usable_mac(),
             Ok(Some([2, 0, 0, 0, 0, 9]))

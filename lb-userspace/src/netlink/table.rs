@@ -255,11 +255,12 @@ pub fn split_datagram(
         if len < 16 || len > buf.len() - at {
             break;
         }
-        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..at + len])
-            .map_err(|e| NetlinkError::Unexpected {
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..at + len]).map_err(
+            |e| NetlinkError::Unexpected {
                 op,
                 detail: e.to_string(),
-            })?;
+            },
+        )?;
         out.push(msg);
         // Messages are 4-byte aligned.
         at = at.saturating_add(len.next_multiple_of(4));

@@ -16,7 +16,8 @@ const MAX_UNIX_SOCKET_PATH: usize = 107;
 const MAX_IFNAME_LEN: usize = 15;
 /// Why a path with a NUL byte is refused: the kernel's paths end at the first one, so no
 /// system call could use it (it would fail only when the agent opens the file).
-pub(super) const NUL_IN_PATH: &str = "contains a NUL byte (\\0), which no file path can hold: remove it";
+pub(super) const NUL_IN_PATH: &str =
+    "contains a NUL byte (\\0), which no file path can hold: remove it";
 
 impl Validator<'_> {
     pub(super) fn interfaces(&mut self, raw: &[RawInterface]) -> Vec<Interface> {

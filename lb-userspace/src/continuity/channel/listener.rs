@@ -333,9 +333,9 @@ fn next_part(
     if last {
         return Ok(None);
     }
-    let next = part
-        .checked_add(1)
-        .ok_or(ChannelError::Protocol("a sync set with more parts than can be numbered"))?;
+    let next = part.checked_add(1).ok_or(ChannelError::Protocol(
+        "a sync set with more parts than can be numbered",
+    ))?;
     Ok(Some((sync_id, next, flows_so_far)))
 }
 

@@ -42,8 +42,8 @@ fn any_json() -> impl Strategy<Value = Value> {
 
 fn any_addr() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
-        any::<[u8; 4]>().prop_map(|b| IpAddr::from(b)),
-        any::<[u8; 16]>().prop_map(|b| IpAddr::from(b)),
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
     ]
 }
 
@@ -124,7 +124,7 @@ fn fuzz_api_lines() {
                 let k = key(*i);
                 fields.remove(&k);
                 let msg = refused(&to_line(&fields))
-                    .or_else(|_| Err(TestCaseError::fail(format!("accepted without `{k}`"))))?;
+                    .map_err(|_| TestCaseError::fail(format!("accepted without `{k}`")))?;
                 prop_assert!(msg.contains(&format!("missing field `{k}`")), "{msg}");
             }
             Change::Add(k, v) => {

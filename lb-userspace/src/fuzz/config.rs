@@ -341,8 +341,10 @@ fn accepted(c: &Config) -> Result<(), TestCaseError> {
 
 /// True when `a` may be a VIP or a backend.
 fn unicast(a: std::net::IpAddr) -> bool {
-    !(a.is_unspecified() || a.is_multicast() || a.is_loopback())
-        && !matches!(a, std::net::IpAddr::V4(v4) if v4.is_broadcast())
+    !(a.is_unspecified()
+        || a.is_multicast()
+        || a.is_loopback()
+        || matches!(a, std::net::IpAddr::V4(v4) if v4.is_broadcast()))
 }
 
 /// Valid files to start from: the documented example and a small one with every section.

@@ -170,7 +170,7 @@ where
         }
         let batch = left.min(u64::from(BATCH)) as u32;
         with_cases(&mut runner, batch);
-        match runner.run(&strategy, &timed) {
+        match runner.run(&strategy, timed) {
             Ok(()) => cases += u64::from(batch),
             Err(TestError::Fail(reason, value)) => panic!(
                 "fuzz {target} failed after {cases}+ cases, seed {seed:#x} (replay: \

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod continuity;
 pub mod decap;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod loader;
 pub mod maglev;

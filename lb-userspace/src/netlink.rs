@@ -39,8 +39,11 @@ use rtnetlink::{
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
+mod neighbour;
 mod table;
-pub use table::{RouteTable, TableRoute};
+pub(crate) use neighbour::{NeighbourEntry, neighbour_entry};
+pub use neighbour::{non_unicast_mac, usable_state};
+pub use table::{RouteTable, TableRoute, split_datagram, table_route};
 
 /// How long [`Netlink::resolve`] waits for a missing neighbour by default. The kernel sends
 /// `mcast_solicit` (default 3) probes `retrans_time` (default 1 s) apart before it gives up.
@@ -86,6 +89,19 @@ pub enum NetlinkError {
         neighbour: IpAddr,
         ifindex: u32,
         waited: Duration,
+    },
+    #[error(
+        "next hop {neighbour} (toward {dst}) has link-layer address {}, which is {what} \
+         address: forwarded frames cannot be sent to it; fix the entry (`ip neigh show \
+         {neighbour}`)",
+        neighbour::fmt_mac(mac)
+    )]
+    BadNeighbourMac {
+        dst: IpAddr,
+        neighbour: IpAddr,
+        mac: [u8; 6],
+        /// "the all-zero", "a multicast", "the broadcast".
+        what: &'static str,
     },
     #[error("netlink {op} request failed: {source}")]
     Request {
@@ -241,7 +257,7 @@ impl Netlink {
         Ok(self
             .neighbour(ifindex, addr)
             .await?
-            .and_then(|entry| entry.mac.filter(|_| usable_state(entry.state))))
+            .and_then(|entry| entry.usable_mac().ok().flatten()))
     }
 
     /// [`Netlink::resolve`], keeping only the address.
@@ -279,11 +295,18 @@ impl Netlink {
         let mut pause = Duration::from_millis(20);
         loop {
             let entry = self.neighbour(ifindex, neighbour).await?;
-            if let Some(mac) = entry
-                .as_ref()
-                .and_then(|e| e.mac.filter(|_| usable_state(e.state)))
-            {
-                return Ok(Resolution { next_hop, mac });
+            match entry.as_ref().map(NeighbourEntry::usable_mac) {
+                Some(Ok(Some(mac))) => return Ok(Resolution { next_hop, mac }),
+                // Waiting would not change it: the kernel holds this address for it.
+                Some(Err(what)) => {
+                    return Err(NetlinkError::BadNeighbourMac {
+                        dst,
+                        neighbour,
+                        mac: entry.and_then(|e| e.mac).unwrap_or_default(),
+                        what,
+                    });
+                }
+                _ => {}
             }
             let now = Instant::now();
             if now >= deadline {
@@ -451,40 +474,6 @@ pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<NetEven
             _ => None,
         },
         _ => None,
-    }
-}
-
-/// Whether a neighbour entry in `state` holds an address worth forwarding to: REACHABLE,
-/// STALE, DELAY, PROBE (the address is known, the kernel is merely re-confirming it) and
-/// PERMANENT. INCOMPLETE, FAILED, NONE and NOARP do not (NOARP entries carry no neighbour's
-/// address, just a device or multicast mapping).
-pub fn usable_state(state: NeighbourState) -> bool {
-    matches!(
-        state,
-        NeighbourState::Reachable
-            | NeighbourState::Stale
-            | NeighbourState::Delay
-            | NeighbourState::Probe
-            | NeighbourState::Permanent
-    )
-}
-
-/// A neighbour entry as read from the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct NeighbourEntry {
-    state: NeighbourState,
-    /// `None` unless the entry carries a 6-byte link-layer address.
-    mac: Option<[u8; 6]>,
-}
-
-fn neighbour_entry(msg: &NeighbourMessage) -> NeighbourEntry {
-    let mac = msg.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(lla) => <[u8; 6]>::try_from(lla.as_slice()).ok(),
-        _ => None,
-    });
-    NeighbourEntry {
-        state: msg.header.state,
-        mac,
     }
 }
 
@@ -785,28 +774,6 @@ mod tests {
             next_hop_from_route(V4_DST, &r),
             Err(NetlinkError::NoOutputInterface { .. })
         ));
-    }
-
-    #[test]
-    fn usable_states() {
-        use NeighbourState::*;
-        for s in [Reachable, Stale, Delay, Probe, Permanent] {
-            assert!(usable_state(s), "{s:?}");
-        }
-        for s in [Incomplete, Failed, None, Noarp, Other(0x100)] {
-            assert!(!usable_state(s), "{s:?}");
-        }
-    }
-
-    #[test]
-    fn neighbour_entry_needs_six_bytes() {
-        let mut n = NeighbourMessage::default();
-        n.header.state = NeighbourState::Reachable;
-        n.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 9]));
-        assert_eq!(neighbour_entry(&n).mac, Some([2, 0, 0, 0, 0, 9]));
-        n.attributes = vec![NeighbourAttribute::LinkLayerAddress(vec![0; 4])];
-        assert_eq!(neighbour_entry(&n).mac, None);
     }
 
     #[test]

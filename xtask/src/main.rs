@@ -48,7 +48,8 @@ enum Command {
     /// Setup, build, and show xlb balancing, failing over and recovering on a testbed (root).
     Demo(testbed::DemoArgs),
     /// Differential fuzzing of the XDP programs against the datapath model (root): `--time N`
-    /// seconds, a random seed unless `--seed` replays one.
+    /// seconds, a random seed unless `--seed` replays one; `--host-time N` adds the host-side
+    /// parser targets (config, API, peer messages, netlink), `--host-only` runs only those.
     Fuzz(fuzz::Args),
     /// Measure (root): per-packet cost, scale curves, control plane, end to end on a
     /// namespace testbed; writes target/bench/report.md, report.json and SVG charts.

@@ -2,7 +2,7 @@
 //! Each one decides against the agent's state and answers; none of them waits for the network
 //! (a neighbour resolution they need runs afterwards, from the event loop).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::api::{AgentInfo, HealthStatus, Request, Response, StatusInputs, StatusReport};
@@ -21,7 +21,40 @@ pub(super) enum Answer {
     Stop { detach: bool },
 }
 
+/// What the API changes of the agent's state, kept to undo a change the maps refused.
+struct ApiState {
+    added: BTreeMap<VipId, Vec<BackendSpec>>,
+    removed: BTreeSet<(VipId, IpAddr)>,
+    weights: HashMap<(VipId, IpAddr), u32>,
+}
+
 impl<S: MapStore> Agent<S> {
+    fn api_state(&self) -> ApiState {
+        ApiState {
+            added: self.added.clone(),
+            removed: self.removed.clone(),
+            weights: self.overrides.weights.clone(),
+        }
+    }
+
+    /// Applies an API change made since `before`. If the maps refuse it (full, or a write
+    /// failed half-way), the change is undone and the state before it applied again, so a
+    /// refused request leaves nothing half-done for the next event to finish.
+    fn apply_api_change(&mut self, before: ApiState, done: String) -> Response {
+        let Err(e) = self.apply("api") else {
+            return Response::ok(done);
+        };
+        let backends_changed = before.added != self.added || before.removed != self.removed;
+        self.added = before.added;
+        self.removed = before.removed;
+        self.overrides.weights = before.weights;
+        if backends_changed {
+            self.start_health();
+        }
+        self.apply_logged("api change undone");
+        Response::error(format!("{e:#}: the change was undone"))
+    }
+
     pub(super) fn answer(&mut self, request: Request) -> Answer {
         Answer::Reply(match request {
             Request::Status => match self.status() {
@@ -123,11 +156,9 @@ impl<S: MapStore> Agent<S> {
         if let Err(e) = self.backend_known(&vip, addr) {
             return Response::error(e);
         }
+        let before = self.api_state();
         self.overrides.weights.insert((id, addr), weight);
-        match self.apply("api") {
-            Ok(()) => Response::ok(format!("{id} {addr}: {what} (weight {weight})")),
-            Err(e) => Response::error(format!("{e:#}")),
-        }
+        self.apply_api_change(before, format!("{id} {addr}: {what} (weight {weight})"))
     }
 
     fn add_backend(&mut self, id: VipId, addr: IpAddr, weight: u32) -> Response {
@@ -146,6 +177,7 @@ impl<S: MapStore> Agent<S> {
         if let Err(e) = config::check_added_backend(&self.file, &vip, addr) {
             return Response::error(e.to_string());
         }
+        let before = self.api_state();
         self.removed.remove(&(id, addr));
         if self
             .file
@@ -167,13 +199,13 @@ impl<S: MapStore> Agent<S> {
         }
         self.start_health();
         self.request_net();
-        match self.apply("api") {
-            Ok(()) => Response::ok(format!(
+        self.apply_api_change(
+            before,
+            format!(
                 "{id}: backend {addr} added (weight {weight}) until the next reload; it takes \
                  traffic once its next hop resolves and its health check passes"
-            )),
-            Err(e) => Response::error(format!("{e:#}")),
-        }
+            ),
+        )
     }
 
     fn remove_backend(&mut self, id: VipId, addr: IpAddr) -> Response {
@@ -184,18 +216,17 @@ impl<S: MapStore> Agent<S> {
         if let Err(e) = self.backend_known(&vip, addr) {
             return Response::error(e);
         }
+        let before = self.api_state();
         if let Some(list) = self.added.get_mut(&id) {
             list.retain(|b| b.addr != addr);
         }
         self.removed.insert((id, addr));
         self.overrides.weights.remove(&(id, addr));
         self.start_health();
-        match self.apply("api") {
-            Ok(()) => Response::ok(format!(
-                "{id}: backend {addr} removed until the next reload"
-            )),
-            Err(e) => Response::error(format!("{e:#}")),
-        }
+        self.apply_api_change(
+            before,
+            format!("{id}: backend {addr} removed until the next reload"),
+        )
     }
 }
 
@@ -499,5 +530,87 @@ mod tests {
             Answer::Stop { detach: true }
         ));
         assert_eq!(a.reconciler.store().log.len(), writes);
+    }
+
+    #[tokio::test]
+    async fn add_backend_refuses_addresses_that_are_not_unicast() {
+        let (mut a, id) = three();
+        let writes = a.reconciler.store().log.len();
+        for (addr, what) in [
+            ("0.0.0.0", "the unspecified"),
+            ("224.0.0.1", "a multicast"),
+            ("255.255.255.255", "the broadcast"),
+            ("127.0.0.1", "a loopback"),
+        ] {
+            let e = error(reply(
+                &mut a,
+                Request::AddBackend {
+                    vip: id,
+                    addr: ip(addr),
+                    weight: 1,
+                },
+            ));
+            assert_eq!(
+                e,
+                format!(
+                    "backend {addr} is {what} address, which cannot be a backend: use the \
+                     unicast address of the backend host"
+                )
+            );
+        }
+        assert_eq!(a.reconciler.store().log.len(), writes);
+        assert!(a.added.is_empty());
+    }
+
+    /// Backend entries and rings as the store holds them.
+    fn maps(a: &Agent<FakeStore>) -> (Vec<Backend>, Vec<u32>) {
+        let s = a.reconciler.store();
+        (s.backends.clone(), s.ring(0).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_change_the_maps_refuse_half_way_is_undone() {
+        let requests = |id: VipId| {
+            [
+                Request::AddBackend {
+                    vip: id,
+                    addr: ip("198.51.100.4"),
+                    weight: 5,
+                },
+                Request::RemoveBackend {
+                    vip: id,
+                    addr: ip("198.51.100.1"),
+                },
+                Request::SetWeight {
+                    vip: id,
+                    addr: ip("198.51.100.2"),
+                    weight: 9,
+                },
+                Request::Drain {
+                    vip: id,
+                    addr: ip("198.51.100.3"),
+                },
+            ]
+        };
+        for (i, request) in requests(three().1).into_iter().enumerate() {
+            // The first write of the change succeeds, the second fails: half-applied.
+            let (mut a, _) = three();
+            let before = maps(&a);
+            let at = a.reconciler.store().log.len() + 1;
+            a.reconciler.store_mut().fail_at = Some(at);
+            let e = error(reply(&mut a, request.clone()));
+            assert!(
+                e.ends_with("injected failure: the change was undone"),
+                "{i}: {e}"
+            );
+            assert!(a.added.is_empty(), "{i}");
+            assert!(a.removed.is_empty(), "{i}");
+            assert!(a.overrides.weights.is_empty(), "{i}");
+            // Once the maps take writes again, the next apply restores the state before the
+            // change, not the change.
+            a.reconciler.store_mut().fail_at = None;
+            a.apply("retry").unwrap();
+            assert_eq!(maps(&a), before, "{i}: {request:?}");
+        }
     }
 }

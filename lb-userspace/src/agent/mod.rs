@@ -14,6 +14,8 @@
 mod announce;
 mod continuity;
 mod event_loop;
+#[cfg(test)]
+mod fuzz;
 mod handlers;
 mod neighbours;
 mod reload;

@@ -22,7 +22,8 @@
 //! The server ([`serve`]) only moves requests: each becomes an [`ApiCall`] on the agent's
 //! channel, and the agent's loop (the owner of all state) answers through the call's oneshot.
 //!
-//! Files: `types` (the wire types), `status` (the status report: computed from the config and
+//! Files: `types` (the wire types), `request` (reading a request line, every refusal naming
+//! its field), `status` (the status report: computed from the config and
 //! the maps, and rendered as `xlb status` prints it), `server`, `client`, `line` (the line
 //! framing both ends share) and `error`.
 
@@ -31,12 +32,14 @@ use std::time::Duration;
 mod client;
 mod error;
 mod line;
+mod request;
 mod server;
 mod status;
 mod types;
 
 pub use client::{MAX_RESPONSE_LINE, call};
 pub use error::ApiError;
+pub use request::parse_request;
 pub use server::{ApiServer, CLOSE_GRACE, MAX_CONNECTIONS, MAX_REQUEST_LINE, READ_TIMEOUT, serve};
 pub use status::StatusInputs;
 pub use types::{

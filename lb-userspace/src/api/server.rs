@@ -212,8 +212,8 @@ async fn serve_connection(stream: UnixStream, handler: mpsc::Sender<ApiCall>) ->
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let response = match serde_json::from_slice::<Request>(&line) {
-            Err(e) => Response::error(format!("malformed request: {e}")),
+        let response = match super::request::parse_request(&line) {
+            Err(e) => Response::error(e),
             Ok(request) => dispatch(&handler, request).await,
         };
         write_response(&mut write, &response).await?;

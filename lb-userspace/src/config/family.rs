@@ -25,6 +25,16 @@ pub enum FamilyError {
         mode: ForwardMode,
         backend: IpAddr,
     },
+    /// Validation reports this one as `NotUnicast`; only [`check_added_backend`] returns it.
+    #[error(
+        "backend {backend} is {what} address, which cannot be a backend: use the unicast \
+         address of the backend host"
+    )]
+    NotUnicast {
+        backend: IpAddr,
+        /// "the unspecified", "a multicast", "the broadcast", "a loopback".
+        what: &'static str,
+    },
     /// Validation reports this one per family over all backends (`MissingLbSrc`); only
     /// [`check_added_backend`] returns it.
     #[error(
@@ -57,9 +67,13 @@ pub fn check_backend_family(
     }
 }
 
-/// The rules for a backend added to a running `config` (through the API): its family, and the
-/// tunnel source (`agent.lb-src-v4`/`-v6`) a tunnelled backend of that family needs.
+/// The rules for a backend added to a running `config` (through the API): a unicast address as
+/// the file's backends, its family, and the tunnel source (`agent.lb-src-v4`/`-v6`) a tunnelled
+/// backend of that family needs.
 pub fn check_added_backend(config: &Config, vip: &Vip, backend: IpAddr) -> Result<(), FamilyError> {
+    if let Some(what) = super::validate::non_unicast(&backend) {
+        return Err(FamilyError::NotUnicast { backend, what });
+    }
     check_backend_family(vip.id, vip.mode, backend)?;
     let source_missing = match backend {
         IpAddr::V4(_) => config.lb_src_v4.is_none().then_some("lb-src-v4"),

@@ -36,7 +36,7 @@ pub use raw::{
     RawAgent, RawAnnounce, RawBackend, RawCheckKind, RawConfig, RawHealth, RawInterface, RawMode,
     RawNoBackend, RawProto, RawVip, RawXdpMode,
 };
-pub use validate::{parse_hex, validate};
+pub use validate::{MAX_UDP_PAYLOAD, parse_hex, validate};
 
 use crate::model::Config;
 
@@ -86,12 +86,29 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        ConfigError::Syntax {
-            // serde_path_to_error shows the root as ".".
-            path: if path == "." { String::new() } else { path },
-            error: e.into_inner(),
+        // serde_path_to_error shows the root as "."; toml deserializes a date through a
+        // private field, which names nothing in the file.
+        let path = path.trim_end_matches(".$__toml_private_datetime");
+        let path = if path == "." {
+            String::new()
+        } else {
+            path.to_owned()
+        };
+        let error = e.into_inner();
+        if is_datetime_at(text, &error) {
+            ConfigError::DateTime { path, error }
+        } else {
+            ConfigError::Syntax { path, error }
         }
     })
+}
+
+/// Whether the error points at a TOML date or time.
+fn is_datetime_at(text: &str, error: &toml::de::Error) -> bool {
+    error
+        .span()
+        .and_then(|span| text.get(span))
+        .is_some_and(|s| s.trim().parse::<toml::value::Datetime>().is_ok())
 }
 
 /// Parse and validate TOML text.

@@ -141,30 +141,7 @@ impl RouteTable {
 
     /// `r` as a [`TableRoute`] if it is in our table.
     fn in_table(&self, r: &RouteMessage) -> Option<TableRoute> {
-        if route_table(r) != self.table {
-            return None;
-        }
-        let dst = r
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Destination(d) => ip_of_route_address(d),
-                _ => None,
-            })
-            .or(match r.header.address_family {
-                netlink_packet_route::AddressFamily::Inet => {
-                    Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
-                }
-                netlink_packet_route::AddressFamily::Inet6 => {
-                    Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
-                }
-                _ => None,
-            })?;
-        Some(TableRoute {
-            dst,
-            prefix_len: r.header.destination_prefix_length,
-            protocol: r.header.protocol.into(),
-        })
+        table_route(r, self.table)
     }
 
     fn host_route(&self, addr: IpAddr) -> RouteMessage {
@@ -231,30 +208,70 @@ impl RouteTable {
             .socket
             .recv_from_full()
             .map_err(|source| NetlinkError::Request { op, source })?;
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at + 16 <= buf.len() {
-            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-            if len < 16 || at + len > buf.len() {
-                break;
-            }
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..at + len])
-                .map_err(|e| NetlinkError::Unexpected {
-                    op,
-                    detail: e.to_string(),
-                })?;
-            out.push(msg);
-            // Messages are 4-byte aligned.
-            at += (len + 3) & !3;
-        }
-        if out.is_empty() {
-            return Err(NetlinkError::Request {
-                op,
-                source: io::Error::other("empty netlink answer"),
-            });
-        }
-        Ok(out)
+        split_datagram(&buf, op)
     }
+}
+
+/// `r` as a [`TableRoute`] if it is in table `table`; a route without a destination is the
+/// default route of its family, and one of another family (or none) is not ours to list.
+pub fn table_route(r: &RouteMessage, table: u32) -> Option<TableRoute> {
+    if route_table(r) != table {
+        return None;
+    }
+    let dst = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(d) => ip_of_route_address(d),
+            _ => None,
+        })
+        .or(match r.header.address_family {
+            netlink_packet_route::AddressFamily::Inet => {
+                Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+            }
+            netlink_packet_route::AddressFamily::Inet6 => {
+                Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+            }
+            _ => None,
+        })?;
+    Some(TableRoute {
+        dst,
+        prefix_len: r.header.destination_prefix_length,
+        protocol: r.header.protocol.into(),
+    })
+}
+
+/// The messages of one datagram from the kernel, each `nlmsg_len` long and 4-byte aligned; a
+/// length field that runs past the datagram ends the walk. A message the netlink crate cannot
+/// read is an error carrying its reason.
+pub fn split_datagram(
+    buf: &[u8],
+    op: &'static str,
+) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        if len < 16 || len > buf.len() - at {
+            break;
+        }
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[at..at + len]).map_err(
+            |e| NetlinkError::Unexpected {
+                op,
+                detail: e.to_string(),
+            },
+        )?;
+        out.push(msg);
+        // Messages are 4-byte aligned.
+        at = at.saturating_add(len.next_multiple_of(4));
+    }
+    if out.is_empty() {
+        return Err(NetlinkError::Request {
+            op,
+            source: io::Error::other("empty netlink answer"),
+        });
+    }
+    Ok(out)
 }
 
 /// The table id of `r`: `RTA_TABLE` when present (needed above 255), else the header's.

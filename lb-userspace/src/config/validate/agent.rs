@@ -14,6 +14,10 @@ use crate::model::{Interface, XdpMode};
 const MAX_UNIX_SOCKET_PATH: usize = 107;
 /// `IFNAMSIZ` minus the terminating NUL.
 const MAX_IFNAME_LEN: usize = 15;
+/// Why a path with a NUL byte is refused: the kernel's paths end at the first one, so no
+/// system call could use it (it would fail only when the agent opens the file).
+pub(super) const NUL_IN_PATH: &str =
+    "contains a NUL byte (\\0), which no file path can hold: remove it";
 
 impl Validator<'_> {
     pub(super) fn interfaces(&mut self, raw: &[RawInterface]) -> Vec<Interface> {
@@ -64,7 +68,9 @@ impl Validator<'_> {
     pub(super) fn pin_dir(&mut self, value: &str) -> PathBuf {
         let path = "agent.pin-dir";
         let p = Path::new(value);
-        let reason = if !p.is_absolute() {
+        let reason = if value.contains('\0') {
+            Some(NUL_IN_PATH)
+        } else if !p.is_absolute() {
             Some("is not absolute: use e.g. \"/sys/fs/bpf/xlb\"")
         } else if has_dot_components(value) {
             Some("must not contain \".\" or \"..\" components: write the path out")
@@ -87,7 +93,9 @@ impl Validator<'_> {
 
     pub(super) fn api_socket(&mut self, value: &str) -> PathBuf {
         let p = Path::new(value);
-        let reason = if !p.is_absolute() {
+        let reason = if value.contains('\0') {
+            Some(NUL_IN_PATH)
+        } else if !p.is_absolute() {
             Some("is not absolute: use e.g. \"/run/xlb/xlb.sock\"")
         } else if has_dot_components(value) {
             Some("must not contain \".\" or \"..\" components: write the path out")
@@ -315,5 +323,28 @@ mod tests {
         );
         let text = format!("{AGENT}metrics-listen = \"localhost:9477\"\n");
         assert_one(&text, "agent.metrics-listen", &["not an address:port"]);
+    }
+
+    #[test]
+    fn nul_bytes_in_paths_are_refused() {
+        for (section, key) in [
+            ("", "pin-dir = \"/sys/fs/bpf/x\\u0000y\""),
+            ("", "api-socket = \"/run/xlb/x\\u0000.sock\""),
+            ("[announce]\n", "bird-socket = \"/run/bird/\\u0000\""),
+        ] {
+            let text = format!("{AGENT}{section}{key}\n");
+            let name = key.split(' ').next().unwrap();
+            let path = if section.is_empty() {
+                format!("agent.{name}")
+            } else {
+                format!("announce.{name}")
+            };
+            assert_one(&text, &path, &["contains a NUL byte", "\\0"]);
+        }
+        let text = with_agent(
+            "[continuity]\nlisten = \"198.51.100.11:7946\"\npeers = [\"198.51.100.12:7946\"]\n\
+             key-file = \"/etc/xlb/k\\u0000\"\n",
+        );
+        assert_one(&text, "continuity.key-file", &["contains a NUL byte"]);
     }
 }

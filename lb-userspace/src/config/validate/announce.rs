@@ -79,11 +79,18 @@ impl Validator<'_> {
             "",
         );
         let bird_socket = r.bird_socket.as_deref().unwrap_or(DEFAULT_BIRD_SOCKET);
-        if !bird_socket.starts_with('/') {
+        let bad_socket = if bird_socket.contains('\0') {
+            Some(super::agent::NUL_IN_PATH)
+        } else if !bird_socket.starts_with('/') {
+            Some("is not absolute: write the full path, e.g. \"/run/bird/bird.ctl\"")
+        } else {
+            None
+        };
+        if let Some(reason) = bad_socket {
             self.err(ConfigError::InvalidPath {
                 path: "announce.bird-socket".into(),
                 value: bird_socket.into(),
-                reason: "is not absolute: write the full path, e.g. \"/run/bird/bird.ctl\"",
+                reason,
             });
         }
 

@@ -52,6 +52,14 @@ impl Validator<'_> {
             }
         }
         let key_file = match r.key_file.as_deref() {
+            Some(k) if k.contains('\0') => {
+                self.err(ConfigError::InvalidPath {
+                    path: "continuity.key-file".into(),
+                    value: k.into(),
+                    reason: super::agent::NUL_IN_PATH,
+                });
+                None
+            }
             Some(k) if k.starts_with('/') => Some(PathBuf::from(k)),
             Some(k) => {
                 self.err(ConfigError::InvalidPath {

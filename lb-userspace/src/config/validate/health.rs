@@ -9,6 +9,10 @@ use crate::config::error::ConfigError;
 use crate::config::raw::{RawCheckKind, RawHealth};
 use crate::model::{CheckKind, HealthCheck};
 
+/// The largest UDP payload over IPv4 (65535 - 20 - 8); IPv6 allows 20 bytes more, but one
+/// limit for both families keeps a check valid whichever family its backends have.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
 impl Validator<'_> {
     /// The VIP's check and its default probe port (`health.port`), which is folded into each
     /// backend's `check_port`.
@@ -187,6 +191,28 @@ impl Validator<'_> {
                     });
                 }
                 let expect = self.bytes(&p, "expect", h.expect.as_deref(), h.expect_hex.as_deref());
+                for (key, bytes, what) in [
+                    ("send", &send, "a UDP datagram"),
+                    ("expect", &expect, "the answer, a UDP datagram,"),
+                ] {
+                    if let Some(b) = bytes
+                        && b.len() > MAX_UDP_PAYLOAD
+                    {
+                        let hex = if h.send_hex.is_some() && key == "send"
+                            || h.expect_hex.is_some() && key == "expect"
+                        {
+                            "-hex"
+                        } else {
+                            ""
+                        };
+                        self.err(ConfigError::TooLong {
+                            path: format!("{p}.{key}{hex}"),
+                            len: b.len(),
+                            max: MAX_UDP_PAYLOAD,
+                            what,
+                        });
+                    }
+                }
                 CheckKind::Udp {
                     send: send.unwrap_or_default(),
                     expect,
@@ -455,5 +481,16 @@ mod tests {
         assert_eq!(parse_hex(""), Ok(vec![]));
         assert!(parse_hex("0").is_err());
         assert!(parse_hex("0g").is_err());
+    }
+
+    #[test]
+    fn http_path_with_control_or_space_is_refused() {
+        for bad in ["/a b", "/a\\u0001b", "/a\\tb", "/\\u007f"] {
+            assert_one(
+                &health(&format!("kind = \"http\"\npath = \"{bad}\"")),
+                "vip[0].health.path",
+                &["must be printable ASCII without spaces"],
+            );
+        }
     }
 }

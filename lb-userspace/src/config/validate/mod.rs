@@ -21,7 +21,7 @@ use super::raw::RawConfig;
 use super::{Environment, Validated};
 use crate::model::{Config, ForwardMode, Vip, VipId};
 
-pub use health::parse_hex;
+pub use health::{MAX_UDP_PAYLOAD, parse_hex};
 
 /// [`RawConfig`] -> [`Config`]: applies defaults, checks every rule, and returns all errors
 /// found, or the config (VIPs sorted by [`VipId`], backends by address) and its warnings.
@@ -372,7 +372,7 @@ impl Validator<'_> {
     }
 }
 
-fn non_unicast(addr: &IpAddr) -> Option<&'static str> {
+pub(super) fn non_unicast(addr: &IpAddr) -> Option<&'static str> {
     if addr.is_unspecified() {
         Some("the unspecified")
     } else if addr.is_multicast() {

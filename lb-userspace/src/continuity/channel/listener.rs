@@ -281,7 +281,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Some((id, next, so_far)) if id == sync_id && next == part => so_far,
             _ => return Err(ChannelError::Protocol("a sync part out of order")),
         };
-        set = (!last).then_some((sync_id, part + 1, so_far + flows));
+        set = next_part(sync_id, part, last, so_far.saturating_add(flows))?;
         ctx.monitor.count_received(&peer, frame.wire_len, flows);
         if last {
             peer.update(|s| s.exceptions_received_last_set = so_far + flows);
@@ -321,6 +321,24 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// What to expect after part `part` of set `sync_id` (`None` once the set is complete). A set
+/// cannot have more parts than `part` can number: a peer that sends part `u32::MAX` without
+/// the last flag is refused rather than wrapped to part 0.
+fn next_part(
+    sync_id: u64,
+    part: u32,
+    last: bool,
+    flows_so_far: u64,
+) -> Result<Option<(u64, u32, u64)>, ChannelError> {
+    if last {
+        return Ok(None);
+    }
+    let next = part.checked_add(1).ok_or(ChannelError::Protocol(
+        "a sync set with more parts than can be numbered",
+    ))?;
+    Ok(Some((sync_id, next, flows_so_far)))
+}
+
 /// The configured peer a connection speaks for: the one whose address is the Hello's node
 /// name, else the first at the source address (the node name is the sender's listen address,
 /// which tells apart two peers sharing an IP).
@@ -343,4 +361,20 @@ fn scopeguard(peer: &Arc<PeerState>) -> impl Drop + '_ {
         }
     }
     Guard(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_numbered_part_without_the_last_flag_is_refused() {
+        assert_eq!(next_part(7, 0, false, 3).unwrap(), Some((7, 1, 3)));
+        assert_eq!(next_part(7, u32::MAX, true, 3).unwrap(), None);
+        let err = next_part(7, u32::MAX, false, 3).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::Protocol(m) if m.contains("more parts than can be numbered")),
+            "{err}"
+        );
+    }
 }

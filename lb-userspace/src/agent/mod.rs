@@ -15,6 +15,7 @@ mod announce;
 mod continuity;
 mod event_loop;
 mod handlers;
+mod neighbour_book;
 mod neighbours;
 mod reload;
 mod shutdown;

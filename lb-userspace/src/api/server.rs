@@ -163,7 +163,10 @@ impl ApiServer {
                             drop(permit);
                         });
                     }
-                    Err(_) => drop(stream),
+                    // The answer still goes out; a client may see a reset after it.
+                    Err(_) => {
+                        let _ = stream.try_write(&busy_line());
+                    }
                 }
                 continue;
             };
@@ -202,9 +205,7 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 /// reads the request it refuses for at most [`REFUSE_LINGER`] so that closing does not reset
 /// the connection before the client has read the answer.
 async fn refuse_busy(mut stream: UnixStream) {
-    let mut line = serde_json::to_vec(&Response::error(BUSY_MESSAGE)).expect("serializable");
-    line.push(b'\n');
-    if stream.try_write(&line).is_err() {
+    if stream.try_write(&busy_line()).is_err() {
         return;
     }
     let drain = async {
@@ -218,6 +219,12 @@ async fn refuse_busy(mut stream: UnixStream) {
         }
     };
     let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
+}
+
+fn busy_line() -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Response::error(BUSY_MESSAGE)).expect("serializable");
+    line.push(b'\n');
+    line
 }
 
 /// Whether a peer may use the API: root, or the agent's own user.

@@ -61,23 +61,22 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
         detail: e.to_string(),
     })?;
     line.push(b'\n');
-    write
-        .write_all(&line)
-        .await
-        .map_err(|e| io_error("send", path, e))?;
+    // An agent that refuses the connection (busy, not allowed) answers and closes at once; the
+    // write may then fail, and the answer is still there to read.
+    let sent = write.write_all(&line).await;
     let mut reader = BufReader::new(read);
-    let line = match read_line(&mut reader, MAX_RESPONSE_LINE)
-        .await
-        .map_err(|e| io_error("receive", path, e))?
-    {
-        Line::Text(t) => t,
-        Line::Eof => {
+    let answer = read_line(&mut reader, MAX_RESPONSE_LINE).await;
+    let line = match (sent, answer) {
+        (_, Ok(Line::Text(t))) => t,
+        (Err(e), _) => return Err(io_error("send", path, e)),
+        (Ok(()), Err(e)) => return Err(io_error("receive", path, e)),
+        (Ok(()), Ok(Line::Eof)) => {
             return Err(ApiError::Protocol {
                 path: path.into(),
                 detail: "connection closed without an answer".into(),
             });
         }
-        Line::TooLong => {
+        (Ok(()), Ok(Line::TooLong)) => {
             return Err(ApiError::Protocol {
                 path: path.into(),
                 detail: format!("answer longer than {MAX_RESPONSE_LINE} bytes"),

@@ -159,13 +159,13 @@ impl ApiServer {
                 match refusals.clone().try_acquire_owned() {
                     Ok(permit) => {
                         connections.spawn(async move {
-                            refuse_busy(stream).await;
+                            refuse(stream, BUSY_MESSAGE).await;
                             drop(permit);
                         });
                     }
                     // The answer still goes out; a client may see a reset after it.
                     Err(_) => {
-                        let _ = stream.try_write(&busy_line());
+                        let _ = stream.try_write(&error_line(BUSY_MESSAGE));
                     }
                 }
                 continue;
@@ -201,11 +201,11 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
     ) || e.kind() == io::ErrorKind::Interrupted
 }
 
-/// Answers [`BUSY_MESSAGE`] at once (a fresh socket's send buffer takes the short line), then
-/// reads the request it refuses for at most [`REFUSE_LINGER`] so that closing does not reset
-/// the connection before the client has read the answer.
-async fn refuse_busy(mut stream: UnixStream) {
-    if stream.try_write(&busy_line()).is_err() {
+/// Answers `message` at once (a fresh socket's send buffer takes the short line), then reads
+/// the request it refuses for at most [`REFUSE_LINGER`]: closing first would make the client's
+/// write of its request fail (EPIPE) before it reads the answer, or reset the connection.
+async fn refuse(mut stream: UnixStream, message: &str) {
+    if stream.try_write(&error_line(message)).is_err() {
         return;
     }
     let drain = async {
@@ -221,8 +221,8 @@ async fn refuse_busy(mut stream: UnixStream) {
     let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
 }
 
-fn busy_line() -> Vec<u8> {
-    let mut line = serde_json::to_vec(&Response::error(BUSY_MESSAGE)).expect("serializable");
+fn error_line(message: &str) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Response::error(message)).expect("serializable");
     line.push(b'\n');
     line
 }
@@ -253,12 +253,11 @@ async fn write_response(stream: &mut (impl AsyncWriteExt + Unpin), r: &Response)
 }
 
 async fn serve_connection(stream: UnixStream, handler: mpsc::Sender<ApiCall>) -> io::Result<()> {
-    let allowed = peer_allowed(&stream);
-    let (read, mut write) = stream.into_split();
-    if !allowed {
-        let r = Response::error("permission denied: the xlb API is for root only");
-        return write_response(&mut write, &r).await;
+    if !peer_allowed(&stream) {
+        refuse(stream, "permission denied: the xlb API is for root only").await;
+        return Ok(());
     }
+    let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
         let line = match tokio::time::timeout(

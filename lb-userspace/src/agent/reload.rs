@@ -418,7 +418,8 @@ mod tests {
             let _ = std::fs::remove_dir(&path);
             make(&path);
         };
-        let cases: [(&str, &dyn Fn(&std::path::Path)); 4] = [
+        type Make<'a> = &'a dyn Fn(&std::path::Path);
+        let cases: [(&str, Make); 4] = [
             ("is a directory, not a regular file", &|p| {
                 std::fs::create_dir(p).unwrap()
             }),

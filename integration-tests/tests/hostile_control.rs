@@ -13,6 +13,8 @@
 //!   problem, the maps exactly as before.
 //! - Log: the agent's stdout and stderr on `/dev/full` (every log line fails to write): it
 //!   runs, reloads, follows a backend's failure and recovery, and answers.
+//! - Interface: the LB's `eth0` set down and up twice: each change logged once, the XDP
+//!   program still attached, and the VIP answering again.
 //!
 //! Each test builds its own testbed (unique names and pin directory) and removes it at the
 //! end, also on failure. Needs root and bpffs: fails loudly rather than skip.
@@ -36,7 +38,7 @@ use lb_userspace::api::{MapState, Response, StatusReport};
 use lb_userspace::maps::MapStore;
 use xlb_testkit::testbed::load_faults::API_BOUND;
 use xlb_testkit::testbed::probe::{ApiProbe, Latency, rss_kib};
-use xlb_testkit::testbed::{Mode, Options, Testbed, VipSpec};
+use xlb_testkit::testbed::{Mode, Options, Testbed, VipSpec, ip_in, tail, udp_ask};
 
 /// `nobody` on Debian-like systems: a uid with no rights on the socket.
 const NOBODY: u32 = 65534;
@@ -559,4 +561,63 @@ fn an_agent_logging_to_a_full_disk_keeps_running_and_answering() {
         Response::Status(_)
     ));
     eprintln!("agent on /dev/full: 20 reloads, a backend down and up, still answering ({state})");
+}
+
+#[test]
+fn the_interface_going_down_and_up_is_logged_once_each_and_the_program_stays_attached() {
+    let vip = VipSpec::udp(Mode::Ipip, false);
+    let tb = testbed_with_agent("hostile-link", "", std::slice::from_ref(&vip));
+    let dst = vip.socket_addr();
+    let ask = || {
+        tb.client
+            .enter(move || udp_ask(dst, Duration::from_millis(500)))
+            .is_ok()
+    };
+    assert!(ask(), "the VIP does not answer before the test");
+    let lb = tb.lb.name.clone();
+    for round in 0..2 {
+        ip_in(&lb, &["link", "set", "eth0", "down"]);
+        thread::sleep(Duration::from_secs(1));
+        assert!(
+            !ask(),
+            "round {round}: the VIP answered through a down interface"
+        );
+        ip_in(&lb, &["link", "set", "eth0", "up"]);
+        let started = Instant::now();
+        // Bounded: the link, the backends' neighbours and their ring slots come back.
+        while !ask() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "round {round}: the VIP did not answer again within 20 s: {}",
+                tail(&tb.agent_log_path(), 30)
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!(
+            "round {round}: answering again {:.1} s after `up`",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let show = ip_in(&lb, &["-d", "link", "show", "eth0"]);
+    assert!(show.contains("xdp"), "the XDP program is gone: {show}");
+    // Every notification of a change triggers a resolution; the log says each change once.
+    thread::sleep(Duration::from_secs(1));
+    let log = std::fs::read_to_string(tb.agent_log_path()).unwrap();
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("interface eth0") || l.contains(": neighbour"))
+    {
+        eprintln!("agent: {l}");
+    }
+    assert_eq!(
+        (
+            count("interface eth0 is down or lost its carrier"),
+            count("interface eth0 is up again")
+        ),
+        (2, 2),
+        "{}",
+        tail(&tb.agent_log_path(), 40)
+    );
+    assert_eq!(count("has no XDP program"), 0, "{log}");
 }

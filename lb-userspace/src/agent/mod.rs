@@ -15,6 +15,7 @@ mod announce;
 mod continuity;
 mod event_loop;
 mod handlers;
+mod link_watch;
 mod neighbour_book;
 mod neighbours;
 mod reload;

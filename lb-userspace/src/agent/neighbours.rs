@@ -9,17 +9,21 @@ use std::net::IpAddr;
 
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::metrics::AgentMetrics;
 use crate::netlink::{Link, NetWatch, Netlink, NetlinkError};
 use crate::reconcile::NetInfo;
 
+use super::link_watch::{LinkEvent, LinkWatch};
 use super::neighbour_book::{NeighbourBook, Outcome};
 
-/// What one run reports: each backend's outcome, and the interface as found.
+/// What one run reports: each backend's outcome, the interface as found, and whether an XDP
+/// program is attached to it (`None`: could not be asked).
 pub(super) struct Resolved {
     outcomes: BTreeMap<IpAddr, Outcome>,
     link: Link,
+    xdp: Option<bool>,
 }
 
 /// Starts resolutions and remembers one asked for while another runs.
@@ -30,11 +34,18 @@ pub(super) struct Resolver {
     busy: bool,
     again: bool,
     book: NeighbourBook,
+    link_watch: LinkWatch,
+    metrics: AgentMetrics,
 }
 
 impl Resolver {
     /// Results of background runs are sent on `tx`.
-    pub(super) fn new(netlink: Netlink, link: Link, tx: mpsc::Sender<Resolved>) -> Self {
+    pub(super) fn new(
+        netlink: Netlink,
+        link: Link,
+        tx: mpsc::Sender<Resolved>,
+        metrics: AgentMetrics,
+    ) -> Self {
         Self {
             netlink,
             link,
@@ -42,6 +53,8 @@ impl Resolver {
             busy: false,
             again: false,
             book: NeighbourBook::default(),
+            link_watch: LinkWatch::default(),
+            metrics,
         }
     }
 
@@ -79,7 +92,19 @@ impl Resolver {
     }
 
     /// Folds a run into the book and logs what changed since the last one.
-    fn settle(&mut self, Resolved { outcomes, link }: Resolved) -> NetInfo {
+    fn settle(
+        &mut self,
+        Resolved {
+            outcomes,
+            link,
+            xdp,
+        }: Resolved,
+    ) -> NetInfo {
+        for event in self.link_watch.observe(&link, xdp) {
+            self.metrics
+                .record_interface_event(&link.name, event.name());
+            log_link_event(&link.name, event);
+        }
         let (macs, transitions) = self.book.update(outcomes);
         for t in transitions {
             if t.is_problem() {
@@ -125,6 +150,16 @@ impl NetJob {
                 self.link
             }
         };
+        let xdp = match self.netlink.link_status(&link.name).await {
+            Ok(s) => Some(s.xdp.is_some()),
+            Err(e) => {
+                warn!(
+                    "interface {}: cannot read its XDP attachment: {e}",
+                    link.name
+                );
+                None
+            }
+        };
         let lookups = self.targets.keys().map(|a| self.netlink.resolve(*a));
         let results = join_all(lookups).await;
         let outcomes = self
@@ -151,7 +186,26 @@ impl NetJob {
                 (*addr, outcome)
             })
             .collect();
-        Resolved { outcomes, link }
+        Resolved {
+            outcomes,
+            link,
+            xdp,
+        }
+    }
+}
+
+fn log_link_event(name: &str, event: LinkEvent) {
+    match event {
+        LinkEvent::Down => warn!(
+            "interface {name} is down or lost its carrier: nothing is forwarded until it is \
+             up again (the XDP program stays attached)"
+        ),
+        LinkEvent::Up => info!("interface {name} is up again: forwarding resumes"),
+        LinkEvent::XdpDetached => error!(
+            "interface {name} has no XDP program any more (deleted and re-created, or replaced \
+             by another tool): nothing is load-balanced; restart the agent to attach it again"
+        ),
+        LinkEvent::XdpAttached => info!("interface {name} has an XDP program again"),
     }
 }
 

@@ -126,8 +126,8 @@ pub(super) async fn run(
                 agent.request_net();
             }
             _ = refresh.tick() => agent.request_net(),
-            Some((net, link)) = inputs.resolved.recv() => {
-                let again = resolver.finished(link);
+            Some(resolved) = inputs.resolved.recv() => {
+                let (net, again) = resolver.finished(resolved);
                 agent.net_resolved(net);
                 if again {
                     agent.request_net();

@@ -17,6 +17,8 @@ mod event_loop;
 #[cfg(test)]
 mod fuzz;
 mod handlers;
+mod link_watch;
+mod neighbour_book;
 mod neighbours;
 mod reload;
 mod shutdown;

@@ -403,4 +403,56 @@ mod tests {
             message
         );
     }
+
+    /// Whatever replaces the file (a directory, a FIFO nobody writes, a runaway file, garbage
+    /// bytes), a reload answers at once with what is wrong and the running config stays.
+    #[tokio::test]
+    async fn a_file_replaced_by_something_else_is_refused_quickly_and_the_config_stays() {
+        let file = ConfigFile::new("reload-replaced");
+        let mut a = running(&file);
+        let before = maps(&a);
+        let running_file = a.file.clone();
+        let path = file.path().to_owned();
+        let replace = |make: &dyn Fn(&std::path::Path)| {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(&path);
+            make(&path);
+        };
+        type Make<'a> = &'a dyn Fn(&std::path::Path);
+        let cases: [(&str, Make); 4] = [
+            ("is a directory, not a regular file", &|p| {
+                std::fs::create_dir(p).unwrap()
+            }),
+            ("is a FIFO, not a regular file", &|p| {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path; mkfifo reads it only.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            }),
+            ("is larger than 1024 KiB", &|p| {
+                std::fs::File::create(p).unwrap().set_len(64 << 20).unwrap()
+            }),
+            ("is not UTF-8 text", &|p| {
+                std::fs::write(p, b"\x00\xff\xfe garbage \x80").unwrap()
+            }),
+        ];
+        for (expected, make) in cases {
+            replace(make);
+            let started = std::time::Instant::now();
+            let Response::Error { message } = reload(&mut a) else {
+                panic!("a file that {expected} was accepted");
+            };
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(1),
+                "{expected}"
+            );
+            assert!(
+                message.starts_with("reload refused, running state unchanged: "),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{message}");
+            assert_eq!(a.file, running_file);
+            assert_eq!(maps(&a), before);
+        }
+        let _ = std::fs::remove_dir(&path);
+    }
 }

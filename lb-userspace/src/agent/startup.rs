@@ -77,7 +77,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let metrics = AgentMetrics::new();
     metrics.set_flow_table_capacity(flows::flow_capacity(flows::flow_sets(opts.flow_table_size)));
     let (net_tx, net_rx) = mpsc::channel::<Resolved>(4);
-    let mut resolver = Resolver::new(netlink, link, net_tx);
+    let mut resolver = Resolver::new(netlink, link, net_tx, metrics.clone());
 
     let mut agent = Agent::new(
         config_path.to_path_buf(),

@@ -10,21 +10,39 @@ use tokio::net::UnixStream;
 use super::ANSWER_TIMEOUT;
 use super::error::{ApiError, io_error};
 use super::line::{Line, read_line};
+use super::server::BUSY_MESSAGE;
 use super::types::{Request, Response};
 
 /// Longest response line a client accepts (a status report of many VIPs is large).
 pub const MAX_RESPONSE_LINE: usize = 64 * 1024 * 1024;
 
+/// How long [`call`] keeps retrying a request the agent refused as busy (never read, so safe
+/// to send again) before it returns that refusal.
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(2);
+
 /// Sends one request to the agent on `path` and returns its answer. An agent-side failure is
 /// `Ok(Response::Error)`; `Err` means the request did not get through.
 pub async fn call(path: &Path, req: &Request) -> Result<Response, ApiError> {
     let timeout = ANSWER_TIMEOUT + Duration::from_secs(5);
-    match tokio::time::timeout(timeout, call_inner(path, req)).await {
-        Ok(r) => r,
-        Err(_) => Err(ApiError::Timeout {
-            path: path.into(),
-            timeout,
-        }),
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let r = match tokio::time::timeout(timeout, call_inner(path, req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::Timeout {
+                path: path.into(),
+                timeout,
+            }),
+        };
+        match &r {
+            Ok(Response::Error { message })
+                if message == BUSY_MESSAGE && started.elapsed() + pause < BUSY_RETRY_FOR =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            _ => return r,
+        }
     }
 }
 
@@ -43,23 +61,22 @@ async fn call_inner(path: &Path, req: &Request) -> Result<Response, ApiError> {
         detail: e.to_string(),
     })?;
     line.push(b'\n');
-    write
-        .write_all(&line)
-        .await
-        .map_err(|e| io_error("send", path, e))?;
+    // An agent that refuses the connection (busy, not allowed) answers and closes at once; the
+    // write may then fail, and the answer is still there to read.
+    let sent = write.write_all(&line).await;
     let mut reader = BufReader::new(read);
-    let line = match read_line(&mut reader, MAX_RESPONSE_LINE)
-        .await
-        .map_err(|e| io_error("receive", path, e))?
-    {
-        Line::Text(t) => t,
-        Line::Eof => {
+    let answer = read_line(&mut reader, MAX_RESPONSE_LINE).await;
+    let line = match (sent, answer) {
+        (_, Ok(Line::Text(t))) => t,
+        (Err(e), _) => return Err(io_error("send", path, e)),
+        (Ok(()), Err(e)) => return Err(io_error("receive", path, e)),
+        (Ok(()), Ok(Line::Eof)) => {
             return Err(ApiError::Protocol {
                 path: path.into(),
                 detail: "connection closed without an answer".into(),
             });
         }
-        Line::TooLong => {
+        (Ok(()), Ok(Line::TooLong)) => {
             return Err(ApiError::Protocol {
                 path: path.into(),
                 detail: format!("answer longer than {MAX_RESPONSE_LINE} bytes"),

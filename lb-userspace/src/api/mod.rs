@@ -40,7 +40,10 @@ mod types;
 pub use client::{MAX_RESPONSE_LINE, call};
 pub use error::ApiError;
 pub use request::parse_request;
-pub use server::{ApiServer, CLOSE_GRACE, MAX_CONNECTIONS, MAX_REQUEST_LINE, READ_TIMEOUT, serve};
+pub use server::{
+    ApiServer, BUSY_MESSAGE, CLOSE_GRACE, MAX_CONNECTIONS, MAX_REQUEST_LINE, READ_TIMEOUT,
+    WRITE_TIMEOUT, serve,
+};
 pub use status::StatusInputs;
 pub use types::{
     AgentInfo, ApiCall, BackendStatus, HealthStatus, MapState, ReloadInfo, Request, Response,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -18,10 +18,24 @@ use super::types::{ApiCall, Request, Response};
 
 /// Longest request line accepted, newline excluded.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
-/// A connection that sends nothing for this long is closed.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; more wait in the listen backlog.
+/// A request line must arrive whole within this time, counted from the connection's start or
+/// the previous answer: a total, not a per-read timeout, so a client trickling a byte a second
+/// (or idling) holds a connection slot at most this long. A request is one short line that the
+/// `xlb` CLI writes at once.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer must be written within this time, so a client that does not read does not hold
+/// a slot either.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once. Past it, a new connection gets [`BUSY_MESSAGE`] at once and is
+/// closed, rather than waiting in the listen backlog behind slow clients.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The error answer of a connection refused because every slot is taken; its request was
+/// never acted on, so a client may retry it.
+pub const BUSY_MESSAGE: &str = "busy: all 64 API connections are in use; try again";
+/// How long a refused connection is read from (and discarded) before it is closed: closing a
+/// Unix socket with unread data resets it, and the client would see ECONNRESET instead of
+/// [`BUSY_MESSAGE`].
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
 /// How long a closing server lets open connections finish writing their answers (the agent
 /// answers `xlb stop` last, just before it closes the API).
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -116,13 +130,12 @@ impl ApiServer {
     /// it is still ours).
     pub async fn serve(self, handler: mpsc::Sender<ApiCall>) -> Result<(), ApiError> {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // Refusals in progress are bounded too; past them a connection is closed at once.
+        let refusals = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = tokio::task::JoinSet::new();
+        // Refusals are logged once per episode of saturation, not per connection.
+        let mut saturated = false;
         let result = loop {
-            let permit = tokio::select! {
-                _ = handler.closed() => break Ok(()),
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            };
             let stream = tokio::select! {
                 _ = handler.closed() => break Ok(()),
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
@@ -136,6 +149,30 @@ impl ApiServer {
                     Err(e) => break Err(io_error("accept", &self.path, e)),
                 },
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                if !std::mem::replace(&mut saturated, true) {
+                    tracing::warn!(
+                        "all {MAX_CONNECTIONS} API connections are in use: refusing new ones \
+                         until one ends (a client that does not finish its requests?)"
+                    );
+                }
+                match refusals.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        connections.spawn(async move {
+                            refuse(stream, BUSY_MESSAGE).await;
+                            drop(permit);
+                        });
+                    }
+                    // The answer still goes out; a client may see a reset after it.
+                    Err(_) => {
+                        let _ = stream.try_write(&error_line(BUSY_MESSAGE));
+                    }
+                }
+                continue;
+            };
+            if std::mem::replace(&mut saturated, false) {
+                tracing::info!("API connections available again");
+            }
             let handler = handler.clone();
             connections.spawn(async move {
                 if let Err(e) = serve_connection(stream, handler).await {
@@ -164,6 +201,32 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
     ) || e.kind() == io::ErrorKind::Interrupted
 }
 
+/// Answers `message` at once (a fresh socket's send buffer takes the short line), then reads
+/// the request it refuses for at most [`REFUSE_LINGER`]: closing first would make the client's
+/// write of its request fail (EPIPE) before it reads the answer, or reset the connection.
+async fn refuse(mut stream: UnixStream, message: &str) {
+    if stream.try_write(&error_line(message)).is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            total += n;
+            if buf[..n].contains(&b'\n') || total > MAX_REQUEST_LINE {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_LINGER, drain).await;
+}
+
+fn error_line(message: &str) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Response::error(message)).expect("serializable");
+    line.push(b'\n');
+    line
+}
+
 /// Whether a peer may use the API: root, or the agent's own user.
 fn peer_allowed(stream: &UnixStream) -> bool {
     match stream.peer_cred() {
@@ -176,17 +239,25 @@ fn peer_allowed(stream: &UnixStream) -> bool {
 async fn write_response(stream: &mut (impl AsyncWriteExt + Unpin), r: &Response) -> io::Result<()> {
     let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line).await?;
-    stream.flush().await
+    let write = async {
+        stream.write_all(&line).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not read its answer",
+        )),
+    }
 }
 
 async fn serve_connection(stream: UnixStream, handler: mpsc::Sender<ApiCall>) -> io::Result<()> {
-    let allowed = peer_allowed(&stream);
-    let (read, mut write) = stream.into_split();
-    if !allowed {
-        let r = Response::error("permission denied: the xlb API is for root only");
-        return write_response(&mut write, &r).await;
+    if !peer_allowed(&stream) {
+        refuse(stream, "permission denied: the xlb API is for root only").await;
+        return Ok(());
     }
+    let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
         let line = match tokio::time::timeout(
@@ -458,5 +529,140 @@ mod tests {
         let _ = task.await;
         agent.abort();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A server on a fresh socket with the fake agent; (path, server, agent) for clean-up.
+    async fn running(name: &str) -> (PathBuf, PathBuf, Vec<tokio::task::JoinHandle<()>>) {
+        let dir = temp_dir(name);
+        let path = dir.join("xlb.sock");
+        let server = ApiServer::bind(&path).await.unwrap();
+        let (tx, agent) = fake_agent();
+        let task = tokio::spawn(async move {
+            let _ = server.serve(tx).await;
+        });
+        let agent = tokio::spawn(async move {
+            let _ = agent.await;
+        });
+        (dir, path, vec![task, agent])
+    }
+
+    async fn stop(dir: PathBuf, tasks: Vec<tokio::task::JoinHandle<()>>) {
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_busy_message_names_the_limit() {
+        assert!(BUSY_MESSAGE.contains(&format!(" {MAX_CONNECTIONS} ")));
+    }
+
+    /// A byte a second never completes a request: the deadline is per request, not per read,
+    /// so the connection is closed READ_TIMEOUT after it opened.
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_client_is_cut_off_at_the_request_deadline() {
+        let (dir, path, tasks) = running("trickle").await;
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (mut read, mut write) = s.into_split();
+        let started = tokio::time::Instant::now();
+        let trickle = tokio::spawn(async move {
+            let request = b"{\"op\":\"status\"}";
+            // Bounded: well past the deadline, then give up.
+            for i in 0..(2 * READ_TIMEOUT.as_secs() as usize) {
+                let byte = request.get(i).copied().unwrap_or(b' ');
+                if write.write_all(&[byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let mut buf = Vec::new();
+        // EOF without an answer: the server closed the connection.
+        assert_eq!(read.read_to_end(&mut buf).await.unwrap(), 0);
+        let held = started.elapsed();
+        // The documented limit: 10 s per request, whatever the client does.
+        assert!(
+            held >= READ_TIMEOUT && held <= Duration::from_secs(11),
+            "held {held:?}"
+        );
+        trickle.abort();
+        stop(dir, tasks).await;
+    }
+
+    /// The server writes answers to a client that sends requests but never reads them: once
+    /// the socket buffers are full, the write deadline closes the connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_cut_off_at_the_write_deadline() {
+        let (dir, path, tasks) = running("no-read").await;
+        let s = UnixStream::connect(&path).await.unwrap();
+        let (mut read, mut write) = s.into_split();
+        // Status answers of about 1 KiB each, for 17-byte requests: what the server must write
+        // far exceeds the socket buffers (wmem_max is 4 MiB) while the requests fit at once.
+        let answer = serde_json::to_vec(&Response::Status(sample_report())).unwrap();
+        let count = (8 << 20) / answer.len() + 1;
+        let requests = b"{\"op\":\"status\"}\n".repeat(count);
+        let sender = tokio::spawn(async move {
+            let _ = write.write_all(&requests).await;
+        });
+        // The documented limit: an answer not taken within 10 s ends the connection.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        // The server closed the connection: the answers it wrote, then EOF, or a reset (it
+        // closed with requests unread).
+        let mut answers = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        let drained = tokio::time::timeout(Duration::from_millis(10), async {
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => answers.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the connection stayed open");
+        let n = answers.iter().filter(|b| **b == b'\n').count();
+        assert!(n < count, "all {n} answers were written: nothing blocked");
+        sender.abort();
+        stop(dir, tasks).await;
+    }
+
+    #[tokio::test]
+    async fn when_every_slot_is_taken_a_new_connection_is_refused_at_once() {
+        let (dir, path, tasks) = running("busy").await;
+        // Idle connections, accepted in order: they take every slot.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        let started = std::time::Instant::now();
+        let lines = raw_exchange(&path, b"{\"op\":\"status\"}\n").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .map(|l| serde_json::from_str::<Response>(l).unwrap())
+                .collect::<Vec<_>>(),
+            [Response::error(BUSY_MESSAGE)]
+        );
+        // The client retries a busy refusal: a slot freed meanwhile serves it.
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(idle.pop());
+            idle
+        });
+        assert_eq!(
+            call(&path, &Request::Status).await.unwrap(),
+            Response::Status(sample_report())
+        );
+        drop(freer.await.unwrap());
+        stop(dir, tasks).await;
     }
 }

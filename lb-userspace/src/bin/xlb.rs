@@ -1,5 +1,6 @@
 //! `xlb`: the agent and the operator's CLI. Thin: parse arguments, dispatch, print errors.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -216,6 +217,9 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        // A log that cannot be written (disk full, closed pipe) loses the line; reporting that
+        // on stderr, the very writer that failed, would panic in `eprintln!`.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -245,7 +249,8 @@ fn main() -> ExitCode {
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xlb: {e:#}");
+            // Not `eprintln!`, which panics when stderr cannot be written.
+            let _ = writeln!(std::io::stderr(), "xlb: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::defaults::{INTERVAL_RANGE, MAX_VIPS_RANGE};
 use super::duration::fmt_duration;
 use super::family::FamilyError;
+use super::file::FileProblem;
 use crate::model::VipId;
 
 /// One problem with the configuration. `Display` is `path: what is wrong: what to do`.
@@ -20,6 +21,8 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    #[error("{}: {reason}", file.display())]
+    Unreadable { file: PathBuf, reason: FileProblem },
     /// TOML syntax or shape (unknown key, wrong type, unknown enum value, missing key). `path`
     /// is empty for pure syntax errors; `error` carries toml's line/column snippet.
     #[error("{}", syntax_message(path, error, None))]
@@ -272,7 +275,7 @@ impl ConfigError {
     pub fn path(&self) -> &str {
         use ConfigError::*;
         match self {
-            Read { .. } => "",
+            Read { .. } | Unreadable { .. } => "",
             Syntax { path, .. }
             | DateTime { path, .. }
             | TooLong { path, .. }

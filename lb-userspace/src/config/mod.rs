@@ -19,6 +19,7 @@ mod diff;
 mod duration;
 mod error;
 mod family;
+mod file;
 mod raw;
 #[cfg(test)]
 mod test_support;
@@ -32,6 +33,7 @@ pub use diff::{AgentField, ConfigDiff, VipChange, VipField, WeightChange, diff};
 pub use duration::{fmt_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Warning};
 pub use family::{FamilyError, check_added_backend, check_backend_family};
+pub use file::{FileProblem, MAX_CONFIG_BYTES, read_config_file};
 pub use raw::{
     RawAgent, RawAnnounce, RawBackend, RawCheckKind, RawConfig, RawHealth, RawInterface, RawMode,
     RawNoBackend, RawProto, RawVip, RawXdpMode,
@@ -116,13 +118,9 @@ pub fn load_str(text: &str, env: &dyn Environment) -> Result<Validated, ConfigEr
     validate(parse(text)?, env)
 }
 
-/// Read, parse and validate a config file.
+/// Read (see [`read_config_file`] for what is refused), parse and validate a config file.
 pub fn load(path: &Path, env: &dyn Environment) -> Result<Validated, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_owned(),
-        source,
-    })?;
-    load_str(&text, env)
+    load_str(&read_config_file(path)?, env)
 }
 
 #[cfg(test)]

@@ -34,6 +34,12 @@ pub(super) struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct InterfaceEventLabels {
+    interface: String,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ResultLabel {
     result: &'static str,
 }
@@ -64,6 +70,7 @@ pub(super) struct AgentInner {
     pub(super) ring_rebuilds: Counter,
     pub(super) ring_rebuild_duration: Histogram,
     pub(super) reloads: Family<ResultLabel, Counter>,
+    pub(super) interface_events: Family<InterfaceEventLabels, Counter>,
     pub(super) probe_duration: ProbeHistograms,
     pub(super) probes: Family<ProbeLabels, Counter>,
     pub(super) state: Mutex<AgentState>,
@@ -96,6 +103,7 @@ impl AgentMetrics {
                 // 100 µs .. ~3.3 s.
                 ring_rebuild_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
                 reloads,
+                interface_events: Family::default(),
                 probe_duration: Family::new_with_constructor(probe_histogram as fn() -> Histogram),
                 probes: Family::default(),
                 state: Mutex::new(AgentState::default()),
@@ -121,6 +129,17 @@ impl AgentMetrics {
         self.inner
             .reloads
             .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A change of the XDP interface (`down`, `up`, `xdp_detached`, `xdp_attached`).
+    pub fn record_interface_event(&self, interface: &str, event: &'static str) {
+        self.inner
+            .interface_events
+            .get_or_create(&InterfaceEventLabels {
+                interface: interface.to_owned(),
+                event,
+            })
             .inc();
     }
 

@@ -66,6 +66,11 @@ impl Exporter {
             inner.reloads.clone(),
         );
         registry.register(
+            "xlb_interface_events",
+            "Changes of the XDP interface seen by the agent: down, up, xdp_detached, xdp_attached",
+            inner.interface_events.clone(),
+        );
+        registry.register(
             "xlb_health_check_duration_seconds",
             "Duration of each health probe, successful or not",
             inner.probe_duration.clone(),
@@ -294,6 +299,9 @@ pub(super) mod tests {
         agent.record_reload(true);
         agent.record_reload(false);
         agent.record_reload(false);
+        agent.record_interface_event("eth0", "down");
+        agent.record_interface_event("eth0", "up");
+        agent.record_interface_event("eth0", "down");
         let v = vip("tcp/203.0.113.10:80");
         let b: IpAddr = "198.51.100.1".parse().unwrap();
         agent.record_probe(&v, b, true, Duration::from_millis(2));
@@ -307,6 +315,8 @@ pub(super) mod tests {
             r#"xlb_ring_rebuild_duration_seconds_bucket{le="0.0016"} 0"#.into(),
             r#"xlb_config_reloads_total{result="ok"} 1"#.into(),
             r#"xlb_config_reloads_total{result="error"} 2"#.into(),
+            r#"xlb_interface_events_total{interface="eth0",event="down"} 2"#.into(),
+            r#"xlb_interface_events_total{interface="eth0",event="up"} 1"#.into(),
             format!(r#"xlb_health_checks_total{{{L},result="ok"}} 1"#),
             format!(r#"xlb_health_checks_total{{{L},result="fail"}} 1"#),
             format!("xlb_health_check_duration_seconds_count{{{L}}} 2"),

@@ -40,6 +40,7 @@
 //! | `xlb_ring_rebuilds_total` | counter | | VIP rings rewritten by applies (one per VIP whose ring changed) |
 //! | `xlb_ring_rebuild_duration_seconds` | histogram | | duration of each apply that rewrote at least one ring (the whole apply: plan, Maglev builds and map writes) |
 //! | `xlb_config_reloads_total` | counter | result = `ok` \| `error` | config reload requests and their outcome |
+//! | `xlb_interface_events_total` | counter | interface, event = `down` \| `up` \| `xdp_detached` \| `xdp_attached` | changes of the XDP interface, counted (and logged) once each: down means administratively down or without carrier; `xdp_detached` means the program is gone (restart the agent); no series before the first |
 //! | `xlb_health_check_duration_seconds` | histogram | vip, backend | duration of every probe, successful or not (a timed-out probe lands in the bucket of its timeout) |
 //! | `xlb_health_checks_total` | counter | vip, backend, result = `ok` \| `fail` | probes and their raw (undamped) outcome |
 //! | `xlb_vip_announced` | gauge | vip | with `[announce]`: 1 when this node's route for the VIP's address is in place |

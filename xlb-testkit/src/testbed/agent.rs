@@ -71,6 +71,28 @@ impl Testbed {
         self.agent = Some(child);
     }
 
+    /// As [`Testbed::start_agent`], with the agent's stdout and stderr on `output` (opened for
+    /// writing: `/dev/full` to test a full disk) instead of a log file.
+    pub fn start_agent_output_to(&mut self, xlb: &Path, config: &Path, output: &Path) {
+        assert!(self.agent.is_none(), "an agent is already running");
+        self.agents_started += 1;
+        let out = fs::OpenOptions::new()
+            .write(true)
+            .open(output)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", output.display()));
+        let child = spawn_agent_with(
+            &self.lb,
+            xlb,
+            config,
+            out,
+            None,
+            &self.api_socket(),
+            None,
+            &mut self.res,
+        );
+        self.agent = Some(child);
+    }
+
     pub fn agent_log_path(&self) -> PathBuf {
         self.work_dir
             .join(format!("agent-{}.log", self.agents_started))
@@ -172,11 +194,28 @@ pub(super) fn spawn_agent(
     node: Option<&str>,
     res: &mut Resources,
 ) -> Child {
+    let log = fs::File::create(log_path).unwrap();
+    spawn_agent_with(ns, xlb, config, log, Some(log_path), socket, node, res)
+}
+
+/// [`spawn_agent`] with its output on `log`, whose path (for the panic messages) is `log_path`
+/// when it is a file worth reading back.
+#[allow(clippy::too_many_arguments)]
+fn spawn_agent_with(
+    ns: &Netns,
+    xlb: &Path,
+    config: &Path,
+    log: fs::File,
+    log_path: Option<&Path>,
+    socket: &Path,
+    node: Option<&str>,
+    res: &mut Resources,
+) -> Child {
     let (what, who) = match node {
         Some(n) => (format!("{n} xlb agent"), format!("{n}: the agent")),
         None => ("xlb agent".to_owned(), "the agent".to_owned()),
     };
-    let log = fs::File::create(log_path).unwrap();
+    let tail = |n| log_path.map_or_else(|| "(output not kept)".to_owned(), |p| tail(p, n));
     let mut child = ns
         .command(xlb)
         .arg("run")
@@ -192,7 +231,7 @@ pub(super) fn spawn_agent(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{who} exited ({status}): {}", tail(log_path, 30));
+            panic!("{who} exited ({status}): {}", tail(30));
         }
         if matches!(
             block_on(api::call(socket, &Request::Status)),
@@ -202,10 +241,7 @@ pub(super) fn spawn_agent(
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!(
-                "{who}'s API did not answer within 30 s: {}",
-                tail(log_path, 30)
-            );
+            panic!("{who}'s API did not answer within 30 s: {}", tail(30));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

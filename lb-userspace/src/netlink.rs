@@ -164,6 +164,18 @@ pub enum NetEvent {
     Overrun,
 }
 
+impl NetEvent {
+    /// Its metrics label (`metrics::NETLINK_EVENT_KINDS`).
+    pub const fn kind(self) -> &'static str {
+        match self {
+            NetEvent::Link => "link",
+            NetEvent::Neigh => "neigh",
+            NetEvent::Route => "route",
+            NetEvent::Overrun => "overrun",
+        }
+    }
+}
+
 /// Aborts a spawned task when the last owner goes away.
 #[derive(Debug)]
 struct TaskGuard(Vec<JoinHandle<()>>);
@@ -694,6 +706,21 @@ mod tests {
     use rtnetlink::packet_core::NetlinkHeader;
 
     use super::*;
+
+    #[test]
+    fn every_event_kind_has_its_metrics_series() {
+        for e in [
+            NetEvent::Link,
+            NetEvent::Neigh,
+            NetEvent::Route,
+            NetEvent::Overrun,
+        ] {
+            assert!(
+                crate::metrics::NETLINK_EVENT_KINDS.contains(&e.kind()),
+                "{e:?}"
+            );
+        }
+    }
 
     fn route(kind: RouteType, attrs: Vec<RouteAttribute>) -> RouteMessage {
         let mut r = RouteMessage::default();

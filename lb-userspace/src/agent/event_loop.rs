@@ -115,8 +115,11 @@ pub(super) async fn run(
                 match ev {
                     Some(ev) => {
                         debug!(?ev, "kernel table changed");
+                        agent.metrics.record_netlink_event(ev.kind());
                         // Coalesce a burst of notifications into one re-resolution.
-                        while inputs.watch.try_recv().is_some() {}
+                        while let Some(ev) = inputs.watch.try_recv() {
+                            agent.metrics.record_netlink_event(ev.kind());
+                        }
                     }
                     None => {
                         warn!("netlink notifications stopped: subscribing again");
@@ -128,6 +131,7 @@ pub(super) async fn run(
             _ = refresh.tick() => agent.request_net(),
             Some(resolved) = inputs.resolved.recv() => {
                 let (net, again) = resolver.finished(resolved);
+                agent.metrics.record_net_resolution();
                 agent.net_resolved(net);
                 if again {
                     agent.request_net();

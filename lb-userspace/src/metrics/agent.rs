@@ -40,6 +40,11 @@ pub(super) struct InterfaceEventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ResultLabel {
     result: &'static str,
 }
@@ -50,6 +55,9 @@ fn probe_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
+
+/// The kinds of kernel notification the agent counts (`crate::netlink::NetEvent`).
+pub const NETLINK_EVENT_KINDS: [&str; 4] = ["link", "neigh", "route", "overrun"];
 
 /// What the agent knows that the maps do not say.
 #[derive(Debug, Default)]
@@ -71,6 +79,8 @@ pub(super) struct AgentInner {
     pub(super) ring_rebuild_duration: Histogram,
     pub(super) reloads: Family<ResultLabel, Counter>,
     pub(super) interface_events: Family<InterfaceEventLabels, Counter>,
+    pub(super) netlink_events: Family<KindLabel, Counter>,
+    pub(super) net_resolutions: Counter,
     pub(super) probe_duration: ProbeHistograms,
     pub(super) probes: Family<ProbeLabels, Counter>,
     pub(super) state: Mutex<AgentState>,
@@ -97,6 +107,10 @@ impl AgentMetrics {
         for result in ["ok", "error"] {
             let _ = reloads.get_or_create(&ResultLabel { result });
         }
+        let netlink_events = Family::<KindLabel, Counter>::default();
+        for kind in NETLINK_EVENT_KINDS {
+            let _ = netlink_events.get_or_create(&KindLabel { kind });
+        }
         Self {
             inner: Arc::new(AgentInner {
                 ring_rebuilds: Counter::default(),
@@ -104,6 +118,8 @@ impl AgentMetrics {
                 ring_rebuild_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
                 reloads,
                 interface_events: Family::default(),
+                netlink_events,
+                net_resolutions: Counter::default(),
                 probe_duration: Family::new_with_constructor(probe_histogram as fn() -> Histogram),
                 probes: Family::default(),
                 state: Mutex::new(AgentState::default()),
@@ -130,6 +146,19 @@ impl AgentMetrics {
             .reloads
             .get_or_create(&ResultLabel { result })
             .inc();
+    }
+
+    /// A kernel notification received (`link`, `neigh`, `route`, `overrun`).
+    pub fn record_netlink_event(&self, kind: &'static str) {
+        self.inner
+            .netlink_events
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// A re-resolution of the interface and the backends' next hops finished.
+    pub fn record_net_resolution(&self) {
+        self.inner.net_resolutions.inc();
     }
 
     /// A change of the XDP interface (`down`, `up`, `xdp_detached`, `xdp_attached`).

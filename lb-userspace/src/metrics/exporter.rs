@@ -71,6 +71,17 @@ impl Exporter {
             inner.interface_events.clone(),
         );
         registry.register(
+            "xlb_netlink_events",
+            "Kernel notifications received (link, neigh, route, overrun); a burst is coalesced \
+             into one re-resolution",
+            inner.netlink_events.clone(),
+        );
+        registry.register(
+            "xlb_net_resolutions",
+            "Re-resolutions of the XDP interface and the backends' next hops",
+            inner.net_resolutions.clone(),
+        );
+        registry.register(
             "xlb_health_check_duration_seconds",
             "Duration of each health probe, successful or not",
             inner.probe_duration.clone(),
@@ -300,6 +311,10 @@ pub(super) mod tests {
         agent.record_reload(false);
         agent.record_reload(false);
         agent.record_interface_event("eth0", "down");
+        for _ in 0..3 {
+            agent.record_netlink_event("route");
+        }
+        agent.record_net_resolution();
         agent.record_interface_event("eth0", "up");
         agent.record_interface_event("eth0", "down");
         let v = vip("tcp/203.0.113.10:80");
@@ -317,6 +332,10 @@ pub(super) mod tests {
             r#"xlb_config_reloads_total{result="error"} 2"#.into(),
             r#"xlb_interface_events_total{interface="eth0",event="down"} 2"#.into(),
             r#"xlb_interface_events_total{interface="eth0",event="up"} 1"#.into(),
+            r#"xlb_netlink_events_total{kind="route"} 3"#.into(),
+            // Every kind is present from the start, so `rate()` works before the first.
+            r#"xlb_netlink_events_total{kind="overrun"} 0"#.into(),
+            "xlb_net_resolutions_total 1".into(),
             format!(r#"xlb_health_checks_total{{{L},result="ok"}} 1"#),
             format!(r#"xlb_health_checks_total{{{L},result="fail"}} 1"#),
             format!("xlb_health_check_duration_seconds_count{{{L}}} 2"),

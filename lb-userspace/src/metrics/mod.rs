@@ -55,6 +55,8 @@
 //! | `xlb_continuity_rejected_total` | counter | reason | channel messages or connections refused (bad tag, replay, malformed, oversized, unknown peer, ...); none changed a map |
 //! | `xlb_continuity_{sent,received}_bytes_total` | counter | | bytes on the continuity channel |
 //! | `xlb_continuity_peer_connected` | gauge | peer | 1 while this node's connection to the peer is up |
+//! | `xlb_netlink_events_total` | counter | kind = `link` \| `neigh` \| `route` \| `overrun` | kernel notifications received; a burst of them is coalesced into one re-resolution, so a flood shows here and in `xlb_net_resolutions_total`, never in the log |
+//! | `xlb_net_resolutions_total` | counter | | re-resolutions of the XDP interface and the backends' next hops (after notifications, and every few seconds) |
 //! | `xlb_bird_problems` | gauge | | with `[announce]`: BIRD checks (`bird`, `bird_kernel`, `bgp`, as `xlb doctor` runs them) not OK at the last run, every 10 s |
 //! | `xlb_scrape_map_errors` | gauge | | map reads that failed during this scrape (their series are missing from it) |
 //!
@@ -91,7 +93,7 @@ mod server;
 
 use std::sync::{Mutex, MutexGuard};
 
-pub use agent::AgentMetrics;
+pub use agent::{AgentMetrics, NETLINK_EVENT_KINDS};
 pub use collector::{FlowWalk, SharedStore};
 pub use exporter::{Exporter, Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use server::{MetricsServer, serve};

@@ -366,5 +366,20 @@ fn watch_reports_neighbour_route_and_link_changes() {
 
         ip_a(&["link", "set", VETH_A, "mtu", "1300"]);
         expect_event(&mut watch, NetEvent::Link).await;
+
+        // Every notification was counted, those a full queue would have left out too.
+        let counts: std::collections::BTreeMap<&str, u64> =
+            watch.take_counts().map(|(e, n)| (e.kind(), n)).collect();
+        for kind in ["neigh", "route", "link"] {
+            assert!(
+                counts[kind] >= 1,
+                "no {kind} notification counted: {counts:?}"
+            );
+        }
+        assert!(counts["route"] >= 2, "{counts:?}");
+        assert!(
+            watch.take_counts().all(|(_, n)| n == 0),
+            "the counts start again from zero"
+        );
     });
 }

@@ -82,26 +82,41 @@ pub const ORIGIN_RING: u8 = 0;
 /// `FlowSlot::origin` of a flow-table entry copied from a peer's exception.
 pub const ORIGIN_PEER: u8 = 1;
 
-/// log2 of the nanoseconds in one tick of the UDP idle clock (2^30 ns, about 1.07 s): coarse
-/// enough that a 16-bit stamp spans 19.5 hours, fine enough for timeouts of seconds.
-pub const IDLE_TICK_SHIFT: u32 = 30;
+/// The longest tick of the UDP idle clock, in ns (2^30, about 1.07 s): coarse enough that a
+/// 16-bit stamp spans hours, fine enough for timeouts of seconds.
+pub const IDLE_TICK_MAX_NS: u64 = 1 << 30;
 
-/// The idle clock's tick at `now_ns` (`bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC), never 0
-/// (0 marks an unstamped entry): the low 16 bits of `now_ns >> IDLE_TICK_SHIFT`, with tick 0
-/// counted as 1.
+/// The idle clock's shift for a kernel whose jiffy lasts `jiffy_ns` (`clock_getres` of
+/// `CLOCK_MONOTONIC_COARSE`, the kernel's `TICK_NSEC`): the largest with
+/// `jiffy_ns << shift <= IDLE_TICK_MAX_NS`, so a tick lasts between 2^29 and 2^30 ns
+/// (1.024 s at HZ 250 or 1000, 0.64 s at HZ 100). The clock counts jiffies because the JIT
+/// turns `bpf_jiffies64` into one load, where a clock in ns is a helper call per UDP packet.
+pub const fn idle_shift(jiffy_ns: u64) -> u8 {
+    let mut shift = 0;
+    while jiffy_ns != 0 && shift < 63 && (jiffy_ns << (shift + 1)) <= IDLE_TICK_MAX_NS {
+        shift += 1;
+    }
+    shift
+}
+
+/// The idle clock's tick at `jiffies` (`bpf_jiffies64`) with `LbConfig::idle_shift`, never 0
+/// (0 marks an unstamped entry): the low 16 bits of `jiffies >> shift`, tick 0 counted as 1.
 #[inline(always)]
-pub const fn idle_tick(now_ns: u64) -> u16 {
-    let t = (now_ns >> IDLE_TICK_SHIFT) as u16;
+pub const fn idle_tick(jiffies: u64, shift: u8) -> u16 {
+    let t = (jiffies >> (shift & 63)) as u16;
     if t == 0 { 1 } else { t }
 }
 
-/// Ticks of an idle timeout of `timeout_ns`: rounded up, so a flow expires only after a whole
-/// timeout of silence (a stamp and a later tick are both truncated: a flow expires after
-/// between the timeout and the timeout plus two ticks of silence). Saturates at the largest
-/// timeout a 16-bit stamp can tell from a fresh one.
-pub const fn idle_ticks(timeout_ns: u64) -> u16 {
-    let unit = 1u64 << IDLE_TICK_SHIFT;
-    let t = timeout_ns.div_ceil(unit);
+/// Ticks of an idle timeout of `timeout_ns` with ticks of `tick_ns` (`jiffy_ns << shift`):
+/// rounded up, so a flow expires only after a whole timeout of silence (a stamp and a later
+/// tick are both truncated: a flow expires after between the timeout and the timeout plus two
+/// ticks of silence). Saturates at the largest timeout a 16-bit stamp can tell from a fresh
+/// one (at least 2^15 ticks of 2^29 ns: 4.9 hours).
+pub const fn idle_ticks(timeout_ns: u64, tick_ns: u64) -> u16 {
+    if tick_ns == 0 {
+        return 0;
+    }
+    let t = timeout_ns.div_ceil(tick_ns);
     if t > MAX_IDLE_TICKS as u64 {
         MAX_IDLE_TICKS
     } else {
@@ -109,10 +124,10 @@ pub const fn idle_ticks(timeout_ns: u64) -> u16 {
     }
 }
 
-/// The longest idle timeout in ticks (about 9.8 hours): half the 16-bit stamp's lap, so a
+/// The longest idle timeout in ticks (4.9 to 9.8 hours): half the 16-bit stamp's lap, so a
 /// flow silent for between one and two timeouts is told from a fresh one. Only a flow silent
-/// for about a whole lap (19.5 hours) can look fresh again: it keeps its entry, as every UDP
-/// flow did before idle timeouts existed.
+/// for about a whole lap (10 to 20 hours) can look fresh again: it keeps its entry, as every
+/// UDP flow did before idle timeouts existed.
 pub const MAX_IDLE_TICKS: u16 = 1 << 15;
 
 /// Whether a flow stamped `seen` has been idle for more than `limit` ticks at tick `now`
@@ -435,16 +450,34 @@ mod tests {
 
     #[test]
     fn idle_ticks_round_up_and_saturate() {
-        let tick = 1u64 << IDLE_TICK_SHIFT;
-        assert_eq!(idle_ticks(0), 0);
-        assert_eq!(idle_ticks(1), 1);
-        assert_eq!(idle_ticks(tick), 1);
-        assert_eq!(idle_ticks(tick + 1), 2);
-        assert_eq!(idle_ticks(30_000_000_000), 28); // 30 s
-        assert_eq!(idle_ticks(u64::MAX), MAX_IDLE_TICKS);
-        assert_eq!(idle_tick(0), 1, "tick 0 is stamped 1");
-        assert_eq!(idle_tick(5 * tick + 7), 5);
-        assert_eq!(idle_tick((1 << 16) * tick), 1, "wraps, never 0");
+        // HZ 250: a jiffy of 4 ms, 256 jiffies a tick (1.024 s).
+        assert_eq!(idle_shift(4_000_000), 8);
+        assert_eq!(idle_shift(1_000_000), 10, "HZ 1000");
+        assert_eq!(idle_shift(10_000_000), 6, "HZ 100: 0.64 s");
+        assert_eq!(idle_shift(3_333_333), 8, "HZ 300: 0.85 s");
+        assert_eq!(idle_shift(0), 0);
+        assert_eq!(idle_shift(IDLE_TICK_MAX_NS * 2), 0);
+        for hz in [100u64, 250, 300, 1000] {
+            let jiffy = 1_000_000_000 / hz;
+            let tick = jiffy << idle_shift(jiffy);
+            assert!(
+                tick <= IDLE_TICK_MAX_NS && tick > IDLE_TICK_MAX_NS / 2,
+                "HZ {hz}"
+            );
+            // The longest configurable timeout (4 h) fits without saturating.
+            assert!(idle_ticks(4 * 3600 * 1_000_000_000, tick) < MAX_IDLE_TICKS);
+        }
+        let tick = 4_000_000u64 << 8;
+        assert_eq!(idle_ticks(0, tick), 0);
+        assert_eq!(idle_ticks(1, tick), 1);
+        assert_eq!(idle_ticks(tick, tick), 1);
+        assert_eq!(idle_ticks(tick + 1, tick), 2);
+        assert_eq!(idle_ticks(30_000_000_000, tick), 30); // 30 s
+        assert_eq!(idle_ticks(u64::MAX, tick), MAX_IDLE_TICKS);
+        assert_eq!(idle_ticks(30, 0), 0, "no clock, no timeout");
+        assert_eq!(idle_tick(0, 8), 1, "tick 0 is stamped 1");
+        assert_eq!(idle_tick(5 * 256 + 7, 8), 5);
+        assert_eq!(idle_tick((1 << 16) * 256, 8), 1, "wraps, never 0");
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub struct LbConfig {
     /// TTL / hop limit of the outer IP header of encapsulated packets (the inner packet's is
     /// not the tunnel's: an inner TTL of 0 or 1 would kill the tunnelled packet).
     pub outer_ttl: u8,
-    pub _pad: u8,
+    /// The idle clock's tick is `bpf_jiffies64() >> idle_shift` (`flows::idle_shift` of the
+    /// host's jiffy).
+    pub idle_shift: u8,
     /// Idle timeout of UDP flow-table entries in ticks of `flows::idle_tick`
     /// (`flows::idle_ticks` of the configured timeout): a UDP flow silent for longer takes the
     /// ring's choice again (docs/datapath.md §4). 0: UDP entries never expire.

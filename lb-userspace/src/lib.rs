@@ -10,6 +10,7 @@ pub mod decap;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
+pub mod idle_clock;
 pub mod loader;
 pub mod maglev;
 pub mod maps;

@@ -19,7 +19,10 @@
 use std::{
     io,
     net::IpAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -165,6 +168,23 @@ pub enum NetEvent {
 }
 
 impl NetEvent {
+    /// Every kind, in [`NetEvent::index`] order.
+    pub const ALL: [NetEvent; 4] = [
+        NetEvent::Link,
+        NetEvent::Neigh,
+        NetEvent::Route,
+        NetEvent::Overrun,
+    ];
+
+    const fn index(self) -> usize {
+        match self {
+            NetEvent::Link => 0,
+            NetEvent::Neigh => 1,
+            NetEvent::Route => 2,
+            NetEvent::Overrun => 3,
+        }
+    }
+
     /// Its metrics label (`metrics::NETLINK_EVENT_KINDS`).
     pub const fn kind(self) -> &'static str {
         match self {
@@ -414,6 +434,9 @@ impl Netlink {
 #[derive(Debug)]
 pub struct NetWatch {
     events: mpsc::Receiver<NetEvent>,
+    /// Notifications received since the last [`NetWatch::take_counts`], by
+    /// [`NetEvent::index`]: also those the full queue left out.
+    counts: Arc<[AtomicU64; 4]>,
     _tasks: TaskGuard,
 }
 
@@ -436,12 +459,15 @@ impl NetWatch {
         // the kernel caps it at net.core.rmem_max, which is fine.
         let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(1 << 20);
         let (tx, events) = mpsc::channel(WATCH_QUEUE);
+        let counts: Arc<[AtomicU64; 4]> = Arc::default();
+        let counted = Arc::clone(&counts);
         let driver = runtime.spawn(conn);
         let forwarder = runtime.spawn(async move {
             while let Some((message, _)) = messages.next().await {
                 let Some(event) = classify(&message) else {
                     continue;
                 };
+                counted[event.index()].fetch_add(1, Ordering::Relaxed);
                 match tx.try_send(event) {
                     Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                     Err(mpsc::error::TrySendError::Closed(_)) => break,
@@ -451,6 +477,7 @@ impl NetWatch {
         });
         Ok(NetWatch {
             events,
+            counts,
             _tasks: TaskGuard(vec![driver, forwarder]),
         })
     }
@@ -464,6 +491,13 @@ impl NetWatch {
     /// A change that is already queued, if any.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
         self.events.try_recv().ok()
+    }
+
+    /// Notifications received since the last call, by kind (those a burst coalesced too).
+    pub fn take_counts(&self) -> impl Iterator<Item = (NetEvent, u64)> + '_ {
+        NetEvent::ALL
+            .into_iter()
+            .map(|e| (e, self.counts[e.index()].swap(0, Ordering::Relaxed)))
     }
 }
 

@@ -668,6 +668,7 @@ fn add_shared_entries(config: &Config, plan: &mut MapContents) {
 }
 
 fn lb_config(config: &Config, net: &NetInfo) -> LbConfig {
+    let idle = crate::idle_clock::IdleClock::host();
     let mut flags = CONFIG_F_READY;
     if config.vips.iter().any(|v| v.id.port == 0) {
         flags |= CONFIG_F_ANY_PORT_VIPS;
@@ -692,10 +693,8 @@ fn lb_config(config: &Config, net: &NetInfo) -> LbConfig {
         icmp_rate: config.icmp_rate,
         icmp_burst: config.icmp_burst,
         outer_ttl: config.outer_ttl,
-        _pad: 0,
-        udp_idle_ticks: lb_common::flows::idle_ticks(
-            u64::try_from(config.udp_idle_timeout.as_nanos()).unwrap_or(u64::MAX),
-        ),
+        idle_shift: idle.map_or(0, |c| c.shift),
+        udp_idle_ticks: idle.map_or(0, |c| c.ticks(config.udp_idle_timeout)),
     }
 }
 

@@ -529,16 +529,22 @@ pub fn run_errno(e: &ProgramError) -> Option<i32> {
     }
 }
 
-/// The program's idle clock now (`lb_common::flows::idle_tick` of CLOCK_MONOTONIC_COARSE,
-/// the clock of `bpf_ktime_get_coarse_ns`).
+/// The kernel's jiffies now (what `bpf_jiffies64` returns), read from `/proc/timer_list`
+/// (root only, as everything here).
+pub fn jiffies() -> u64 {
+    let list = std::fs::read_to_string("/proc/timer_list").expect("reading /proc/timer_list");
+    list.lines()
+        .find_map(|l| l.strip_prefix("jiffies: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a `jiffies: N` line in /proc/timer_list")
+}
+
+/// This host's idle clock (`LbConfig::idle_shift` and the tick), as the agent sets it.
+pub fn idle_clock() -> lb_userspace::idle_clock::IdleClock {
+    lb_userspace::idle_clock::IdleClock::host().expect("the coarse clock's resolution")
+}
+
+/// The program's idle clock now (`lb_common::flows::idle_tick`) with this host's shift.
 pub fn idle_now() -> u16 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
-    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    lb_common::flows::idle_tick(ns)
+    lb_common::flows::idle_tick(jiffies(), idle_clock().shift)
 }

@@ -41,7 +41,8 @@ pub fn base_config() -> LbConfig {
         icmp_rate: 1000,
         icmp_burst: 1000,
         outer_ttl: OUTER_TTL,
-        _pad: 0,
+        // The host's clock, as the agent sets it (ticks of about a second).
+        idle_shift: lb_userspace::idle_clock::IdleClock::host().map_or(0, |c| c.shift),
         // No idle timeout: the cases that test it set one.
         udp_idle_ticks: 0,
     }

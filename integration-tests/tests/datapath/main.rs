@@ -13,14 +13,14 @@
 use lb_common::{
     LbConfig, TrafficStats,
     addr::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP},
-    flows::{FLOW_WAYS, idle_ticks},
+    flows::FLOW_WAYS,
     hash::ring_slot,
     stats::{COUNTER_SLOTS, Counter},
     values::*,
 };
 use xlb_testkit::{
     Datapath, Ext, Packet,
-    datapath::{idle_now, run_errno},
+    datapath::{idle_clock, idle_now, run_errno},
     expect::{self, overhead},
     packet::{self, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, accounted_bytes, ip},
     world::{self, Pool, base_config},

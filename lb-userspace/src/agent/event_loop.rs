@@ -16,7 +16,7 @@ use crate::health::{HealthEvent, HealthStats};
 use crate::maps::AyaStore;
 use crate::metrics::AgentMetrics;
 use crate::model::VipId;
-use crate::netlink::NetWatch;
+use crate::netlink::{NetEvent, NetWatch};
 
 use super::handlers::Answer;
 use super::neighbours::{Resolved, Resolver};
@@ -104,6 +104,8 @@ pub(super) async fn run(
     let mut probes_seen = HashMap::new();
     // A reload ran in this turn of the loop.
     let mut reloaded = false;
+    // The first overrun of the notification socket was logged.
+    let mut overrun_logged = false;
     loop {
         tokio::select! {
             Some(ev) = inputs.health.recv() => {
@@ -115,10 +117,19 @@ pub(super) async fn run(
                 match ev {
                     Some(ev) => {
                         debug!(?ev, "kernel table changed");
-                        agent.metrics.record_netlink_event(ev.kind());
                         // Coalesce a burst of notifications into one re-resolution.
-                        while let Some(ev) = inputs.watch.try_recv() {
-                            agent.metrics.record_netlink_event(ev.kind());
+                        while inputs.watch.try_recv().is_some() {}
+                        for (ev, n) in inputs.watch.take_counts() {
+                            if ev == NetEvent::Overrun && n > 0 && !overrun_logged {
+                                overrun_logged = true;
+                                warn!(
+                                    "kernel notifications overran their socket buffer (a flood \
+                                     of route or neighbour changes): every next hop is resolved \
+                                     again; later overruns are only counted \
+                                     (xlb_netlink_events_total{{kind=\"overrun\"}})"
+                                );
+                            }
+                            agent.metrics.add_netlink_events(ev.kind(), n);
                         }
                     }
                     None => {

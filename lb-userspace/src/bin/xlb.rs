@@ -210,7 +210,10 @@ impl From<XdpModeArg> for XdpMode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("XLB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // netlink_proto warns at every overrun of the notification socket's buffer, which a
+        // flood of kernel changes repeats many times a second; the agent counts them
+        // (`xlb_netlink_events_total{kind="overrun"}`), logs the first, and re-resolves.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_proto=error"));
     // Colours only on a terminal: a log file or journald gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()

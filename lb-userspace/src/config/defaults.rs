@@ -41,10 +41,10 @@ pub const ICMP_BURST_RANGE: (u64, u64) = (1, 1_000_000);
 pub const OUTER_TTL_RANGE: (u64, u64) = (1, 255);
 /// A UDP flow silent this long takes the ring's choice again (Katran's default too).
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// From two ticks of the program's idle clock (about 1.07 s each) to 9 hours (below
-/// `lb_common::flows::MAX_IDLE_TICKS`, about 9.8 hours).
+/// From about two ticks of the program's idle clock (0.5 to 1.07 s each, by the kernel's HZ)
+/// to 4 hours (below `lb_common::flows::MAX_IDLE_TICKS` of the shortest tick, 4.9 hours).
 pub const UDP_IDLE_TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_secs(2), Duration::from_secs(9 * 3600));
+    (Duration::from_secs(2), Duration::from_secs(4 * 3600));
 pub const RISE_FALL_RANGE: (u64, u64) = (1, 100);
 pub const EXPECT_STATUS_RANGE: (u64, u64) = (100, 599);
 pub const INTERVAL_RANGE: (Duration, Duration) =

@@ -148,12 +148,12 @@ impl AgentMetrics {
             .inc();
     }
 
-    /// A kernel notification received (`link`, `neigh`, `route`, `overrun`).
-    pub fn record_netlink_event(&self, kind: &'static str) {
+    /// `n` more kernel notifications of `kind` (`link`, `neigh`, `route`, `overrun`).
+    pub fn add_netlink_events(&self, kind: &'static str, n: u64) {
         self.inner
             .netlink_events
             .get_or_create(&KindLabel { kind })
-            .inc();
+            .inc_by(n);
     }
 
     /// A re-resolution of the interface and the backends' next hops finished.

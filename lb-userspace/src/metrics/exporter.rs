@@ -311,9 +311,7 @@ pub(super) mod tests {
         agent.record_reload(false);
         agent.record_reload(false);
         agent.record_interface_event("eth0", "down");
-        for _ in 0..3 {
-            agent.record_netlink_event("route");
-        }
+        agent.add_netlink_events("route", 3);
         agent.record_net_resolution();
         agent.record_interface_event("eth0", "up");
         agent.record_interface_event("eth0", "down");

@@ -49,7 +49,7 @@ pub trait Maps {
     /// Whether writing `key`'s entry would evict another flow's (§4 "Eviction": the set's
     /// probe, `lb_common::flows::FlowSet::place_evicting`).
     fn flow_evicts(&self, key: &FlowKey) -> bool;
-    /// The idle clock's tick now (`lb_common::flows::idle_tick` of CLOCK_MONOTONIC).
+    /// The idle clock's tick now (`lb_common::flows::idle_tick` of the kernel's jiffies).
     fn idle_now(&self) -> u16;
     /// The peer table's intact entry for `key`.
     fn peer(&self, key: &FlowKey) -> Option<FlowEntry>;

@@ -221,7 +221,7 @@ fn spawn_agent_with(
         .arg("run")
         .arg("--config")
         .arg(config)
-        .env("XLB_LOG", std::env::var("XLB_LOG").unwrap_or("info".into()))
+        // XLB_LOG, if set, is inherited; unset, the agent's own default filter applies.
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)

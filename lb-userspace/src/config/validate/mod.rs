@@ -192,8 +192,8 @@ impl Validator<'_> {
                     value,
                     DEFAULT_UDP_IDLE_TIMEOUT,
                     UDP_IDLE_TIMEOUT_RANGE,
-                    " or 0s for none (the program's idle clock ticks every 1.07 s and its \
-                     stamps span 19.5 hours)",
+                    " or 0s for none (the program's idle clock ticks about every second and its \
+                     stamps span at least 9.8 hours)",
                 )
                 .unwrap_or(DEFAULT_UDP_IDLE_TIMEOUT),
         };

@@ -120,6 +120,28 @@ pub fn spawn_silent_tcp_server() -> SocketAddr {
     addr
 }
 
+/// Accepts connections and answers each with a valid status line and headers dribbled one
+/// byte every 20 ms, never ending the head (a slow-loris server: every read gets data).
+pub fn spawn_dribbling_http_server() -> SocketAddr {
+    let listener = tcp_listener(localhost(0));
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let head = b"HTTP/1.1 200 OK\r\nX-Slow: ";
+                for b in head.iter().chain(std::iter::repeat(&b'a')) {
+                    if stream.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Answers every request with `status` (reads the request head, writes a bodyless response).
 pub fn spawn_http_server(status: u16) -> SocketAddr {
     let listener = tcp_listener(localhost(0));

@@ -104,6 +104,27 @@ fn http_down_by_timeout_when_the_server_accepts_but_never_answers() {
     });
 }
 
+/// A server that keeps sending (a byte every 20 ms, a header that never ends) does not keep
+/// the probe alive: the timeout bounds the whole probe, not each read.
+#[test]
+fn http_down_by_timeout_when_the_server_dribbles_forever() {
+    in_private_netns(|| async {
+        let addr = spawn_dribbling_http_server();
+        let start = Instant::now();
+        // Bounded here too: a probe that timed each read alone would never return.
+        let err = tokio::time::timeout(TIMEOUT * 5, probe(&http("/", 200, false), addr, TIMEOUT))
+            .await
+            .expect("the probe outlived five timeouts: its timeout is not bounding the whole probe")
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            matches!(err, ProbeError::Timeout(t) if t == TIMEOUT),
+            "{err:?}"
+        );
+        assert!(took < TIMEOUT * 5, "not bounded by the timeout: {took:?}");
+    });
+}
+
 #[test]
 fn https_down_by_timeout_when_the_handshake_never_completes() {
     in_private_netns(|| async {

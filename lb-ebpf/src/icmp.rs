@@ -150,6 +150,12 @@ fn rewrite_echo(ctx: &XdpContext, l2: &L2, pkt: &Packet, hdr: &IcmpHdr) -> Resul
     let mut out = *hdr;
     out.kind = reply;
     out.check = csum::replace16(hdr.check, word(hdr.kind, hdr.code), word(reply, hdr.code));
+    // One's-complement zero has two forms; the update gives 0x0000 where an all-zero ICMPv4
+    // message (id, sequence and data 0) needs 0xffff. 0xffff verifies for every other message
+    // too (docs/datapath.md §6).
+    if out.check == 0 {
+        out.check = 0xffff;
+    }
     frame::write(ctx, pkt.l4_off, out)
 }
 

@@ -216,6 +216,11 @@ impl Packet {
         Self::new(src, dst, L4::Echo { id: 0x0b0e, seq: 7 })
     }
 
+    /// An echo request with its own identifier and sequence number.
+    pub fn echo_with(src: &str, dst: &str, id: u16, seq: u16) -> Self {
+        Self::new(src, dst, L4::Echo { id, seq })
+    }
+
     /// An ICMP frag-needed / packet-too-big from `router` to `dst`, quoting `quoted`.
     pub fn too_big(router: &str, dst: &str, mtu: u32, quoted: Vec<u8>) -> Self {
         let mut p = Self::new(router, dst, L4::TooBig { mtu, quoted });

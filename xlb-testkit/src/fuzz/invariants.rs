@@ -95,10 +95,18 @@ pub fn check(world: &World, seen: &Seen, verdict: u32, out: &[u8]) -> Vec<String
             ip.len()
         ));
     }
-    // Back to the sender (an echo reply, or a too-big answer to a data packet), not to a
-    // backend.
-    let reply =
-        out[0..6] == seen.input[6..12] && !world.backends.iter().any(|b| b.mac == out[0..6]);
+    // Back to the sender (an echo reply, or a too-big answer to a data packet), from the
+    // address it wrote to: told by the IP addresses, as a fuzzed source MAC may be a
+    // backend's. A forwarded packet keeps the client as source (dsr-l2) or carries the LB's.
+    let (out_src, out_dst) = if et == 0x0800 {
+        (
+            IpAddr::V4(<[u8; 4]>::try_from(&ip[12..16]).expect("4 bytes").into()),
+            IpAddr::V4(<[u8; 4]>::try_from(&ip[16..20]).expect("4 bytes").into()),
+        )
+    } else {
+        (ipv6_at(ip, 8), ipv6_at(ip, 24))
+    };
+    let reply = out[0..6] == seen.input[6..12] && out_dst == p.src && out_src == p.dst;
     if reply {
         // An echo reply or a too-big answer: back to the sender, from a VIP address.
         let entry = world.entries.get(&VipKey::of(p.dst, 0, 0));

@@ -82,7 +82,11 @@ fn echo_reply(f: &[u8], p: &Parsed) -> Vec<u8> {
     let l4 = p.l4_off;
     let old = u16::from_be_bytes([f[l4], f[l4 + 1]]);
     let new = u16::from_be_bytes([reply, f[l4 + 1]]);
-    let c = replace16(u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]), old, new);
+    let c = match replace16(u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]), old, new) {
+        // §6: the zero checksum is written 0xffff.
+        0 => 0xffff,
+        c => c,
+    };
     o[l4] = reply;
     o[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
     o

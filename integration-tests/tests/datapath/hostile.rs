@@ -225,6 +225,7 @@ fn fuzzer_findings() {
     let (t4, t6, u4, u6) = vips();
     let all = [t4.clone(), t6.clone(), u4.clone(), u6.clone()];
     let w = || setup(cfg, &all);
+    let zero_echo = Packet::echo_with(CLIENT4, VIP4, 0, 0).payload_len(0);
     run_table(vec![
         // A fragment of protocol 0 looked up `(dst, 0, 0)`, found the address entry, took it
         // for a VIP of mode 0 and dropped the packet as `DropUnsupported` (seed
@@ -250,6 +251,23 @@ fn fuzzer_findings() {
                 })
                 .frame(),
             Expect::pass(Counter::Pass),
+        ),
+        // The echo reply's checksum, updated incrementally, came out 0x0000 for an all-zero
+        // ICMPv4 message (identifier, sequence and data 0), whose only valid checksum is
+        // 0xffff (seed 0x1a9837b47eaacc71, frame 997521; docs/datapath.md §6).
+        case(
+            "v4 echo with identifier, sequence and data 0: reply checksum 0xffff",
+            Box::new(move |dp: &mut Datapath| {
+                dp.set_config(cfg);
+                dp.set_address(ip(VIP4), VIP_F_ICMP_ECHO, 5);
+            }),
+            zero_echo.frame(),
+            Expect::new(XDP_TX, &[(Counter::IcmpEchoReply, 1)])
+                .output(expect::echo_reply(&zero_echo.frame()))
+                .vip(
+                    5,
+                    TrafficStats::new(1, accounted_bytes(&zero_echo.frame()), 0, 0),
+                ),
         ),
     ]);
 }

@@ -18,8 +18,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use lb_userspace::api::{MapState, Request, Response};
 use lb_userspace::maps::MapStore;
 use xlb_testkit::netns::enter_named;
 use xlb_testkit::testbed::load_faults::API_BOUND;
-use xlb_testkit::testbed::probe::{ApiProbe, rss_kib};
+use xlb_testkit::testbed::probe::{ApiProbe, metric, rss_kib, scrape_metrics};
 use xlb_testkit::testbed::{Mode, Options, Testbed, VipSpec, http_load, ip_in, tail, udp_ask};
 
 /// Where the agent serves metrics: loopback of the LB's namespace, which the test brings up.
@@ -67,36 +66,19 @@ fn testbed_with_metrics(tag: &str, vip: &VipSpec) -> Testbed {
     tb
 }
 
-/// One scrape of the agent's metrics, from inside the LB's namespace: series -> value.
-fn scrape(tb: &Testbed) -> BTreeMap<String, f64> {
-    let text = enter_named(&tb.lb.name, || {
-        let addr: SocketAddr = METRICS.parse().unwrap();
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("metrics");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: lb\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    });
-    text.lines()
-        .filter(|l| l.starts_with("xlb_"))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
+/// One scrape of the agent's metrics, from inside the LB's namespace.
+fn scrape(tb: &Testbed) -> String {
+    scrape_metrics(&tb.lb.name, METRICS.parse().unwrap())
 }
 
-fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *m.get(series)
-        .unwrap_or_else(|| panic!("no series {series} in {:?}", m.keys().collect::<Vec<_>>()))
+fn value(text: &str, series: &str) -> f64 {
+    metric(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
-fn netlink_events(m: &BTreeMap<String, f64>) -> f64 {
+fn netlink_events(text: &str) -> f64 {
     ["link", "neigh", "route", "overrun"]
         .iter()
-        .map(|k| metric(m, &format!("xlb_netlink_events_total{{kind=\"{k}\"}}")))
+        .map(|k| value(text, &format!("xlb_netlink_events_total{{kind=\"{k}\"}}")))
         .sum()
 }
 
@@ -184,7 +166,7 @@ fn a_netlink_flood_is_counted_and_coalesced_while_forwarding_and_the_api_keep_up
 
     let events = netlink_events(&after) - netlink_events(&before);
     let resolutions =
-        metric(&after, "xlb_net_resolutions_total") - metric(&before, "xlb_net_resolutions_total");
+        value(&after, "xlb_net_resolutions_total") - value(&before, "xlb_net_resolutions_total");
     let log_after = std::fs::read_to_string(tb.agent_log_path()).unwrap();
     let new_lines = log_after.lines().count() - log_before.lines().count();
     for l in log_after.lines().skip(log_before.lines().count()) {
@@ -205,8 +187,8 @@ fn a_netlink_flood_is_counted_and_coalesced_while_forwarding_and_the_api_keep_up
     );
     // Each change is at least one notification (the kernel may add more, e.g. for the
     // neighbour's state); an overrun stands for many lost ones and is counted once.
-    let overruns = metric(&after, "xlb_netlink_events_total{kind=\"overrun\"}")
-        - metric(&before, "xlb_netlink_events_total{kind=\"overrun\"}");
+    let overruns = value(&after, "xlb_netlink_events_total{kind=\"overrun\"}")
+        - value(&before, "xlb_netlink_events_total{kind=\"overrun\"}");
     eprintln!("{overruns} overruns of the notification socket counted");
     assert!(
         events >= sent as f64 || overruns > 0.0,

@@ -92,11 +92,11 @@ pub const IDLE_TICK_MAX_NS: u64 = 1 << 30;
 /// (1.024 s at HZ 250 or 1000, 0.64 s at HZ 100). The clock counts jiffies because the JIT
 /// turns `bpf_jiffies64` into one load, where a clock in ns is a helper call per UDP packet.
 pub const fn idle_shift(jiffy_ns: u64) -> u8 {
-    let mut shift = 0;
-    while jiffy_ns != 0 && shift < 63 && (jiffy_ns << (shift + 1)) <= IDLE_TICK_MAX_NS {
-        shift += 1;
+    // `jiffy_ns << s <= M` exactly when `2^s <= M / jiffy_ns` (rounded down).
+    match IDLE_TICK_MAX_NS.checked_div(jiffy_ns) {
+        Some(q) if q > 0 => q.ilog2() as u8,
+        _ => 0,
     }
-    shift
 }
 
 /// The idle clock's tick at `jiffies` (`bpf_jiffies64`) with `LbConfig::idle_shift`, never 0

@@ -4,7 +4,7 @@ use aya_ebpf::helpers::generated::bpf_jiffies64;
 use lb_common::{
     FlowEntry, FlowKey, FlowSet, LbConfig, VipKey, VipMeta,
     addr::{AddrWords, PROTO_UDP, is_martian_source},
-    flows::{FlowSlot, ORIGIN_PEER, ORIGIN_RING, idle_expired, idle_tick},
+    flows::{ORIGIN_PEER, ORIGIN_RING, idle_expired, idle_tick},
     hash::{self, addr_filter_bit, ring_slot},
     limits::{RING_SIZE, RING_SLOTS_PER_ENTRY},
     stats::Counter,
@@ -265,7 +265,7 @@ fn remember(cfg: &LbConfig, key: &FlowKey, entropy: u32, id: u32, backend: &Back
         stats::count(Counter::FlowInsertFailed);
         return;
     };
-    let (slot, evicts): (&mut FlowSlot, bool) = set.place_evicting(key, entropy);
+    let (slot, evicts) = set.place_evicting(key, entropy);
     slot.write_from(key, entropy, entry, origin);
     if idle_timed(cfg, key) {
         slot.seen = idle_now(cfg);

@@ -255,27 +255,11 @@ impl Rejections {
     }
 }
 
-pub use xlb_testkit::testbed::probe::{ApiProbe, cpu_time, percentile, rss_kib};
+pub use xlb_testkit::testbed::probe::{
+    ApiProbe, cpu_time, metric, percentile, rss_kib, scrape_metrics,
+};
 
 /// The `/metrics` text of the agent in namespace `ns`.
 pub fn metrics(ns: &str) -> String {
-    let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
-    enter_named(ns, move || {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .expect("connect to the metrics endpoint");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        // HTTP/1.0: the answer ends with the connection, never chunked.
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("metrics answer");
-        text
-    })
-}
-
-/// The value of the sample `name` (with its labels) in metrics `text`.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+    scrape_metrics(ns, SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)))
 }

@@ -10,11 +10,10 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::handlers::Answer;
-use super::state::testing::agent;
+use super::state::testing::{agent, three_backends};
 use crate::api::{Request, Response};
 use crate::fuzz::{check_message, fuzz};
-use crate::model::{MAX_WEIGHT, Proto, VipId};
-use crate::test_fixtures::{config, vip};
+use crate::model::{MAX_WEIGHT, VipId};
 
 const ADDRS: &[&str] = &[
     "198.51.100.1",
@@ -53,16 +52,7 @@ fn fuzz_api_handlers() {
         .build()
         .unwrap();
     let _in_runtime = rt.enter();
-    let cfg = config(vec![vip(
-        "203.0.113.10",
-        80,
-        Proto::Tcp,
-        &[
-            ("198.51.100.1", 1),
-            ("198.51.100.2", 1),
-            ("198.51.100.3", 1),
-        ],
-    )]);
+    let cfg = three_backends();
     let id = cfg.vips[0].id;
     // A step: a request, and maybe the position (after the store's next write) that fails.
     let steps = prop::collection::vec((request(id), prop::option::of(0usize..4)), 1..8);

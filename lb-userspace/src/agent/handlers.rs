@@ -240,12 +240,12 @@ mod tests {
 
     use super::Answer;
     use crate::agent::state::Agent;
-    use crate::agent::state::testing::{agent, view};
+    use crate::agent::state::testing::{agent, three_backends, view};
     use crate::api::{HealthStatus, MapState, Request, Response, StatusReport};
     use crate::maglev;
     use crate::maps::{FakeStore, MapStore};
-    use crate::model::{Proto, VipId};
-    use crate::test_fixtures::{self, config, vip};
+    use crate::model::VipId;
+    use crate::test_fixtures;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -253,16 +253,7 @@ mod tests {
 
     /// One TCP VIP with three backends of weight 1, applied.
     fn three() -> (Agent<FakeStore>, VipId) {
-        let cfg = config(vec![vip(
-            "203.0.113.10",
-            80,
-            Proto::Tcp,
-            &[
-                ("198.51.100.1", 1),
-                ("198.51.100.2", 1),
-                ("198.51.100.3", 1),
-            ],
-        )]);
+        let cfg = three_backends();
         let id = cfg.vips[0].id;
         (agent(cfg, Path::new("/nonexistent")), id)
     }

@@ -257,6 +257,21 @@ pub(super) mod testing {
     use crate::reconcile::{BackendView, Reconciler};
     use crate::test_fixtures;
 
+    /// One TCP VIP (203.0.113.10:80) with three backends of weight 1: what the handler tests
+    /// and the handler fuzzer start from.
+    pub fn three_backends() -> Config {
+        test_fixtures::config(vec![test_fixtures::vip(
+            "203.0.113.10",
+            80,
+            crate::model::Proto::Tcp,
+            &[
+                ("198.51.100.1", 1),
+                ("198.51.100.2", 1),
+                ("198.51.100.3", 1),
+            ],
+        )])
+    }
+
     /// `cfg` applied to a fresh 8-VIP, 64-backend store with every backend resolved; reloads
     /// read `config_path` and find every interface. Call inside a tokio runtime (health).
     pub fn agent(cfg: Config, config_path: &Path) -> Agent<FakeStore> {

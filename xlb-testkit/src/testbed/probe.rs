@@ -214,6 +214,28 @@ pub fn loadavg() -> [f64; 3] {
     [(); 3].map(|_| f.next().expect("three load averages"))
 }
 
+/// The `/metrics` text of the agent serving on `addr` in network namespace `ns`.
+pub fn scrape_metrics(ns: &str, addr: std::net::SocketAddr) -> String {
+    crate::netns::enter_named(ns, move || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .expect("connect to the metrics endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // HTTP/1.0: the answer ends with the connection, never chunked.
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("metrics answer");
+        text
+    })
+}
+
+/// The value of the sample `name` (with its labels) in metrics `text`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -244,6 +244,14 @@ impl Netlink {
         link_from_message(&self.link_message_by_name(name).await?)
     }
 
+    /// [`Netlink::link_by_name`] and whether an XDP program is attached to it, from one request
+    /// (each neighbour resolution asks both).
+    pub async fn link_with_xdp(&self, name: &str) -> Result<(Link, bool)> {
+        let msg = self.link_message_by_name(name).await?;
+        let attached = link_status_from_message(&msg).xdp.is_some();
+        Ok((link_from_message(&msg)?, attached))
+    }
+
     /// The interface with index `index`.
     pub async fn link_by_index(&self, index: u32) -> Result<Link> {
         let not_found = || NetlinkError::InterfaceIndexNotFound { index };

@@ -31,9 +31,10 @@ pub(super) enum Outcome {
     LookupFailed(String),
 }
 
-/// Whether `mac` can be a frame's destination towards one host.
+/// Whether `mac` can be a frame's destination towards one host (the rule the netlink reader
+/// applies too: `netlink::non_unicast_mac`).
 pub(super) fn is_unicast_mac(mac: [u8; 6]) -> bool {
-    mac != [0; 6] && mac[0] & 0x01 == 0
+    crate::netlink::non_unicast_mac(&mac).is_none()
 }
 
 /// A backend's resolution changed in a way the operator should hear about once.

@@ -143,21 +143,11 @@ impl NetJob {
     /// Resolves the interface and every backend's destination MAC. A backend that cannot be
     /// reached out of the XDP interface is unroutable (the book keeps it out of the ring).
     async fn run(self) -> Resolved {
-        let link = match self.netlink.link_by_name(&self.link.name).await {
-            Ok(l) => l,
+        let (link, xdp) = match self.netlink.link_with_xdp(&self.link.name).await {
+            Ok((link, attached)) => (link, Some(attached)),
             Err(e) => {
                 warn!("interface {}: {e}", self.link.name);
-                self.link
-            }
-        };
-        let xdp = match self.netlink.link_status(&link.name).await {
-            Ok(s) => Some(s.xdp.is_some()),
-            Err(e) => {
-                warn!(
-                    "interface {}: cannot read its XDP attachment: {e}",
-                    link.name
-                );
-                None
+                (self.link, None)
             }
         };
         let lookups = self.targets.keys().map(|a| self.netlink.resolve(*a));
